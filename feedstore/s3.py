@@ -1,0 +1,76 @@
+"""One home for reaching the object store: boto3 for objects, pyarrow for Parquet, DuckDB for SQL."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+from pyarrow import fs as pafs
+
+from feedstore.settings import Settings, get_settings
+
+
+def s3_client(settings: Settings | None = None, timeout: float = 10):
+    s = settings or get_settings()
+    return boto3.client(
+        "s3",
+        endpoint_url=s.s3_endpoint,
+        aws_access_key_id=s.aws_access_key_id,
+        aws_secret_access_key=s.aws_secret_access_key,
+        region_name=s.s3_region,
+        config=Config(connect_timeout=timeout, read_timeout=max(timeout, 30),
+                      retries={"max_attempts": 2}, s3={"addressing_style": "path"}),
+    )
+
+
+def arrow_fs(settings: Settings | None = None) -> pafs.S3FileSystem:
+    s = settings or get_settings()
+    return pafs.S3FileSystem(
+        access_key=s.aws_access_key_id,
+        secret_key=s.aws_secret_access_key,
+        endpoint_override=s.s3_host_port,
+        scheme="https" if s.s3_use_ssl else "http",
+        region=s.s3_region,
+    )
+
+
+def s3_uri(key: str, settings: Settings | None = None) -> str:
+    s = settings or get_settings()
+    return f"s3://{s.s3_bucket}/{key.lstrip('/')}"
+
+
+def bucket_path(key: str, settings: Settings | None = None) -> str:
+    """``bucket/key`` as pyarrow's filesystem wants it."""
+    s = settings or get_settings()
+    return f"{s.s3_bucket}/{key.lstrip('/')}"
+
+
+@lru_cache(maxsize=1)
+def httpfs_extension_path() -> Path:
+    """DuckDB cannot download extensions here; the httpfs wheel ships the file."""
+    import duckdb
+    import duckdb_extension_httpfs
+
+    root = Path(duckdb_extension_httpfs.__file__).parent / "extensions"
+    version = duckdb.__version__
+    candidates = sorted(root.glob(f"v{version}/**/httpfs.duckdb_extension")) or sorted(
+        root.glob("**/httpfs.duckdb_extension")
+    )
+    if not candidates:
+        raise RuntimeError(f"httpfs.duckdb_extension not found under {root}")
+    return candidates[0]
+
+
+def configure_duckdb(con, settings: Settings | None = None) -> None:
+    """Load httpfs from the wheel and create the S3 secret on a DuckDB connection."""
+    s = settings or get_settings()
+    con.install_extension(str(httpfs_extension_path()))
+    con.load_extension("httpfs")
+    con.execute(
+        "CREATE OR REPLACE SECRET feedstore_s3 (TYPE s3, KEY_ID $key, SECRET $secret, "
+        "ENDPOINT $endpoint, URL_STYLE 'path', USE_SSL $ssl, REGION $region)",
+        {"key": s.aws_access_key_id, "secret": s.aws_secret_access_key, "endpoint": s.s3_host_port,
+         "ssl": s.s3_use_ssl, "region": s.s3_region},
+    )

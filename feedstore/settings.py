@@ -1,0 +1,80 @@
+"""The one place where endpoints, credentials and tunables are read from the environment.
+
+Every other module asks ``get_settings()``; defaults point at the local stack that
+``feedstore stack up`` runs on loopback.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FEED_", extra="ignore")
+
+    postgres_dsn: str = "postgresql://feedstore:feedstore@127.0.0.1:5433/feedstore"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    s3_endpoint: str = "http://127.0.0.1:8333"
+    s3_bucket: str = "feedstore"
+    s3_region: str = "us-east-1"
+    aws_access_key_id: str = Field(
+        "feedstore-key", validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "FEED_AWS_ACCESS_KEY_ID")
+    )
+    aws_secret_access_key: str = Field(
+        "feedstore-secret",
+        validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "FEED_AWS_SECRET_ACCESS_KEY"),
+    )
+
+    topic_activity: str = "user-activity"
+    topic_dlq: str = "user-activity-dlq"
+    topic_partitions: int = 4
+    consumer_group: str = "feedstore-ingest"
+
+    stack_dir: Path = PROJECT_ROOT / ".stack"
+    cache_dir: Path = Path.home() / ".cache" / "feedstore"
+    kafka_version: str = "4.1.2"
+    kafka_controller_port: int = 9093
+    kafka_heap: str = "-Xmx512m"
+
+    @property
+    def s3_host_port(self) -> str:
+        """``host:port`` of the S3 endpoint, as DuckDB and Kafka-style configs want it."""
+        return urlsplit(self.s3_endpoint).netloc
+
+    @property
+    def s3_use_ssl(self) -> bool:
+        return urlsplit(self.s3_endpoint).scheme == "https"
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def redis_port(self) -> int:
+        return urlsplit(self.redis_url).port or 6379
+
+    @property
+    def s3_port(self) -> int:
+        return urlsplit(self.s3_endpoint).port or 80
+
+    @property
+    def postgres_port(self) -> int:
+        return urlsplit(self.postgres_dsn).port or 5432
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    """Tests change the environment; this makes the next ``get_settings()`` see it."""
+    get_settings.cache_clear()

@@ -1,0 +1,57 @@
+"""The local stack: PostgreSQL, Redis, Kafka and SeaweedFS S3 as native processes on loopback."""
+
+from __future__ import annotations
+
+from feedstore.settings import Settings
+from feedstore.stack.base import Service, StackError
+from feedstore.stack.kafka import KafkaService
+from feedstore.stack.postgres import PostgresService
+from feedstore.stack.redis import RedisService
+from feedstore.stack.seaweedfs import SeaweedFSService
+
+__all__ = ["Service", "StackError", "services", "env_lines"]
+
+
+def services(settings: Settings) -> list[Service]:
+    """In start order; ``down`` stops them in reverse."""
+    return [
+        PostgresService(settings),
+        RedisService(settings),
+        SeaweedFSService(settings),
+        KafkaService(settings),
+    ]
+
+
+def write_kcat_config(settings: Settings):
+    """kcat has no environment variable for brokers, but reads the file named by KCAT_CONFIG."""
+    path = settings.stack_dir / "kcat.conf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"bootstrap.servers={settings.kafka_bootstrap}\n")
+    return path
+
+
+def env_lines(settings: Settings) -> list[str]:
+    """``export`` lines that let psql, redis-cli, kcat and boto3 reach the stack."""
+    from shlex import quote
+    from urllib.parse import urlsplit
+
+    pg = urlsplit(settings.postgres_dsn)
+    values = {
+        "FEED_POSTGRES_DSN": settings.postgres_dsn,
+        "FEED_REDIS_URL": settings.redis_url,
+        "FEED_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "FEED_S3_ENDPOINT": settings.s3_endpoint,
+        "FEED_S3_BUCKET": settings.s3_bucket,
+        "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
+        "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key,
+        "AWS_DEFAULT_REGION": settings.s3_region,
+        "AWS_ENDPOINT_URL": settings.s3_endpoint,
+        "AWS_ENDPOINT_URL_S3": settings.s3_endpoint,
+        "PGHOST": pg.hostname or "127.0.0.1",
+        "PGPORT": str(pg.port or 5432),
+        "PGUSER": pg.username or "",
+        "PGPASSWORD": pg.password or "",
+        "PGDATABASE": pg.path.lstrip("/"),
+        "KCAT_CONFIG": str(write_kcat_config(settings)),
+    }
+    return [f"export {name}={quote(value)}" for name, value in values.items()]

