@@ -1,0 +1,1 @@
+"""Event collection: the event shape, its validation, the generator, producer, consumer and sinks."""
