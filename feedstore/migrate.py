@@ -39,9 +39,9 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
+def discover(sql_dir: Path | None = None) -> list[Migration]:
     found = []
-    for path in sorted(sql_dir.glob("*.sql")):
+    for path in sorted((sql_dir or SQL_DIR).glob("*.sql")):
         m = _FILE.match(path.name)
         if not m:
             raise MigrationError(f"{path.name}: migration files are named NNN_name.sql")
