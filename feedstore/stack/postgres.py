@@ -110,4 +110,5 @@ class PostgresService(Service):
             self._run_as_owner([str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
 
     def endpoint(self) -> str:
-        return self.settings.postgres_dsn
+        dsn = urlsplit(self.settings.postgres_dsn)
+        return dsn._replace(netloc=f"{dsn.username}@{dsn.hostname}:{dsn.port}").geturl()
