@@ -98,6 +98,13 @@ def migrate() -> None:
     console.print(f"[green]✓[/] migrations applied: {names}")
 
 
+@app.command()
+def demo() -> None:
+    """The main job end to end on the `small` feed: stack, schema, data, features, training set."""
+    stack_up()
+    migrate()
+
+
 def main() -> None:
     app(prog_name="feedstore")
 
