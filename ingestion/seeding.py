@@ -14,8 +14,10 @@ pyarrow writes in C++; no Python call per row.
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -161,11 +163,18 @@ def put_parquet(table: pa.Table, key: str, settings: Settings) -> int:
 
 # ---- orchestration of one run ------------------------------------------------------------
 
+_timing_lock = threading.Lock()
+
+
 @contextmanager
 def _timed(report: SeedReport, phase: str) -> Iterator[None]:
+    """Busy time per phase; phases overlap across threads, so they can add up to more than the wall time."""
     started = time.perf_counter()
-    yield
-    report.seconds[phase] = report.seconds.get(phase, 0.0) + time.perf_counter() - started
+    try:
+        yield
+    finally:
+        with _timing_lock:
+            report.seconds[phase] = report.seconds.get(phase, 0.0) + time.perf_counter() - started
 
 
 def _load_users(cur: psycopg.Cursor, spec: gen.GenerationSpec, settings: Settings, report: SeedReport,
@@ -188,21 +197,36 @@ def _load_users(cur: psycopg.Cursor, spec: gen.GenerationSpec, settings: Setting
 
 def _load_items(cur: psycopg.Cursor, spec: gen.GenerationSpec, settings: Settings, report: SeedReport,
                 progress: Progress) -> None:
+    """COPY chunk i while a worker uploads chunk i and draws chunk i+1: Postgres sets the pace."""
     progress.start("items", spec.scale.items)
     prefix = snapshot_prefix("items", spec)
-    chunks = gen.iter_item_chunks(spec)
-    for part in range(spec.item_chunks):
+
+    def draw(part: int) -> pa.Table:
         with _timed(report, "generate"):
-            items = next(chunks)
-        with _timed(report, "postgres"):
-            report.postgres_bytes += copy_rows(cur, "items", items_rows(items))
+            return gen.item_chunk(spec, part)
+
+    def upload(items: pa.Table, key: str) -> int:
         with _timed(report, "s3"):
+            return put_parquet(items, key, settings)
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="seed-items") as pool:
+        next_chunk, uploading = pool.submit(draw, 0), None
+        for part in range(spec.item_chunks):
+            items = next_chunk.result()
+            if part + 1 < spec.item_chunks:
+                next_chunk = pool.submit(draw, part + 1)
+            if uploading is not None:
+                report.s3_bytes += uploading.result()
             key = f"{prefix}part-{part:05d}.parquet"
-            report.s3_bytes += put_parquet(items, key, settings)
+            uploading = pool.submit(upload, items, key)
             report.s3_keys.append(key)
-        report.rows["items"] = report.rows.get("items", 0) + items.num_rows
-        ROWS.labels("items", "postgres").inc(items.num_rows)
-        progress.advance("items", items.num_rows)
+            with _timed(report, "postgres"):
+                report.postgres_bytes += copy_rows(cur, "items", items_rows(items))
+            report.rows["items"] = report.rows.get("items", 0) + items.num_rows
+            ROWS.labels("items", "postgres").inc(items.num_rows)
+            progress.advance("items", items.num_rows)
+        if uploading is not None:
+            report.s3_bytes += uploading.result()
 
 
 def _write_events(spec: gen.GenerationSpec, settings: Settings, events_to: EventsTo, path: Path | None,
