@@ -170,6 +170,10 @@ def generate(
         def advance(self, name: str, rows: int) -> None:
             self.progress.advance(self.tasks[name], rows)
 
+        def finish(self, name: str) -> None:
+            task = self.tasks[name]
+            self.progress.update(task, total=self.progress.tasks[task].completed)
+
     started = time.monotonic()
     try:
         with _rich_progress() as progress:
@@ -177,12 +181,11 @@ def generate(
     except (SeedingError, ProducerError, ValueError, OSError, psycopg.Error) as exc:
         fail(str(exc).strip().splitlines()[0])
     elapsed = time.monotonic() - started
-    table = Table("table", "rows", title=f"generate {scale.value} seed={seed} window {spec.start:%Y-%m-%dT%H:%MZ} "
-                  f"→ {spec.end:%Y-%m-%dT%H:%MZ}")
+    table = Table("table", "rows", title=f"generate {scale.value} seed={seed}")
     for name, rows in report.rows.items():
         table.add_row(name, f"{rows:,}")
     Console().print(table)
-    console.print(f"[green]✓[/] {elapsed:.1f}s: Postgres {report.postgres_bytes / 1e6:.1f} MB, "
+    console.print(f"[green]✓[/] {elapsed:.1f}s, events {spec.start:%Y-%m-%dT%H:%MZ} → {spec.end:%Y-%m-%dT%H:%MZ}: Postgres {report.postgres_bytes / 1e6:.1f} MB, "
                   f"S3 {report.s3_bytes / 1e6:.1f} MB in {len(report.s3_keys)} objects, "
                   f"events {report.event_bytes / 1e6:.1f} MB → {events_to.value}"
                   + (f" {file}" if events_to is EventsTo.file else ""))

@@ -71,6 +71,9 @@ class Progress:
 
     def advance(self, name: str, rows: int) -> None: ...
 
+    def finish(self, name: str) -> None:
+        """The total given to ``start`` was an estimate; what was done is the total."""
+
 
 def snapshot_date(spec: gen.GenerationSpec) -> str:
     """The UTC day the snapshot closes: ``end`` is exclusive, so midnight belongs to the day before."""
@@ -254,6 +257,7 @@ def _write_events(spec: gen.GenerationSpec, settings: Settings, events_to: Event
             report.rows["events"] = report.rows.get("events", 0) + events.num_rows
             ROWS.labels("events", events_to).inc(events.num_rows)
             progress.advance("events", events.num_rows)
+        progress.finish("events")
     finally:
         if out is not None:
             out.close()
