@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
 from confluent_kafka import KafkaException, Producer
 from prometheus_client import Counter as PromCounter
 
+from feedstore.logs import get_logger
 from feedstore.settings import Settings, get_settings
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MESSAGES = PromCounter("feedstore_producer_messages_total", "Messages handed to Kafka, by outcome", ["outcome"])
 

@@ -29,18 +29,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import Counter as PromCounter
 from psycopg import sql
 
 from feedstore.db import connect
+from feedstore.logs import get_logger
 from feedstore.s3 import arrow_fs, bucket_path, s3_client
 from feedstore.settings import Settings, get_settings
 from ingestion import generator as gen
 from ingestion.producer import DeliveryReport, check_topic, make_producer, send
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 ROWS = PromCounter("feedstore_generated_rows_total", "Synthetic rows written, by table and sink", ["table", "sink"])
 
