@@ -106,6 +106,9 @@ def demo() -> None:
     """The main job end to end on the `small` feed: stack, schema, data, features, training set."""
     stack_up()
     migrate()
+    generate(scale=ScaleName.small, seed=0, days=None, end=None, events_to=EventsTo.kafka, file=None)
+
+
 class ScaleName(str, Enum):
     tiny = "tiny"
     small = "small"
