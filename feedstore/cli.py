@@ -110,11 +110,11 @@ def ingest(
         fail(f"--metrics-port must be 0..65535, not {metrics_port}")
     if until_idle is not None and until_idle <= 0:
         fail(f"--until-idle must be positive, not {until_idle}")
+    from feedstore.logs import configure_logging
     from ingestion.consumer import IngestConsumer, Options
-    from ingestion.logs import configure
     from ingestion.metrics import IngestMetrics
 
-    configure()
+    configure_logging()
     settings = get_settings()
     metrics = IngestMetrics()
     if metrics_port:
@@ -124,6 +124,13 @@ def ingest(
             fail(f"cannot serve metrics on port {metrics_port}: {exc.strerror}")
     options = Options(until_idle=until_idle, replay=replay, instance_id=instance_id)
     IngestConsumer(settings, options, metrics).run()
+
+
+@app.command()
+def demo() -> None:
+    """The main job end to end on the `small` feed: stack, schema, data, features, training set."""
+    stack_up()
+    migrate()
 
 
 def main() -> None:

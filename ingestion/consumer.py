@@ -21,10 +21,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 import psycopg
-import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from feedstore.db import connect
+from feedstore.logs import get_logger
 from feedstore.settings import Settings
 from ingestion import rules
 from ingestion.catalog import ITEMS, USERS, CatalogIndex
@@ -36,7 +36,7 @@ from ingestion.sinks.redis import RedisSink, UserCounters
 from ingestion.sinks.s3 import S3Sink
 from ingestion.validation import Limits, Result, Validator
 
-log = structlog.get_logger("feedstore.ingest")
+log = get_logger("feedstore.ingest")
 
 # Commit failures that mean "the group moved on": the batch is dropped and redelivered.
 _LOST_GENERATION = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
