@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from feedstore.db import connect
 from feedstore.logs import get_logger
 from feedstore.settings import Settings
-from ingestion import rules
+from ingestion import rules, validation
 from ingestion.catalog import ITEMS, USERS, CatalogIndex
 from ingestion.metrics import IngestMetrics
 from ingestion.sinks import StoreUnavailable
@@ -147,8 +147,22 @@ class IngestConsumer:
 
     # -- the loop ----------------------------------------------------------------------------
 
+    def warm_up(self) -> None:
+        """Load the catalog and open store connections before joining the group, so the first
+        batch after an assignment (or a restart) is not the slow one. Failures are left to the
+        batch stages, which retry."""
+        validation.warm_up()
+        try:
+            self.users.refresh()
+            self.items.refresh()
+            self.postgres.warm_up()
+            self.s3.warm_up()
+        except (psycopg.Error, StoreUnavailable, OSError) as exc:
+            log.warning("warm_up_failed", error=str(exc).splitlines()[0][:300])
+
     def run(self) -> RunStats:
         restore = self._install_signal_handlers()
+        self.warm_up()
         consumer = self._consumer = Consumer(self._kafka_config())
         consumer.subscribe([self.settings.topic_activity], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("ingest_started", topic=self.settings.topic_activity, group=self.settings.consumer_group,
@@ -209,6 +223,7 @@ class IngestConsumer:
 
     def _process(self, messages: list[Message]) -> None:
         started = time.monotonic()
+        self._stage_seconds: dict[str, float] = {}
         self.metrics.batch_size.observe(len(messages))
         batch = self._stage("postgres", lambda: self._validate(messages))
         pending = batch.letters
@@ -267,6 +282,7 @@ class IngestConsumer:
         while True:
             if attempt and (self._stop.is_set() or self._revoked):
                 raise BatchAbandoned("stop requested" if self._stop.is_set() else "partitions revoked")
+            started = time.monotonic()
             try:
                 value = fn()
             except StoreUnavailable as exc:
@@ -280,6 +296,7 @@ class IngestConsumer:
                 self._wait_paused(delay)
                 continue
             self.metrics.store_up.labels(store).set(1)
+            self._stage_seconds[store] = self._stage_seconds.get(store, 0.0) + time.monotonic() - started
             if attempt:
                 self.metrics.retrying.set(0)
                 log.info("store_recovered", store=store, attempts=attempt)
@@ -350,6 +367,7 @@ class IngestConsumer:
         s.rejected += len(result.rejected)
         log.info("batch_committed", messages=len(batch.messages), stored=n_new, duplicates=n_dup,
                  rejected=len(result.rejected), seconds=round(time.monotonic() - started, 3),
+                 stage_seconds={k: round(v, 3) for k, v in self._stage_seconds.items()},
                  partitions={p: list(r) for p, r in batch.ranges.items()})
 
     def _observe_consumer_lag(self, batch: Batch) -> None:

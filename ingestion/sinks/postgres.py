@@ -65,6 +65,12 @@ class PostgresSink:
             self._conn.close()
             self._conn = None
 
+    def warm_up(self) -> None:
+        try:
+            self._connection()
+        except psycopg.Error as exc:
+            raise StoreUnavailable(self.name, exc) from exc
+
     def write(self, table: pa.Table) -> set[str]:
         """Insert the batch; returns the event ids that were new. All or nothing."""
         if table.num_rows == 0:

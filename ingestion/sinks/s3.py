@@ -34,6 +34,9 @@ class S3Sink:
         self.settings = settings
         self._fs = arrow_fs(settings)
 
+    def warm_up(self) -> None:
+        self._fs.get_file_info(self.settings.s3_bucket)
+
     def write(self, table: pa.Table, partitions: np.ndarray, ranges: dict[int, tuple[int, int]],
               topic: str) -> list[str]:
         """``partitions[i]`` is the Kafka partition of row i; ``ranges`` the batch's offsets per partition."""
