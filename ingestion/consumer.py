@@ -59,6 +59,7 @@ class RunStats:
     duplicates: int = 0
     rejected: int = 0
     abandoned: int = 0
+    busy_seconds: float = 0.0  # from the first batch polled to the last commit
 
 
 class BatchAbandoned(Exception):
@@ -112,6 +113,7 @@ class IngestConsumer:
 
             self.feast = FeastPushSink(settings.feature_repo)
         self.stats = RunStats()
+        self._first_batch_at: float | None = None
         self._consumer: Consumer | None = None
 
     def stop(self) -> None:
@@ -360,6 +362,9 @@ class IngestConsumer:
         m.batch_seconds.observe(time.monotonic() - started)
         self._observe_consumer_lag(batch)
         s = self.stats
+        if self._first_batch_at is None:
+            self._first_batch_at = started
+        s.busy_seconds = time.monotonic() - self._first_batch_at
         s.batches += 1
         s.messages += len(batch.messages)
         s.stored += n_new

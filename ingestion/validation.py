@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from ingestion import rules
-from ingestion.events import EVENT_SCHEMA, event_id_text
+from ingestion.events import EVENT_SCHEMA, event_ids_text
 from ingestion.rules import Reason
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -125,7 +125,8 @@ def _canonical_event_id(text: str) -> str | None:
 
 
 def check_event(ev: Event) -> tuple | Reason:
-    """Per-event checks that need Python; returns the normalised row or the reason."""
+    """Per-event checks that need Python; returns the normalised row (event id None when the
+    event has none: ``_to_table`` derives those for the whole batch) or the reason."""
     user_id = parse_id(ev.user_id)
     if type(user_id) is Reason:
         return user_id
@@ -147,8 +148,6 @@ def check_event(ev: Event) -> tuple | Reason:
     if reason is not None:
         return reason
     session = ctx.session_id if ctx is not None else None
-    if event_id is None:
-        event_id = event_id_text(user_id, item_id, ev.event_type, ev.timestamp, session)
     return (event_id, user_id, item_id, ev.event_type, (ev.timestamp - _EPOCH) // _MICROSECOND, dwell,
             ctx.device if ctx is not None else None, ctx.platform if ctx is not None else None, session)
 
@@ -269,6 +268,14 @@ def warm_up() -> None:
 def _to_table(rows: list[tuple]) -> pa.Table:
     """Timestamps arrive as integer microseconds: pyarrow's datetime conversion is far slower."""
     cols = list(zip(*rows))
+    missing = [j for j, eid in enumerate(cols[0]) if eid is None]
+    if missing:
+        pick = lambda c: [cols[c][j] for j in missing]  # noqa: E731
+        derived = event_ids_text(pick(1), pick(2), pick(3), np.asarray(pick(4), dtype=np.int64), pick(8))
+        ids = list(cols[0])
+        for j, eid in zip(missing, derived):
+            ids[j] = eid
+        cols[0] = ids
     arrays = [pa.array(c, type=pa.int64()).cast(f.type) if f.name == "timestamp" else pa.array(c, type=f.type)
               for c, f in zip(cols, EVENT_SCHEMA)]
     return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)
