@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import psycopg
+import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from feedstore.db import connect
@@ -268,9 +269,7 @@ class IngestConsumer:
         return left
 
     @staticmethod
-    def _new_rows(batch: Batch):
-        import pyarrow as pa
-
+    def _new_rows(batch: Batch) -> pa.Table:
         valid = batch.result.valid
         if not batch.new_ids:
             return valid.slice(0, 0)

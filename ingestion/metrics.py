@@ -39,7 +39,7 @@ class IngestMetrics:
         start_http_server(port, addr=addr, registry=self.registry)
 
     def observe_lag(self, lags_seconds: np.ndarray) -> None:
-        """Per-event storage lag; prometheus_client has no bulk observe, so this loops in C-ish speed."""
+        """Per-event storage lag; prometheus_client has no bulk observe (~1 µs per event here)."""
         observe = self.storage_lag.observe
         for value in lags_seconds.tolist():
             observe(value)

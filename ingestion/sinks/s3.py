@@ -45,7 +45,7 @@ class S3Sink:
         hours = table.column("timestamp").cast(pa.int64()).to_numpy() // _US_PER_HOUR * _US_PER_HOUR
         keys = []
         try:
-            for p, h in sorted({(int(p), int(h)) for p, h in zip(partitions, hours)}):
+            for p, h in np.unique(np.stack([partitions, hours], axis=1), axis=0).tolist():
                 mask = (partitions == p) & (hours == h)
                 first, last = ranges[p]
                 key = object_key(topic, p, first, last, h)
