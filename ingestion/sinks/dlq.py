@@ -8,8 +8,8 @@ from confluent_kafka import KafkaError, Producer
 
 from feedstore.settings import Settings
 
-# Room for the largest message the broker takes (feedstore.stack.kafka.MAX_MESSAGE_BYTES) plus headers.
-PRODUCER_MAX_BYTES = 16 * 1024 * 1024 + 64 * 1024
+# Room for headers on top of the largest message the broker takes.
+PRODUCER_MAX_BYTES_HEADROOM = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class DlqSink:
             "acks": "all",
             "linger.ms": 20,
             "compression.type": "zstd",
-            "message.max.bytes": PRODUCER_MAX_BYTES,
+            "message.max.bytes": settings.kafka_message_max_bytes + PRODUCER_MAX_BYTES_HEADROOM,
             "log_level": 3,
         })
 
