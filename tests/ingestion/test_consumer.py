@@ -110,7 +110,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(ingest_settings):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         progress.append(len(stored_event_ids(s)))
-    assert len(set(progress)) >= 5 and progress[-1] < total, \
+    assert len(set(progress)) >= 3 and progress[-1] < total, \
         f"kills did not land mid-run: stored counts after each kill {progress}"
     final = _spawn(s, "crash-test")
     _, err = final.communicate(timeout=240)
