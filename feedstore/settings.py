@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 9093
     kafka_heap: str = "-Xmx512m"
 
+    feast_repo_path: Path = PROJECT_ROOT / "feature_repo"
+    feast_materialize_chunk_rows: int = 5_000
+    feast_materialize_workers: int = 2
+    serve_gc_threshold: int = 50_000
+
     @property
     def s3_host_port(self) -> str:
         """``host:port`` of the S3 endpoint, as DuckDB and Kafka-style configs want it."""
@@ -64,6 +69,32 @@ class Settings(BaseSettings):
     @property
     def s3_port(self) -> int:
         return urlsplit(self.s3_endpoint).port or 80
+
+    @property
+    def feast_registry_url(self) -> str:
+        """The SQLAlchemy URL Feast's SQL registry wants (psycopg 3 driver) for the same database."""
+        dsn = urlsplit(self.postgres_dsn)
+        return dsn._replace(scheme="postgresql+psycopg").geturl()
+
+    @property
+    def feast_redis_connection(self) -> str:
+        """Feast's Redis connection string, ``host:port,db=N[,password=...]``, from ``redis_url``."""
+        url = urlsplit(self.redis_url)
+        parts = [f"{url.hostname or '127.0.0.1'}:{url.port or 6379}", f"db={int(url.path.lstrip('/') or 0)}"]
+        if url.username:
+            parts.append(f"username={url.username}")
+        if url.password:
+            parts.append(f"password={url.password}")
+        if url.scheme == "rediss":
+            parts.append("ssl=true")
+        return ",".join(parts)
+
+    def feast_env(self) -> dict[str, str]:
+        """The variables ``feature_repo/feature_store.yaml`` substitutes, derived from the ones above."""
+        return {
+            "FEED_FEAST_REGISTRY_URL": self.feast_registry_url,
+            "FEED_FEAST_REDIS": self.feast_redis_connection,
+        }
 
     @property
     def postgres_port(self) -> int:
