@@ -8,6 +8,7 @@ from feast.types import Array, Float32, Float64, Int64, String
 
 from entities import item
 from feedstore.feast.sources import feature_glob
+from feedstore.settings import get_settings
 
 
 def _source(view: str) -> FileSource:
@@ -15,6 +16,7 @@ def _source(view: str) -> FileSource:
         name=f"{view}_source",
         path=feature_glob(view),
         file_format=ParquetFormat(),
+        s3_endpoint_override=get_settings().s3_endpoint,
         timestamp_field="event_timestamp",
         description=f"Parquet under features/{view}/dt=*/ written by the daily pipeline",
     )

@@ -90,10 +90,13 @@ class Settings(BaseSettings):
         return ",".join(parts)
 
     def feast_env(self) -> dict[str, str]:
-        """The variables ``feature_repo/feature_store.yaml`` substitutes, derived from the ones above."""
+        """What the ``feast`` CLI needs besides FEED_*: the names ``feature_store.yaml`` substitutes,
+        and the S3 endpoint for the pyarrow checks ``feast apply`` runs on sources."""
         return {
             "FEED_FEAST_REGISTRY_URL": self.feast_registry_url,
             "FEED_FEAST_REDIS": self.feast_redis_connection,
+            "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
+            "AWS_DEFAULT_REGION": self.s3_region,
         }
 
     @property
