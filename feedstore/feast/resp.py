@@ -36,7 +36,7 @@ def execute_packed(client: Redis, payload: bytes, count: int) -> list:
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
-        conn.send_packed_command(payload, check_health=False)
+        conn.send_packed_command([payload], check_health=False)
         replies: list = []
         for _ in range(count):
             try:
