@@ -28,22 +28,35 @@ BENCH_VIEW = "bench_item_vectors"
 
 # ---- namespace -------------------------------------------------------------------------
 
+BENCH_REDIS_PORT = 16390
+
+
+def start_redis() -> subprocess.Popen:
+    """A Redis of the bench's own: test sessions flush the shared server's numbered databases."""
+    import redis
+
+    proc = subprocess.Popen(["redis-server", "--port", str(BENCH_REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            redis.Redis(port=BENCH_REDIS_PORT).ping()
+            return proc
+        except redis.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError("bench redis did not start")
+
+
 def namespace_env() -> dict[str, str]:
     """The bench's own FEED_* values, derived from the running stack's."""
     from urllib.parse import urlsplit
 
-    import redis
-
     from feedstore.settings import get_settings
 
     base = get_settings()
-    r = redis.Redis.from_url(base.redis_url)
-    dbs = [1 + int(r.incr("feedstore:test:redis-db-counter")) % 15 for _ in range(2)]
-    url = urlsplit(base.redis_url)
     return {
         "FEED_POSTGRES_DSN": urlsplit(base.postgres_dsn)._replace(path="/feedstore_bench").geturl(),
-        "FEED_REDIS_URL": url._replace(path=f"/{dbs[0]}").geturl(),
-        "BENCH_STOCK_REDIS_URL": url._replace(path=f"/{dbs[1]}").geturl(),
+        "FEED_REDIS_URL": f"redis://127.0.0.1:{BENCH_REDIS_PORT}/0",
+        "BENCH_STOCK_REDIS_URL": f"redis://127.0.0.1:{BENCH_REDIS_PORT}/1",
         "FEED_S3_BUCKET": "feedstore-bench",
     }
 
@@ -230,6 +243,7 @@ def child_http(which: str, requests_n: int, users: int, online_items: int, port:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         session = requests.Session()
+        session.headers["Content-Type"] = "application/json"
         url = f"http://127.0.0.1:{port}/get-online-features"
         deadline = time.monotonic() + 120
         while True:
@@ -309,6 +323,7 @@ def child_historical(which: str, entity_rows: int, hist_entities: int, now_us: i
 
 
 def run_child(*args: str) -> dict:
+    """Runs one measurement in a fresh process and keeps partial results on disk."""
     out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
                          env=os.environ.copy(), check=False)
     if out.returncode:
@@ -350,6 +365,17 @@ def main() -> None:
     from rich.table import Table
 
     console = Console()
+    redis_proc = start_redis()
+    try:
+        run_all(args, skip, console)
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait(10)
+
+
+def run_all(args, skip, console) -> None:
+    from rich.table import Table
+
     env = namespace_env()
     with console.status("preparing namespace and data…"):
         prepare_namespace(env)
