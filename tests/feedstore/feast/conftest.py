@@ -31,7 +31,13 @@ def feast_applied(settings: Settings) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def fs(feast_applied, settings: Settings) -> FeatureStore:
+def feast_planned(feast_applied, settings: Settings) -> subprocess.CompletedProcess:
+    """``feast plan`` right after ``apply``, before any test materializes or pushes."""
+    return feast_cli(settings, "plan")
+
+
+@pytest.fixture(scope="session")
+def fs(feast_planned, settings: Settings) -> FeatureStore:
     from feedstore.feast.store import store
 
     return store(settings)

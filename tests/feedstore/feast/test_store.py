@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import psycopg
 
-from tests.feedstore.feast.conftest import feast_cli
-
 VIEWS = {
     "user_activity_features": 2 * 86400, "user_profile_features": 7 * 86400, "user_embedding": 86400,
     "item_catalog_features": 30 * 86400, "item_embedding": 7 * 86400, "item_engagement_features": 2 * 86400,
@@ -34,8 +32,8 @@ def test_definitions_follow_the_contract(fs):
     assert views["user_realtime_features"].stream_source.name == "user_realtime_push"
 
 
-def test_plan_after_apply_reports_no_changes(feast_applied, settings):
-    result = feast_cli(settings, "plan")
+def test_plan_after_apply_reports_no_changes(feast_planned):
+    result = feast_planned
     assert result.returncode == 0, result.stderr[-3000:]
     assert "No changes to registry" in result.stdout, result.stdout[-2000:]
     assert "No changes to infrastructure" in result.stdout
