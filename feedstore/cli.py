@@ -246,6 +246,22 @@ def produce(
         fail(f"{report.failed} messages not delivered: {dict(report.errors)}", code=1)
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(6566, help="Port (feast serve's default)."),
+) -> None:
+    """Feast's HTTP feature server (same API as `feast serve`) in one process with serving GC settings."""
+    if not 0 < port < 65536:
+        fail(f"--port must be between 1 and 65535, got {port}")
+    from feedstore.feast.serving import run
+
+    try:
+        run(host, port)
+    except OSError as exc:
+        fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
+
+
 def main() -> None:
     app(prog_name="feedstore")
 

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     # weed mini's master, volume and filer listen on base, base+1, base+2 (gRPC on +10000).
     seaweedfs_port_base: int = 9333
 
+    feast_repo_path: Path = PROJECT_ROOT / "feature_repo"
+    feast_materialize_chunk_rows: int = 5_000
+    feast_materialize_workers: int = 2
+    serve_gc_threshold: int = 50_000
+
     @property
     def s3_host_port(self) -> str:
         """``host:port`` of the S3 endpoint, as DuckDB and Kafka-style configs want it."""
@@ -76,6 +81,35 @@ class Settings(BaseSettings):
     @property
     def s3_port(self) -> int:
         return urlsplit(self.s3_endpoint).port or 80
+
+    @property
+    def feast_registry_url(self) -> str:
+        """The SQLAlchemy URL Feast's SQL registry wants (psycopg 3 driver) for the same database."""
+        dsn = urlsplit(self.postgres_dsn)
+        return dsn._replace(scheme="postgresql+psycopg").geturl()
+
+    @property
+    def feast_redis_connection(self) -> str:
+        """Feast's Redis connection string, ``host:port,db=N[,password=...]``, from ``redis_url``."""
+        url = urlsplit(self.redis_url)
+        parts = [f"{url.hostname or '127.0.0.1'}:{url.port or 6379}", f"db={int(url.path.lstrip('/') or 0)}"]
+        if url.username:
+            parts.append(f"username={url.username}")
+        if url.password:
+            parts.append(f"password={url.password}")
+        if url.scheme == "rediss":
+            parts.append("ssl=true")
+        return ",".join(parts)
+
+    def feast_env(self) -> dict[str, str]:
+        """What the ``feast`` CLI needs besides FEED_*: the names ``feature_store.yaml`` substitutes,
+        and the S3 endpoint for the pyarrow checks ``feast apply`` runs on sources."""
+        return {
+            "FEED_FEAST_REGISTRY_URL": self.feast_registry_url,
+            "FEED_FEAST_REDIS": self.feast_redis_connection,
+            "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
+            "AWS_DEFAULT_REGION": self.s3_region,
+        }
 
     @property
     def postgres_port(self) -> int:

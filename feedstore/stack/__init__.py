@@ -53,5 +53,6 @@ def env_lines(settings: Settings) -> list[str]:
         "PGPASSWORD": pg.password or "",
         "PGDATABASE": pg.path.lstrip("/"),
         "KCAT_CONFIG": str(write_kcat_config(settings)),
+        **settings.feast_env(),
     }
     return [f"export {name}={quote(value)}" for name, value in values.items()]

@@ -1,0 +1,445 @@
+"""Feast benchmarks: ours beside stock Feast 0.67, same data, same run.
+
+  .venv/bin/python bench/bench_feast.py                 # full sizes (1M items, 1M entity rows)
+  .venv/bin/python bench/bench_feast.py --items 100000 --entity-rows 100000 --http-requests 2000
+
+Runs in its own namespace (Postgres database ``feedstore_bench``, bucket ``feedstore-bench``,
+two Redis databases taken like test sessions take theirs). Every measurement runs in a child
+process so garbage-collector state and peak memory are per measurement. Prints a table and
+writes bench/results/feast.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "feast.json"
+BENCH_VIEW = "bench_item_vectors"
+
+
+# ---- namespace -------------------------------------------------------------------------
+
+BENCH_REDIS_PORT = 16390
+
+
+def start_redis() -> subprocess.Popen:
+    """A Redis of the bench's own: test sessions flush the shared server's numbered databases."""
+    import redis
+
+    proc = subprocess.Popen(["redis-server", "--port", str(BENCH_REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            redis.Redis(port=BENCH_REDIS_PORT).ping()
+            return proc
+        except redis.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError("bench redis did not start")
+
+
+def namespace_env() -> dict[str, str]:
+    """The bench's own FEED_* values, derived from the running stack's."""
+    from urllib.parse import urlsplit
+
+    from feedstore.settings import get_settings
+
+    base = get_settings()
+    return {
+        "FEED_POSTGRES_DSN": urlsplit(base.postgres_dsn)._replace(path="/feedstore_bench").geturl(),
+        "FEED_REDIS_URL": f"redis://127.0.0.1:{BENCH_REDIS_PORT}/0",
+        "BENCH_STOCK_REDIS_URL": f"redis://127.0.0.1:{BENCH_REDIS_PORT}/1",
+        "FEED_S3_BUCKET": "feedstore-bench",
+    }
+
+
+def prepare_namespace(env: dict[str, str]) -> None:
+    from urllib.parse import urlsplit
+
+    import psycopg
+    import redis
+    from psycopg import sql
+
+    from feedstore.s3 import s3_client
+    from feedstore.settings import get_settings, reset_settings_cache
+
+    os.environ.update(env)
+    reset_settings_cache()
+    s = get_settings()
+    admin = urlsplit(s.postgres_dsn)._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier("feedstore_bench")))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("feedstore_bench")))
+    client = s3_client(s)
+    if s.s3_bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+        client.create_bucket(Bucket=s.s3_bucket)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s.s3_bucket):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=s.s3_bucket, Delete={"Objects": keys})
+    for url in (s.redis_url, env["BENCH_STOCK_REDIS_URL"]):
+        redis.Redis.from_url(url).flushdb()
+
+
+# ---- stores ----------------------------------------------------------------------------
+
+def stock_repo_dir() -> Path:
+    """A feature_store.yaml for stock Feast: Redis store, duckdb offline store, local engine."""
+    from urllib.parse import urlsplit
+
+    from feedstore.settings import get_settings
+
+    s = get_settings()
+    url = urlsplit(os.environ["BENCH_STOCK_REDIS_URL"])
+    path = Path(tempfile.gettempdir()) / "feedstore-bench-stock-repo"
+    path.mkdir(exist_ok=True)
+    (path / "feature_store.yaml").write_text(
+        "project: feed_ranking\nprovider: local\n"
+        f"registry:\n  registry_type: sql\n  path: {s.feast_registry_url}\n  cache_ttl_seconds: 60\n"
+        "offline_store:\n  type: duckdb\n"
+        f"online_store:\n  type: redis\n  connection_string: {url.hostname}:{url.port},db={url.path.lstrip('/')}\n"
+        "materialization:\n  online_write_batch_size: 10000\n"
+        "entity_key_serialization_version: 3\n")
+    return path
+
+
+def open_store(which: str):
+    from feast import FeatureStore
+
+    from feedstore.feast.offline_store import ensure_duckdb_s3
+    from feedstore.feast.store import store
+
+    if which == "ours":
+        return store()
+    ensure_duckdb_s3()  # stock duckdb cannot reach our S3 otherwise; setup only, same code path
+    return FeatureStore(repo_path=str(stock_repo_dir()))
+
+
+# ---- data ------------------------------------------------------------------------------
+
+def bench_view():
+    from datetime import timedelta
+
+    from feast import FeatureView, Field, FileSource
+    from feast.data_format import ParquetFormat
+    from feast.types import Array, Float32, Float64, Int64, String
+
+    from feedstore.feast.sources import feature_glob
+    from feedstore.settings import get_settings
+
+    from entities import item  # noqa: E402 - feature_repo on sys.path
+
+    return FeatureView(
+        name=BENCH_VIEW, entities=[item], ttl=timedelta(days=7), online=True,
+        source=FileSource(name=f"{BENCH_VIEW}_source", path=feature_glob(BENCH_VIEW), file_format=ParquetFormat(),
+                          s3_endpoint_override=get_settings().s3_endpoint, timestamp_field="event_timestamp"),
+        schema=[Field(name="vec", dtype=Array(Float32)), Field(name="a", dtype=Int64), Field(name="b", dtype=Int64),
+                Field(name="c", dtype=Float64), Field(name="d", dtype=Float64), Field(name="e", dtype=String)],
+    )
+
+
+def setup_data(args) -> dict:
+    import numpy as np
+
+    from feedstore.feast import synthetic
+    from feedstore.settings import get_settings
+
+    sys.path.insert(0, str(ROOT / "feature_repo"))
+    env = {**os.environ, **get_settings().feast_env()}
+    out = subprocess.run([str(Path(sys.executable).parent / "feast"), "-c", str(ROOT / "feature_repo"), "apply"],
+                         env=env, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise SystemExit(out.stderr[-2000:])
+    fs = open_store("ours")
+    view = bench_view()
+    fs.apply([view])
+    now = time.time_ns() // 1000
+    hour = 3_600_000_000
+    step = 250_000
+    for start in range(0, args.items, step):
+        ids = np.arange(start, min(args.items, start + step)) + 1
+        synthetic.write(BENCH_VIEW, synthetic.frame(view, ids, np.full(len(ids), now - hour), seed=start),
+                        part=f"p{start}")
+    users, items = np.arange(1, args.users + 1), np.arange(1, args.online_items + 1)
+    day = 24 * hour
+    for seed, v in enumerate(fs.list_feature_views()):
+        if v.name == BENCH_VIEW:
+            continue
+        ids = users if v.entity_columns[0].name == "user_id" else items
+        synthetic.write(v.name, synthetic.frame(v, ids, np.full(len(ids), now - 30 * 60_000_000), seed=seed), part="now")
+        if v.name in ("user_activity_features", "item_engagement_features"):  # 30 days of daily rows
+            hist_ids = ids[: args.hist_entities]
+            for d in range(1, 31):
+                synthetic.write(v.name, synthetic.frame(v, hist_ids, np.full(len(hist_ids), now - d * day), seed=d),
+                                part="hist")
+    return {"now_us": now}
+
+
+# ---- children ---------------------------------------------------------------------------
+
+def child_materialize(which: str, views: list[str]) -> dict:
+    from datetime import datetime, timedelta, timezone
+
+    fs = open_store(which)
+    end = datetime.now(timezone.utc)
+    started = time.perf_counter()
+    fs.materialize(start_date=end - timedelta(days=2), end_date=end, feature_views=views)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _percentiles(samples_ms: list[float]) -> dict:
+    import numpy as np
+
+    a = np.asarray(samples_ms)
+    return {"n": len(a), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+            "max_ms": float(a.max()), "over_50ms": int((a > 50).sum())}
+
+
+def child_online(which: str, items_per_call: int, calls: int, users: int, online_items: int, gc_tuned: bool) -> dict:
+    import numpy as np
+
+    from feedstore.feast.serving import tune_gc, warm_up
+
+    fs = open_store(which)
+    svc = fs.get_feature_service("ranking")
+    warm_up(fs)
+    if gc_tuned:
+        tune_gc()
+    rng = np.random.default_rng(0)
+    samples = []
+    for _ in range(calls):
+        u = int(rng.integers(1, users + 1))
+        rows = [{"user_id": u, "item_id": int(i)} for i in rng.integers(1, online_items + 1, items_per_call)]
+        t0 = time.perf_counter()
+        result = fs.get_online_features(features=svc, entity_rows=rows).to_dict()
+        samples.append((time.perf_counter() - t0) * 1000)
+    nfeat = len(result) - 2
+    assert result["item_embedding"][0] is not None and result["user_embedding"][0] is not None
+    return {**_percentiles(samples), "features": nfeat, "views": len(svc.feature_view_projections)}
+
+
+def child_http(which: str, requests_n: int, users: int, online_items: int, port: int) -> dict:
+    import numpy as np
+    import requests
+
+    env = {**os.environ}
+    if which == "ours":
+        cmd = [str(Path(sys.executable).parent / "feedstore"), "serve", "--port", str(port)]
+    else:
+        cmd = [str(Path(sys.executable).parent / "feast"), "-c", str(stock_repo_dir()), "serve", "-p", str(port),
+               "--no-access-log"]
+    from feedstore.settings import get_settings
+
+    env.update(get_settings().feast_env())
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        session = requests.Session()
+        session.headers["Content-Type"] = "application/json"
+        url = f"http://127.0.0.1:{port}/get-online-features"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if session.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{which} server did not start")
+            time.sleep(0.5)
+        rng = np.random.default_rng(1)
+        bodies = [json.dumps({"feature_service": "ranking",
+                              "entities": {"user_id": [int(rng.integers(1, users + 1))],
+                                           "item_id": [int(rng.integers(1, online_items + 1))]}})
+                  for _ in range(requests_n + 200)]
+        for body in bodies[:200]:  # warm-up
+            session.post(url, data=body)
+        samples = []
+        for body in bodies[200:]:
+            t0 = time.perf_counter()
+            r = session.post(url, data=body)
+            samples.append((time.perf_counter() - t0) * 1000)
+            if r.status_code != 200:
+                raise RuntimeError(r.text[:500])
+        return _percentiles(samples)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def child_historical(which: str, entity_rows: int, hist_entities: int, now_us: int) -> dict:
+    import duckdb
+    import numpy as np
+    import pandas as pd
+
+    from feedstore.feast.offline_store import ensure_duckdb_s3
+    from feedstore.feast.sources import feature_glob
+    from feedstore.s3 import configure_duckdb
+
+    rng = np.random.default_rng(2)
+    day = 86_400_000_000
+    entity = pd.DataFrame({
+        "user_id": rng.integers(1, hist_entities + 1, entity_rows),
+        "item_id": rng.integers(1, hist_entities + 1, entity_rows),
+        "event_timestamp": pd.to_datetime(now_us - rng.integers(0, 30 * day, entity_rows), unit="us", utc=True),
+    })
+    entity["row_id"] = np.arange(entity_rows)
+    features = ["user_activity_features:interactions_7d", "user_activity_features:like_rate_7d",
+                "item_engagement_features:views_7d", "item_engagement_features:engagement_rate_7d"]
+    if which == "bare":
+        con = duckdb.connect()
+        configure_duckdb(con)
+        con.register("entity", entity)
+        started = time.perf_counter()
+        table = con.execute(
+            "SELECT e.*, CASE WHEN a.event_timestamp >= e.event_timestamp - INTERVAL 2 DAY THEN a.interactions_7d END"
+            " AS interactions_7d, CASE WHEN a.event_timestamp >= e.event_timestamp - INTERVAL 2 DAY THEN a.like_rate_7d"
+            " END AS like_rate_7d, CASE WHEN i.event_timestamp >= e.event_timestamp - INTERVAL 2 DAY THEN i.views_7d END"
+            " AS views_7d, CASE WHEN i.event_timestamp >= e.event_timestamp - INTERVAL 2 DAY THEN"
+            " i.engagement_rate_7d END AS engagement_rate_7d FROM entity e"
+            " ASOF LEFT JOIN read_parquet($a) a ON e.user_id = a.user_id AND e.event_timestamp >= a.event_timestamp"
+            " ASOF LEFT JOIN read_parquet($i) i ON e.item_id = i.item_id AND e.event_timestamp >= i.event_timestamp",
+            {"a": feature_glob("user_activity_features"), "i": feature_glob("item_engagement_features")},
+        ).fetch_arrow_table()
+    else:
+        ensure_duckdb_s3()
+        fs = open_store(which)
+        started = time.perf_counter()
+        table = fs.get_historical_features(entity_df=entity, features=features).to_arrow()
+    seconds = time.perf_counter() - started
+    table = table.sort_by("row_id")
+    digest = {c: float(np.nansum(table[c].to_numpy(zero_copy_only=False).astype(float)))
+              for c in ("interactions_7d", "like_rate_7d", "views_7d", "engagement_rate_7d")}
+    return {"seconds": seconds, "rows": table.num_rows, "rows_per_s": entity_rows / seconds, "digest": digest,
+            "nulls": int(table["interactions_7d"].null_count)}
+
+
+def run_child(*args: str) -> dict:
+    """Runs one measurement in a fresh process and keeps partial results on disk."""
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
+                         env=os.environ.copy(), check=False)
+    if out.returncode:
+        raise RuntimeError(f"child {args} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def child_main(argv: list[str]) -> None:
+    kind, *rest = argv
+    sys.path.insert(0, str(ROOT / "feature_repo"))
+    if kind == "materialize":
+        result = child_materialize(rest[0], rest[1].split(","))
+    elif kind == "online":
+        result = child_online(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), int(rest[4]), rest[5] == "1")
+    elif kind == "http":
+        result = child_http(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), int(rest[4]))
+    else:
+        result = child_historical(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
+    print(json.dumps(result))
+
+
+# ---- main -------------------------------------------------------------------------------
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        return child_main(sys.argv[2:])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--items", type=int, default=1_000_000, help="rows materialized (32-d vector + 5 scalars)")
+    p.add_argument("--entity-rows", type=int, default=1_000_000, help="entity rows for get_historical_features")
+    p.add_argument("--hist-entities", type=int, default=10_000, help="users and items with 30 days of rows")
+    p.add_argument("--users", type=int, default=2_000)
+    p.add_argument("--online-items", type=int, default=20_000)
+    p.add_argument("--online-calls", type=int, default=2_000, help="calls per online scenario")
+    p.add_argument("--http-requests", type=int, default=10_000)
+    p.add_argument("--skip", default="", help="comma list of: materialize,online,http,historical")
+    args = p.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    redis_proc = start_redis()
+    try:
+        run_all(args, skip, console)
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait(10)
+
+
+def run_all(args, skip, console) -> None:
+    from rich.table import Table
+
+    env = namespace_env()
+    with console.status("preparing namespace and data…"):
+        prepare_namespace(env)
+        meta = setup_data(args)
+    results: dict = {"args": vars(args), "machine_cpus": os.cpu_count()}
+    online_views = ["user_activity_features", "user_profile_features", "user_embedding", "user_candidates",
+                    "user_realtime_features", "item_catalog_features", "item_embedding", "item_engagement_features"]
+    for which in ("ours", "stock"):
+        with console.status(f"materializing online views ({which})…"):
+            run_child("materialize", which, ",".join(online_views))
+    if "materialize" not in skip:
+        for which in ("ours", "stock"):
+            with console.status(f"materializing {args.items:,} rows ({which})…"):
+                r = run_child("materialize", which, BENCH_VIEW)
+                r["rows_per_s"] = args.items / r["seconds"]
+                results[f"materialize_{which}"] = r
+    if "online" not in skip:
+        for n in (1, 500):
+            for which, tuned in (("stock", False), ("stock", True), ("ours", True)):
+                label = f"online_{n}_{which}{'_gc' if tuned and which == 'stock' else ''}"
+                with console.status(f"{label}…"):
+                    results[label] = run_child("online", which, str(n), str(args.online_calls if n == 1 else
+                                               max(200, args.online_calls // 4)), str(args.users),
+                                               str(args.online_items), "1" if tuned else "0")
+    if "http" not in skip:
+        for which, port in (("stock", 16566), ("ours", 16567)):
+            with console.status(f"http {which}…"):
+                results[f"http_{which}"] = run_child("http", which, str(args.http_requests), str(args.users),
+                                                      str(args.online_items), str(port))
+    if "historical" not in skip:
+        for which in ("bare", "ours", "stock"):
+            with console.status(f"historical {which}…"):
+                results[f"historical_{which}"] = run_child("historical", which, str(args.entity_rows),
+                                                           str(args.hist_entities), str(meta["now_us"]))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2))
+    table = Table("measurement", "ours", "stock Feast", "ratio / target")
+    if "materialize_ours" in results:
+        o, s = results["materialize_ours"], results["materialize_stock"]
+        table.add_row(f"materialize {args.items:,} rows", f"{o['rows_per_s']:,.0f} rows/s, {o['peak_rss_mb']:,.0f} MB",
+                      f"{s['rows_per_s']:,.0f} rows/s, {s['peak_rss_mb']:,.0f} MB",
+                      f"{o['rows_per_s'] / s['rows_per_s']:.1f}x (target ≥5x, <1 GB)")
+    for n in (1, 500):
+        if f"online_{n}_ours" in results:
+            o, s, sg = results[f"online_{n}_ours"], results[f"online_{n}_stock"], results[f"online_{n}_stock_gc"]
+            table.add_row(f"online 1 user × {n} item(s), {o['features']} features / {o['views']} views",
+                          f"p50 {o['p50_ms']:.2f} / p99 {o['p99_ms']:.2f} ms",
+                          f"p50 {s['p50_ms']:.2f} / p99 {s['p99_ms']:.2f} ms (gc-tuned p99 {sg['p99_ms']:.2f})",
+                          f"p99 {o['p99_ms'] / s['p99_ms']:.2f}x of stock")
+    if "http_ours" in results:
+        o, s = results["http_ours"], results["http_stock"]
+        table.add_row(f"HTTP {args.http_requests:,} requests", f"p50 {o['p50_ms']:.2f} / p99 {o['p99_ms']:.2f} / "
+                      f"max {o['max_ms']:.0f} ms, {o['over_50ms']} >50ms",
+                      f"p50 {s['p50_ms']:.2f} / p99 {s['p99_ms']:.2f} / max {s['max_ms']:.0f} ms, {s['over_50ms']} >50ms",
+                      "target p99 ≤3 ms, none >50 ms")
+    if "historical_ours" in results:
+        o, s, b = results["historical_ours"], results["historical_stock"], results["historical_bare"]
+        same = o["digest"] == b["digest"] and o["nulls"] == b["nulls"] and o["rows"] == b["rows"]
+        table.add_row(f"historical {args.entity_rows:,} entity rows", f"{o['rows_per_s']:,.0f} rows/s",
+                      f"{s['rows_per_s']:,.0f} rows/s (bare ASOF {b['rows_per_s']:,.0f})",
+                      f"bare/ours {b['rows_per_s'] / o['rows_per_s']:.2f}x (target ≤1.5x), identical={same}")
+    console.print(table)
+    console.print(f"results: {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

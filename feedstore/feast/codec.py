@@ -1,0 +1,274 @@
+"""Column-at-a-time encoding of Feast values, keys and timestamps.
+
+Feast's local materialization builds one ``ValueProto`` object per cell (~20K rows/s). The
+bytes of a ``ValueProto`` are simple enough to produce for a whole Arrow column at once, and
+the result must be byte-for-byte what ``ValueProto.SerializeToString()`` gives, so readers
+that parse with protobuf see exactly what stock Feast would have written
+(tests/feedstore/feast/test_codec.py checks this against Feast's own converter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from urllib.parse import quote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.value_type import ValueType
+
+
+def varint(value: int) -> bytes:
+    """Protobuf base-128 varint; negatives as 64-bit two's complement, as protobuf does."""
+    value &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_SMALL_VARINTS = [varint(i) for i in range(16384)]
+
+
+def _len_prefix(n: int) -> bytes:
+    return _SMALL_VARINTS[n] if n < 16384 else varint(n)
+
+
+def _varints(values: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """Varints of an int64 array as one buffer plus row offsets (vectorised, no per-value Python)."""
+    u = values.astype(np.int64, copy=False).view(np.uint64)
+    n = len(u)
+    if n == 0:
+        return b"", np.zeros(1, dtype=np.int64)
+    shifts = np.arange(10, dtype=np.uint64) * np.uint64(7)
+    groups = (u[:, None] >> shifts[None, :]) & np.uint64(0x7F)
+    bitlen = np.zeros(n, dtype=np.int64)
+    nz = u != 0
+    bitlen[nz] = np.floor(np.log2(u[nz].astype(np.float64))).astype(np.int64) + 1
+    # float log2 may round up near powers of two; fix with an exact check
+    big = bitlen > 0
+    too_high = big & ((u >> np.clip(bitlen - 1, 0, 63).astype(np.uint64)) == 0)
+    bitlen[too_high] -= 1
+    nbytes = np.maximum(1, (bitlen + 6) // 7)
+    cols = np.arange(10)[None, :]
+    cont = cols < (nbytes[:, None] - 1)
+    mat = (groups | (cont.astype(np.uint64) << np.uint64(7))).astype(np.uint8)
+    keep = cols < nbytes[:, None]
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(nbytes, out=offsets[1:])
+    return mat[keep].tobytes(), offsets
+
+
+def _split(buf: bytes, offsets: np.ndarray) -> list[bytes]:
+    o = offsets.tolist()
+    return [buf[o[i]:o[i + 1]] for i in range(len(o) - 1)]
+
+
+def _fixed_width(tag: bytes, data: np.ndarray, width: int) -> list[bytes]:
+    """tag + fixed-width little-endian payload per row, built as one matrix."""
+    data = np.ascontiguousarray(data)
+    n = data.nbytes // width
+    row = len(tag) + width
+    mat = np.empty((n, row), dtype=np.uint8)
+    mat[:, : len(tag)] = np.frombuffer(tag, dtype=np.uint8)
+    mat[:, len(tag):] = data.view(np.uint8).reshape(n, width)
+    buf = mat.tobytes()
+    return [buf[i * row:(i + 1) * row] for i in range(n)]
+
+
+def _with_nulls(arr: pa.Array, encode: Callable[[pa.Array], list[bytes]]) -> list[bytes]:
+    """Feast writes an empty ``Value`` for a null cell."""
+    if arr.null_count == 0:
+        return encode(arr)
+    valid = np.asarray(arr.is_valid())
+    encoded = encode(arr.filter(pa.array(valid))) if valid.any() else []
+    out: list[bytes] = [b""] * len(arr)
+    for i, b in zip(np.flatnonzero(valid).tolist(), encoded):
+        out[i] = b
+    return out
+
+
+def _scalar_int(tag: bytes) -> Callable[[pa.Array], list[bytes]]:
+    def encode(arr: pa.Array) -> list[bytes]:
+        buf, offsets = _varints(arr.to_numpy(zero_copy_only=False).astype(np.int64))
+        return [tag + v for v in _split(buf, offsets)]
+    return encode
+
+
+def _scalar_fixed(tag: bytes, dtype: str) -> Callable[[pa.Array], list[bytes]]:
+    def encode(arr: pa.Array) -> list[bytes]:
+        data = arr.to_numpy(zero_copy_only=False).astype(dtype)
+        return _fixed_width(tag, data, np.dtype(dtype).itemsize)
+    return encode
+
+
+def _bool(arr: pa.Array) -> list[bytes]:
+    return [b"\x38\x01" if v else b"\x38\x00" for v in arr.to_pylist()]
+
+
+def _string(tag: bytes) -> Callable[[pa.Array], list[bytes]]:
+    def encode(arr: pa.Array) -> list[bytes]:
+        values = arr.cast(pa.binary()) if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) else arr
+        return [tag + _len_prefix(len(b)) + b for b in values.to_pylist()]
+    return encode
+
+
+def _packed_list(tag: bytes, dtype: str | None) -> Callable[[pa.Array], list[bytes]]:
+    """A list of numbers: ``tag len( 0x0a len(packed) )``; a fixed length takes the matrix path."""
+    def encode(arr: pa.Array) -> list[bytes]:
+        arr = arr.cast(pa.list_(arr.type.value_type)) if pa.types.is_large_list(arr.type) else arr
+        offsets = np.asarray(arr.offsets)
+        flat = arr.values.slice(offsets[0], offsets[-1] - offsets[0]).to_numpy(zero_copy_only=False)
+        offsets = offsets - offsets[0]
+        lengths = np.diff(offsets)
+        if dtype is None:  # varint-packed integers
+            buf, voff = _varints(flat.astype(np.int64))
+            payload_offsets = voff[offsets]
+        else:
+            flat = flat.astype(dtype)
+            buf = flat.tobytes()
+            payload_offsets = offsets * np.dtype(dtype).itemsize
+        sizes = np.diff(payload_offsets).tolist()
+        if dtype is not None and len(lengths) and (lengths == lengths[0]).all() and lengths[0] > 0:
+            inner = b"\x0a" + _len_prefix(sizes[0])
+            header = tag + _len_prefix(len(inner) + sizes[0]) + inner
+            return _fixed_width(header, flat, sizes[0])
+        po = payload_offsets.tolist()
+        out = []
+        for i, size in enumerate(sizes):
+            if size == 0:
+                out.append(tag + b"\x00")
+                continue
+            inner = b"\x0a" + _len_prefix(size) + buf[po[i]:po[i + 1]]
+            out.append(tag + _len_prefix(len(inner)) + inner)
+        return out
+    return encode
+
+
+def _string_list(tag: bytes) -> Callable[[pa.Array], list[bytes]]:
+    def encode(arr: pa.Array) -> list[bytes]:
+        out = []
+        for items in arr.to_pylist():
+            inner = b"".join(b"\x0a" + _len_prefix(len(b)) + b for b in (s.encode() if isinstance(s, str) else s for s in items))
+            out.append(tag + _len_prefix(len(inner)) + inner)
+        return out
+    return encode
+
+
+_ENCODERS: dict[ValueType, Callable[[pa.Array], list[bytes]]] = {
+    ValueType.BYTES: _string(b"\x0a"),
+    ValueType.STRING: _string(b"\x12"),
+    ValueType.INT32: _scalar_int(b"\x18"),
+    ValueType.INT64: _scalar_int(b"\x20"),
+    ValueType.DOUBLE: _scalar_fixed(b"\x29", "<f8"),
+    ValueType.FLOAT: _scalar_fixed(b"\x35", "<f4"),
+    ValueType.BOOL: _bool,
+    ValueType.BYTES_LIST: _string_list(b"\x5a"),
+    ValueType.STRING_LIST: _string_list(b"\x62"),
+    ValueType.INT32_LIST: _packed_list(b"\x6a", None),
+    ValueType.INT64_LIST: _packed_list(b"\x72", None),
+    ValueType.DOUBLE_LIST: _packed_list(b"\x7a", "<f8"),
+    ValueType.FLOAT_LIST: _packed_list(b"\x82\x01", "<f4"),
+}
+
+
+def encode_column(arr: pa.Array | pa.ChunkedArray, value_type: ValueType) -> list[bytes]:
+    """Serialised ``ValueProto`` per row; types without a fast encoder go through Feast's converter."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    encoder = _ENCODERS.get(value_type)
+    if encoder is None:
+        from feast.type_map import python_values_to_proto_values
+
+        protos = python_values_to_proto_values(arr.to_numpy(zero_copy_only=False), value_type)
+        return [p.SerializeToString() for p in protos]
+    return _with_nulls(arr, encoder)
+
+
+# ---- entity keys -------------------------------------------------------------------------
+
+def _key_part(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, str):
+        return quote(value, safe="")
+    return str(int(value))
+
+
+def entity_text(join_keys: Sequence[str], values: Sequence[object]) -> str:
+    """``user_id=42`` (composite keys sorted by name); strings are %-quoted so braces never appear."""
+    pairs = sorted(zip(join_keys, values)) if len(join_keys) > 1 else zip(join_keys, values)
+    return ",".join(f"{k}={_key_part(v)}" for k, v in pairs)
+
+
+def proto_value(v: ValueProto) -> object:
+    kind = v.WhichOneof("val")
+    if kind is None:
+        raise ValueError("an entity key value is empty")
+    return getattr(v, kind)
+
+
+def key_prefix(project: str) -> str:
+    return f"{project}:{{"
+
+
+def key_suffix(view: str) -> str:
+    return f"}}:{view}"
+
+
+def redis_key(project: str, entity: str, view: str) -> bytes:
+    """``<project>:{<entity>}:<view>``: the braces make Redis Cluster place every view of an
+    entity in the same slot, and one key per view lets each carry its own expiry."""
+    return f"{project}:{{{entity}}}:{view}".encode()
+
+
+def entity_texts(table: pa.Table | pa.RecordBatch, join_keys: Sequence[str]) -> list[str]:
+    """Entity texts for every row; the common single-integer key takes a vectorised path."""
+    if len(join_keys) == 1:
+        col = table.column(join_keys[0])
+        if pa.types.is_integer(col.type):
+            return pc.binary_join_element_wise(join_keys[0] + "=", pc.cast(col, pa.string()), "").to_pylist()
+    cols = [table.column(k).to_pylist() for k in join_keys]
+    return [entity_text(join_keys, row) for row in zip(*cols)]
+
+
+# ---- timestamps --------------------------------------------------------------------------
+
+def to_micros(ts: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Epoch microseconds of a timestamp column (naive timestamps are UTC, as in Feast)."""
+    if isinstance(ts, pa.ChunkedArray):
+        ts = ts.combine_chunks()
+    if not pa.types.is_timestamp(ts.type):
+        raise TypeError(f"expected a timestamp column, got {ts.type}")
+    return pc.cast(ts, pa.timestamp("us", tz=ts.type.tz)).cast(pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def datetime_to_micros(dt: datetime) -> int:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def micros_to_datetime(us: int) -> datetime:
+    return datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc).replace(microsecond=us % 1_000_000)
+
+
+def timestamp_proto_bytes(us: int) -> bytes:
+    """``google.protobuf.Timestamp`` bytes for epoch microseconds."""
+    seconds, micros = divmod(us, 1_000_000)
+    out = b"\x08" + varint(seconds) if seconds else b""
+    if micros:
+        out += b"\x10" + varint(micros * 1000)
+    return out
+
+
+def parse_value(data: bytes | None) -> ValueProto:
+    v = ValueProto()
+    if data:
+        v.ParseFromString(data)
+    return v

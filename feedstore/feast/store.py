@@ -1,0 +1,35 @@
+"""The configured ``FeatureStore`` for ``feature_repo/``, from settings rather than the shell.
+
+``feature_store.yaml`` names ``${FEED_FEAST_REGISTRY_URL}`` and ``${FEED_FEAST_REDIS}`` so the
+``feast`` CLI works after ``eval "$(feedstore stack env)"``; ``store()`` substitutes the same
+names from ``get_settings()`` so code never depends on what the shell exported.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from string import Template
+
+import yaml
+from feast import FeatureStore
+from feast.repo_config import RepoConfig
+
+from feedstore.feast.offline_store import ensure_duckdb_s3
+from feedstore.settings import Settings, get_settings
+
+
+def repo_config(settings: Settings | None = None, repo_path: Path | None = None) -> RepoConfig:
+    s = settings or get_settings()
+    path = Path(repo_path or s.feast_repo_path)
+    text = (path / "feature_store.yaml").read_text()
+    raw = yaml.safe_load(Template(text).safe_substitute({**os.environ, **s.feast_env()}))
+    return RepoConfig(repo_path=path, **raw)
+
+
+def store(settings: Settings | None = None, repo_path: Path | None = None) -> FeatureStore:
+    """A ``FeatureStore`` on the registry, Redis and S3 named by settings, ready for DuckDB reads."""
+    s = settings or get_settings()
+    config = repo_config(s, repo_path)
+    ensure_duckdb_s3()
+    return FeatureStore(repo_path=str(config.repo_path), config=config)
