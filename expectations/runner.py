@@ -113,23 +113,41 @@ def _check_params(suite: str, params: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         allowed = ", ".join(sorted(PARAMS[suite] | COMMON_PARAMS))
         raise ValidationError(f"unknown parameter(s) for {suite}: {', '.join(sorted(unknown))} (allowed: {allowed})")
-    out = dict(params)
+    try:
+        return _coerce(suite, dict(params))
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(f"bad parameter for {suite}: {exc}") from exc
+
+
+def _coerce(suite: str, out: dict[str, Any]) -> dict[str, Any]:
+    """Parameters may come from the command line as strings: make them typed values."""
     out.setdefault("as_of", datetime.now(timezone.utc))
     out["as_of"] = prepare._utc(out["as_of"])
+    if isinstance(out.get("ingested_at"), str) and "," in out["ingested_at"]:
+        out["ingested_at"] = tuple(out["ingested_at"].split(",", 1))
+    if out.get("ingested_at") is not None:
+        prepare.Window.from_param(out["ingested_at"])
+    for key in ("min_positive_fraction", "max_positive_fraction"):
+        if key in out:
+            out[key] = float(out[key])
+    if "min_rows" in out:
+        out["min_rows"] = int(out["min_rows"])
+    if isinstance(out.get("unique_keys"), str):
+        out["unique_keys"] = out["unique_keys"].lower() not in ("0", "false", "no")
     if suite == "training_dataset":
         if "ds" in out:
             day = pd.Timestamp(out["ds"]).date()
             out["partition_start"] = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
             out["partition_end"] = out["partition_start"] + timedelta(days=1)
         if "partition_start" not in out or "partition_end" not in out:
-            raise ValidationError("training_dataset needs ds=YYYY-MM-DD (or partition_start and partition_end)")
+            raise ValueError("training_dataset needs ds=YYYY-MM-DD (or partition_start and partition_end)")
         out["partition_start"], out["partition_end"] = (prepare._utc(out[k]) for k in ("partition_start", "partition_end"))
     for key in ("views",):
         if isinstance(out.get(key), str):
             out[key] = tuple(v.strip() for v in out[key].split(","))
         for view in out.get(key) or ():
             if view not in suites.rules.FEATURE_VIEWS:
-                raise ValidationError(f"unknown feature view {view!r}")
+                raise ValueError(f"unknown feature view {view!r}")
     return out
 
 
@@ -247,9 +265,9 @@ def _run(suite_name: str, expectations: list, batch_definition, context, batch_p
          docs_dir: Path | None):
     import great_expectations as gx
 
-    suite = context.suites.add(gx.ExpectationSuite(name=suite_name))
-    for expectation in expectations:
-        suite.add_expectation(expectation)
+    # Expectations go in before the suite is stored: adding them one by one to a stored suite
+    # re-serialises the whole suite each time (quadratic; seconds for the training suite).
+    suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{suite_name}-{uuid.uuid4().hex[:8]}", data=batch_definition, suite=suite))
     result = definition.run(batch_parameters=batch_parameters,
