@@ -22,13 +22,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.dataset as pads  # noqa: E402
-import structlog  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from expectations import prepare, suites  # noqa: E402
+from feedstore.logs import get_logger  # noqa: E402
 from feedstore.settings import get_settings  # noqa: E402
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 EXAMPLES = 5
 PARAMS: dict[str, set[str]] = {
     "activity_events": {"ingested_at", "user_ids", "item_ids"},

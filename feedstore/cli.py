@@ -141,6 +141,13 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command()
+def demo() -> None:
+    """The main job end to end on the `small` feed: stack, schema, data, features, training set."""
+    stack_up()
+    migrate()
+
+
 def main() -> None:
     app(prog_name="feedstore")
 

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     kafka_version: str = "4.1.2"
     kafka_controller_port: int = 9093
     kafka_heap: str = "-Xmx512m"
+    # weed mini's master, volume and filer listen on base, base+1, base+2 (gRPC on +10000).
+    seaweedfs_port_base: int = 9333
 
     @property
     def s3_host_port(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import subprocess
@@ -29,7 +30,7 @@ class PostgresService(Service):
 
     @property
     def data_dir(self) -> Path:
-        return self.dir / "data"
+        return self.dir.resolve() / "data"
 
     def _run_as_owner(self, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
         """initdb and pg_ctl refuse to run as root, so root runs them as ``postgres``."""
@@ -40,14 +41,24 @@ class PostgresService(Service):
     def install(self) -> None:
         if not (PG_BIN / "pg_ctl").exists():
             apt_install("postgresql-15")
-        if is_root():
-            self.dir.mkdir(parents=True, exist_ok=True)
-            for parent in self.dir.resolve().parents:
-                if not os.stat(parent).st_mode & 0o001:
-                    raise StackError(
-                        f"postgres: {parent} is not searchable by the postgres user; "
-                        "set FEED_STACK_DIR to a directory it can reach"
-                    )
+        if is_root() and not self.dir.exists():
+            self._make_reachable_dir()
+
+    def _make_reachable_dir(self) -> None:
+        """The server runs as ``postgres``, which must reach its data directory. When a parent
+        of the stack directory is private to root, the data goes under /var/lib/feedstore and
+        the stack directory holds a symlink to it."""
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        parent = self.dir.parent.resolve()
+        if all(os.stat(p).st_mode & 0o001 for p in (parent, *parent.parents)):
+            self.dir.mkdir()
+            return
+        digest = hashlib.sha256(str(self.dir.resolve()).encode()).hexdigest()[:12]
+        target = Path("/var/lib/feedstore") / digest / "postgres"
+        target.mkdir(parents=True, exist_ok=True)
+        for p in (target.parent, target.parent.parent):
+            p.chmod(0o755)
+        self.dir.symlink_to(target, target_is_directory=True)
 
     def _own(self, path: Path) -> None:
         if is_root():
@@ -58,7 +69,7 @@ class PostgresService(Service):
         dsn = urlsplit(self.settings.postgres_dsn)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._own(self.dir)
-        pwfile = self.dir / ".pwfile"
+        pwfile = self.dir.resolve() / ".pwfile"
         pwfile.write_text(dsn.password or "")
         self._own(pwfile)
         try:
@@ -78,9 +89,9 @@ class PostgresService(Service):
         self.log_file.touch()
         self._own(self.log_file)
         options = " ".join(f"-c {k}={v}" for k, v in SERVER_OPTIONS.items())
-        options += f" -p {self.settings.postgres_port} -k {self.dir}"
+        options += f" -p {self.settings.postgres_port} -k {self.dir.resolve()}"
         result = self._run_as_owner([
-            str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
+            str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file.resolve()),
             "-o", options, "-w", "-t", "60", "start",
         ])
         if result.returncode != 0:
@@ -110,4 +121,5 @@ class PostgresService(Service):
             self._run_as_owner([str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
 
     def endpoint(self) -> str:
-        return self.settings.postgres_dsn
+        dsn = urlsplit(self.settings.postgres_dsn)
+        return dsn._replace(netloc=f"{dsn.username}@{dsn.hostname}:{dsn.port}").geturl()

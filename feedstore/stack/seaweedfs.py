@@ -29,7 +29,9 @@ class SeaweedFSService(Service):
         spawn(
             [self._weed(), "mini", f"-dir={self.dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
              f"-s3.port={s.s3_port}", "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
-             "-s3.port.iceberg=0", "-s3.port.lance=0"],
+             "-s3.port.iceberg=0", "-s3.port.lance=0",
+             f"-master.port={s.seaweedfs_port_base}", f"-volume.port={s.seaweedfs_port_base + 1}",
+             f"-filer.port={s.seaweedfs_port_base + 2}"],
             self.log_file, self.pid_file,
             env={"AWS_ACCESS_KEY_ID": s.aws_access_key_id, "AWS_SECRET_ACCESS_KEY": s.aws_secret_access_key},
             cwd=self.dir,

@@ -1,0 +1,132 @@
+"""The stack lifecycle on a second, private stack (own directory and ports), so the shared
+one that other tests use keeps running: up, status, down, up again with the data kept."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer
+
+from feedstore.s3 import s3_client
+from feedstore.settings import Settings
+from feedstore.stack.base import port_open
+
+
+def _free_base(used: set[int]) -> int:
+    """A port base whose neighbourhood (and gRPC +10000) is free on loopback."""
+    for _ in range(200):
+        base = random.randrange(20000, 30000, 10)
+        ports = [base + i for i in range(6)] + [base + 10000 + i for i in range(3)]
+        if not used.intersection(ports) and not any(port_open("127.0.0.1", p) for p in ports):
+            used.update(ports)
+            return base
+    raise RuntimeError("no free ports")
+
+
+@pytest.fixture()
+def private_env(stack: Settings) -> Iterator[dict[str, str]]:
+    used: set[int] = set()
+    pg, rd, kafka, s3, weed = (_free_base(used) for _ in range(5))
+    # Beside the shared stack's directory: pytest's tmp dirs are private to root, and
+    # PostgreSQL runs as its own user.
+    stack_dir = Path(tempfile.mkdtemp(prefix=".stack-test-", dir=stack.stack_dir.parent))
+    stack_dir.chmod(0o755)
+    yield {
+        **os.environ,
+        "FEED_STACK_DIR": str(stack_dir),
+        "FEED_POSTGRES_DSN": f"postgresql://feedstore:pw@127.0.0.1:{pg}/feedstore",
+        "FEED_REDIS_URL": f"redis://127.0.0.1:{rd}/0",
+        "FEED_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
+        "FEED_KAFKA_CONTROLLER_PORT": str(kafka + 1),
+        "FEED_S3_ENDPOINT": f"http://127.0.0.1:{s3}",
+        "FEED_SEAWEEDFS_PORT_BASE": str(weed),
+        "FEED_S3_BUCKET": "private",
+    }
+    shutil.rmtree(stack_dir, ignore_errors=True)
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "feedstore.cli", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def _write_marks(s: Settings) -> None:
+    with psycopg.connect(s.postgres_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE mark (v TEXT)")
+        conn.execute("INSERT INTO mark VALUES ('kept')")
+    redis.Redis.from_url(s.redis_url).set("mark", "kept")
+    s3_client(s).put_object(Bucket=s.s3_bucket, Key="mark", Body=b"kept")
+    producer = Producer({"bootstrap.servers": s.kafka_bootstrap})
+    producer.produce(s.topic_activity, key=b"1", value=b"kept")
+    assert producer.flush(30) == 0
+
+
+def _read_marks(s: Settings) -> list[str]:
+    with psycopg.connect(s.postgres_dsn) as conn:
+        pg = conn.execute("SELECT v FROM mark").fetchone()[0]
+    rd = redis.Redis.from_url(s.redis_url).get("mark").decode()
+    s3 = s3_client(s).get_object(Bucket=s.s3_bucket, Key="mark")["Body"].read().decode()
+    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": "marks",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([s.topic_activity])
+    kafka = None
+    for _ in range(60):
+        msg = consumer.poll(1.0)
+        if msg is not None and not msg.error():
+            kafka = msg.value().decode()
+            break
+    consumer.close()
+    return [pg, rd, s3, kafka]
+
+
+def test_up_status_down_up_keeps_data(private_env, monkeypatch):
+    for name, value in private_env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    try:
+        up = _cli(private_env, "stack", "up")
+        assert up.returncode == 0, up.stderr
+        status = _cli(private_env, "stack", "status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.count(" up ") == 4
+
+        again = _cli(private_env, "stack", "up")
+        assert again.returncode == 0 and again.stderr.count("already running") == 4
+
+        _write_marks(settings)
+
+        down = _cli(private_env, "stack", "down")
+        assert down.returncode == 0, down.stderr
+        status = _cli(private_env, "stack", "status")
+        assert status.returncode == 1
+        assert status.stdout.count(" down ") == 4
+
+        assert _cli(private_env, "stack", "up").returncode == 0
+        assert _read_marks(settings) == ["kept"] * 4
+    finally:
+        _cli(private_env, "stack", "down")
+
+
+def test_env_lines_reach_the_stack(settings):
+    """`eval "$(feedstore stack env)"` gives psql, redis-cli, kcat and boto3 what they need."""
+    script = (
+        'eval "$(feedstore stack env)" && psql -tAc "select 1" && redis-cli ping && '
+        'kcat -L -t "$FEED_TOPIC" | grep -c "partition [0-9]" && '
+        f'{sys.executable} -c "import boto3; print(len(boto3.client(\'s3\').list_buckets()[\'Buckets\']) > 0)"'
+    )
+    env = {**os.environ, "FEED_TOPIC": settings.topic_activity,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "PONG", str(settings.topic_partitions), "True"]
