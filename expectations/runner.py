@@ -7,6 +7,7 @@ Data Docs are requested does it get a site on the local filesystem (optionally c
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -29,6 +30,7 @@ from feedstore.logs import get_logger  # noqa: E402
 from feedstore.settings import get_settings  # noqa: E402
 
 log = get_logger(__name__)
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
 EXAMPLES = 5
 PARAMS: dict[str, set[str]] = {
     "activity_events": {"ingested_at", "user_ids", "item_ids"},

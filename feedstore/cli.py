@@ -110,15 +110,16 @@ def validate(
     """Validate TARGET against a Great Expectations SUITE; exit 1 when it fails."""
     import json
 
-    from expectations.runner import ValidationError
-    from expectations.runner import validate as run
-
     params: dict[str, str] = {}
     for item in param:
         key, sep, value = item.partition("=")
         if not sep or not key:
             fail(f"--param wants KEY=VALUE, got {item!r}")
         params[key.strip()] = value.strip()
+
+    from expectations.runner import ValidationError
+    from expectations.runner import validate as run
+
     try:
         summary = run(suite, target, docs_dir=docs, docs_s3_prefix=docs_s3, **params)
     except ValidationError as exc:

@@ -108,10 +108,11 @@ def test_parquet_prefix_on_s3_and_cli(settings: Settings, catalog, tmp_path) -> 
 
     late = NOW + timedelta(hours=2)
     bad = subprocess.run([*FEEDSTORE, "validate", "activity_events", target, "-p", f"ingested_at={late.isoformat()}",
-                          "--docs", str(tmp_path / "docs"), "--docs-s3", "docs/run1"],
+                          "--docs", str(tmp_path / "docs"), "--docs-s3", "docs/run1", "--json"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1
-    assert "timestamp_window" in bad.stdout and "FAILED" in bad.stderr
+    failures = json.loads(bad.stdout)["failures"]
+    assert [(f["rule"], f["unexpected_count"]) for f in failures] == [("timestamp_window", events.num_rows)]
     assert (tmp_path / "docs" / "index.html").is_file()
     assert any(p.suffix == ".html" and "validations" in p.parts for p in (tmp_path / "docs").rglob("*"))
     head = s3_client(settings).head_object(Bucket=settings.s3_bucket, Key="docs/run1/index.html")
@@ -119,12 +120,8 @@ def test_parquet_prefix_on_s3_and_cli(settings: Settings, catalog, tmp_path) -> 
 
 
 @pytest.mark.parametrize("args, message", [
-    (["nosuch", "postgres:items"], "unknown suite"),
     (["items", "postgres:no_such_table"], "cannot read postgres:no_such_table"),
-    (["items", "/no/such/dir"], "no such file"),
-    (["items", "postgres:items", "-p", "colour=red"], "unknown parameter"),
-    (["training_dataset", "postgres:items"], "needs ds="),
-    (["activity_events", "postgres:items", "-p", "ingested_at=yesterday-ish"], "bad parameter"),
+    (["items", "postgres:items", "-p", "colour"], "--param wants KEY=VALUE"),
 ])
 def test_cli_bad_arguments_are_one_line(settings: Settings, args, message) -> None:
     result = subprocess.run([*FEEDSTORE, "validate", *args], capture_output=True, text=True, timeout=120)
@@ -143,6 +140,15 @@ def test_summary_metadata_is_json(catalog) -> None:
     assert meta["event_type_allowed:event_type"]["examples"] == ["poke"] * 5
 
 
-def test_bad_request_raises() -> None:
-    with pytest.raises(ValidationError, match="unknown parameter"):
-        validate("items", make_items(), ingested_at=NOW)
+@pytest.mark.parametrize("suite, target, params, message", [
+    ("nosuch", "postgres:items", {}, "unknown suite"),
+    ("items", "/no/such/dir", {}, "no such file"),
+    ("items", "postgres:items;drop", {}, "bad Postgres table name"),
+    ("items", "postgres:items", {"colour": "red"}, "unknown parameter"),
+    ("training_dataset", "postgres:items", {}, "needs ds="),
+    ("activity_events", "postgres:items", {"ingested_at": "yesterday-ish"}, "bad parameter"),
+    ("user_features", "postgres:items", {"views": "user_activity_features,nope"}, "unknown feature view"),
+])
+def test_bad_request_raises(suite, target, params, message) -> None:
+    with pytest.raises(ValidationError, match=message):
+        validate(suite, target, **params)
