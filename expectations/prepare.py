@@ -133,6 +133,17 @@ def batches(data: pa.Table | Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatc
         yield from data
 
 
-def to_pandas(prepared: list[pa.RecordBatch], schema: pa.Schema | None = None) -> pd.DataFrame:
-    table = pa.Table.from_batches(prepared, schema=schema) if prepared else pa.table({})
-    return table.to_pandas(types_mapper=PANDAS_TYPES.get, self_destruct=True)
+def to_pandas(prepared: list[pa.RecordBatch]) -> pd.DataFrame:
+    """Arrow-backed strings and plain numpy ints keep GX on vectorised paths (object strings and
+    nullable ints send its type and range checks through a Python call per value); only an
+    integer column that really has nulls becomes a nullable pandas integer."""
+    table = pa.Table.from_batches(prepared)
+    nullable_ints = {f.name for f in table.schema if pa.types.is_integer(f.type) and table.column(f.name).null_count}
+
+    def types(t: pa.DataType):
+        return pd.StringDtype("pyarrow") if pa.types.is_string(t) or pa.types.is_large_string(t) else None
+
+    frame = table.to_pandas(types_mapper=types)
+    for name in nullable_ints:
+        frame[name] = table.column(name).to_pandas(types_mapper=PANDAS_TYPES.get)
+    return frame

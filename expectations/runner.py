@@ -22,6 +22,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
 import pyarrow.dataset as pads  # noqa: E402
 from psycopg import sql  # noqa: E402
 
@@ -162,11 +163,14 @@ class Reference:
         self._conn = None
 
     def missing(self, kind: str, ids: pa.Array) -> np.ndarray:
-        distinct = np.unique(pa.array(ids).drop_null().cast(pa.int64()).to_numpy())
+        distinct = pc.unique(pa.array(ids).drop_null().cast(pa.int64())).to_numpy()
         given = self._given[kind]
-        if given is not None:
-            return distinct[~np.isin(distinct, given)]
-        return self._missing_in_postgres(kind, distinct)
+        if given is None:
+            return self._missing_in_postgres(kind, distinct)
+        if not len(given):
+            return distinct
+        at = np.minimum(np.searchsorted(given, distinct), len(given) - 1)
+        return distinct[given[at] != distinct]
 
     def _missing_in_postgres(self, kind: str, ids: np.ndarray) -> np.ndarray:
         from feedstore.db import connect
@@ -191,7 +195,7 @@ def _id_array(ids: Any) -> np.ndarray | None:
         return None
     if isinstance(ids, (pa.Array, pa.ChunkedArray)):
         ids = ids.to_numpy()
-    return np.unique(np.asarray(ids, dtype=np.int64))
+    return np.sort(np.asarray(ids, dtype=np.int64))
 
 
 # -- targets ------------------------------------------------------------------------------------
@@ -272,8 +276,11 @@ def _run(suite_name: str, expectations: list, batch_definition, context, batch_p
     suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{suite_name}-{uuid.uuid4().hex[:8]}", data=batch_definition, suite=suite))
-    result = definition.run(batch_parameters=batch_parameters,
-                            result_format={"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES})
+    # GX checks a "StringDtype" column against pd.StringDtype(), whose storage follows this option;
+    # the frames carry Arrow-backed strings (see prepare.to_pandas).
+    with pd.option_context("mode.string_storage", "pyarrow"):
+        result = definition.run(batch_parameters=batch_parameters,
+                                result_format={"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES})
     if docs_dir is not None:
         context.build_data_docs()
     return result

@@ -26,7 +26,7 @@ from ingestion import rules
 Engine = Literal["pandas", "postgres"]
 UUID_REGEX = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 INT_TYPES = ["int64", "Int64Dtype", "int32", "Int32Dtype"]
-STR_TYPES = ["str"]
+STR_TYPES = ["StringDtype", "str"]
 EMBEDDING_COLUMNS = ("content_embedding", "user_embedding", "item_embedding")
 LIST_VOCABULARIES: dict[str, tuple[str, ...]] = {"preferred_categories": rules.CATEGORIES}
 
