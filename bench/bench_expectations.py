@@ -28,6 +28,7 @@ from ingestion.events import EVENT_SCHEMA
 
 NOW = datetime(2025, 11, 15, 12, tzinfo=timezone.utc)
 USERS = 100_000
+BASELINE_ROWS = 100_000  # the naive baseline takes minutes on a full day
 RESULTS = Path(__file__).parent / "results" / "expectations.json"
 
 
@@ -107,12 +108,16 @@ def main() -> None:
 
         rows["activity_events"] = {"rows": args.events, "seconds": timed(run_events, args.repeat, progress,
                                                                           "activity_events")}
-        task = progress.add_task("baseline: user_id in a 100K-value set", total=args.repeat)
-        naive = []
-        for _ in range(args.repeat):
-            naive.append(naive_membership(day, user_ids))
-            progress.advance(task)
-        rows["baseline_in_set_user_id_only"] = {"rows": args.events, "seconds": naive}
+        sample = day.slice(0, min(args.events, BASELINE_ROWS))
+        task = progress.add_task("baseline: user_id in a 100K-value set", total=1)
+        rows["baseline_in_set_user_id_only"] = {"rows": sample.num_rows, "seconds": [naive_membership(sample, user_ids)]}
+        progress.advance(task)
+        started = time.perf_counter()
+        s = validate("activity_events", sample, ingested_at=(NOW - timedelta(days=1), NOW), user_ids=user_ids,
+                     item_ids=item_ids)
+        rows["activity_events_same_rows_as_baseline"] = {"rows": sample.num_rows,
+                                                          "seconds": [time.perf_counter() - started]}
+        assert s.success
         del day
 
         items = catalog(args.items)
@@ -128,8 +133,9 @@ def main() -> None:
         table.add_row(name, f"{r['rows']:,}", f"{r['median']:.2f}", " ".join(f"{s:.2f}" for s in r["seconds"]),
                       f"{r['rows'] / r['median']:,.0f}")
     console.print(table)
-    ratio = rows["baseline_in_set_user_id_only"]["median"] / rows["activity_events"]["median"]
-    console.print(f"one naive 100K-value set expectation alone / the whole activity_events suite: {ratio:.2f}x")
+    ratio = rows["baseline_in_set_user_id_only"]["median"] / rows["activity_events_same_rows_as_baseline"]["median"]
+    console.print(f"on the same {rows['baseline_in_set_user_id_only']['rows']:,} rows, one naive 100K-value set "
+                  f"expectation alone takes {ratio:.1f}x the whole activity_events suite")
     daily = rows["activity_events"]["median"] + rows["items"]["median"]
     console.print(f"daily checks (events day + full catalog): {daily:.1f}s; the 10% target holds if the daily "
                   f"pipeline takes more than {10 * daily:.0f}s")

@@ -28,6 +28,11 @@ UUID_REGEX = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9
 INT_TYPES = ["int64", "Int64Dtype", "int32", "Int32Dtype"]
 STR_TYPES = ["StringDtype", "str"]
 EMBEDDING_COLUMNS = ("content_embedding", "user_embedding", "item_embedding")
+# What str.isprintable() refuses that can occur in practice (controls, line/paragraph separators,
+# exotic spaces, invisible format characters), as literal characters so Python re, RE2 (pandas
+# Arrow strings) and Postgres read the same class; NUL is left out (Postgres text cannot hold it).
+NON_PRINTABLE = "".join(chr(c) for c in (*range(0x01, 0x20), *range(0x7F, 0xA0))) + (
+    "\u00a0\u00ad\u1680\u2000-\u200f\u2028-\u202f\u205f-\u2064\u3000\ufeff")
 LIST_VOCABULARIES: dict[str, tuple[str, ...]] = {"preferred_categories": rules.CATEGORIES}
 
 
@@ -180,7 +185,13 @@ def activity_events(s: SuiteSpec) -> None:
     s.in_set("platform_allowed", "platform", rules.PLATFORMS)
     if s.has("session_id"):
         s.add("session_id_length", "session_id", gxe.ExpectColumnValueLengthsToBeBetween, column="session_id",
-              min_value=1, max_value=rules.MAX_SESSION_ID_LENGTH)
+              min_value=0, max_value=rules.MAX_SESSION_ID_LENGTH)
+        if s.pandas:
+            s.add("session_id_printable", "session_id", gxe.ExpectColumnValuesToNotMatchRegex, column="session_id",
+                  regex=f"[{NON_PRINTABLE}]")
+        else:  # GX's SQL regex path mangles control characters; Postgres reads them fine
+            s.rows_where("session_id_printable", "session_id", sql.SQL(
+                "SELECT * FROM {{batch}} WHERE session_id ~ {regex}").format(regex=sql.Literal(f"[{NON_PRINTABLE}]")))
     if s.pandas:
         s.add("user_exists", "user_id", gxe.ExpectColumnValuesToBeNull, column=UNKNOWN_USER)
         s.add("item_in_catalog", "item_id", gxe.ExpectColumnValuesToBeNull, column=UNKNOWN_ITEM)

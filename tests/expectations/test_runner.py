@@ -66,8 +66,8 @@ def test_postgres_defects_found_in_sql(settings: Settings, catalog) -> None:
             "INSERT INTO user_activity (event_id, user_id, item_id, event_type, timestamp, context, created_at) "
             "VALUES (gen_random_uuid(), 1, 424242, 'view', %(ts)s, '{}', %(ts)s), "
             "(gen_random_uuid(), 434343, 1000, 'view', %(ts)s, '{}', %(ts)s), "
-            "(gen_random_uuid(), 1, 1000, 'like', %(old)s, '{\"device\": \"fridge\"}', %(ts)s)",
-            {"ts": NOW, "old": NOW - timedelta(hours=3)})
+            "(gen_random_uuid(), 1, 1000, 'like', %(old)s, %(ctx)s, %(ts)s)",
+            {"ts": NOW, "old": NOW - timedelta(hours=3), "ctx": Jsonb({"device": "fridge", "session_id": "a\nb"})})
         conn.execute("UPDATE items SET category = 'astrology' WHERE item_id = 1001")
     try:
         events = validate("activity_events", PARTITION)
@@ -78,7 +78,8 @@ def test_postgres_defects_found_in_sql(settings: Settings, catalog) -> None:
                          "OR context->>'device' = 'fridge'")
             conn.execute("UPDATE items SET category = 'tech' WHERE item_id = 1001")
     counts = {f.rule: f.unexpected_count for f in events.failures}
-    assert counts == {"item_in_catalog": 1, "user_exists": 1, "timestamp_window": 1, "device_allowed": 1}
+    assert counts == {"item_in_catalog": 1, "user_exists": 1, "timestamp_window": 1, "device_allowed": 1,
+                      "session_id_printable": 1}
     assert [(f.rule, f.examples) for f in items.failures] == [("category_in_vocabulary", ["astrology"])]
 
 

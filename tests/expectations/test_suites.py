@@ -84,6 +84,10 @@ EVENT_DEFECTS: dict[str, tuple[Defect, set[tuple[str, str]]]] = {
     "bad platform": (lambda t: put(t, "platform", 3, "symbian"), {("platform_allowed", "platform")}),
     "long session": (lambda t: put(t, "session_id", 3, "s" * (rules.MAX_SESSION_ID_LENGTH + 1)),
                      {("session_id_length", "session_id")}),
+    "control character in session": (lambda t: put(t, "session_id", 3, "abc\ndef"),
+                                     {("session_id_printable", "session_id")}),
+    "line separator in session": (lambda t: put(t, "session_id", 3, "abc\u2028"),
+                                  {("session_id_printable", "session_id")}),
     "ids as strings": (lambda t: cast(t, "user_id", pa.string()),  # and so membership cannot be shown
                        {("type", "user_id"), ("id_positive", "user_id"), ("user_exists", "user_id")}),
     "missing column": (lambda t: t.drop_columns(["platform"]), {("column_present", "platform")}),
