@@ -108,6 +108,16 @@ def _outside_window(batch: pa.RecordBatch, window: Window) -> pa.Array:
     return pc.if_else(pc.fill_null(bad, False), ts, pa.scalar(None, ts.type))
 
 
+def _offending(columns: dict[str, pa.Array], name: str, out: str, regex: str, matching: bool) -> None:
+    """``out`` holds the value of ``name`` where it (mis)matches ``regex``, null elsewhere."""
+    arr = columns.get(name)
+    if arr is None or not pa.types.is_string(arr.type):
+        return
+    hit = pc.match_substring_regex(arr, regex)
+    bad = pc.fill_null(hit if matching else pc.invert(hit), False)
+    columns[out] = pc.if_else(bad, arr, pa.scalar(None, arr.type))
+
+
 def prepare_batch(suite: str, batch: pa.RecordBatch, *, unknown_users: np.ndarray | None = None,
                   unknown_items: np.ndarray | None = None, window: Window = Window()) -> pa.RecordBatch:
     columns: dict[str, pa.Array] = {}
@@ -123,6 +133,8 @@ def prepare_batch(suite: str, batch: pa.RecordBatch, *, unknown_users: np.ndarra
             columns[suites.UNKNOWN_ITEM] = _unknown(batch.column("item_id").cast(pa.int64()), unknown_items)
         if "timestamp" in columns and pa.types.is_timestamp(batch.column("timestamp").type):
             columns[suites.OUTSIDE_WINDOW] = _outside_window(batch, window)
+        _offending(columns, "event_id", suites.MALFORMED_EVENT_ID, suites.UUID_REGEX, matching=False)
+        _offending(columns, "session_id", suites.NONPRINTABLE_SESSION, f"[{suites.NON_PRINTABLE}]", matching=True)
     return pa.RecordBatch.from_pydict(columns)
 
 

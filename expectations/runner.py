@@ -163,7 +163,7 @@ class Reference:
         self._conn = None
 
     def missing(self, kind: str, ids: pa.Array) -> np.ndarray:
-        distinct = pc.unique(pa.array(ids).drop_null().cast(pa.int64())).to_numpy()
+        distinct = np.sort(pc.unique(pa.array(ids).drop_null().cast(pa.int64())).to_numpy())  # sorted: cache-friendly
         given = self._given[kind]
         if given is None:
             return self._missing_in_postgres(kind, distinct)
