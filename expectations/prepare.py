@@ -72,12 +72,21 @@ def _list_columns(name: str, arr: pa.Array, batch: pa.RecordBatch) -> dict[str, 
         return out
     if not (pa.types.is_floating(flat.type) or pa.types.is_integer(flat.type)):
         return out
-    values = flat.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    values = flat.to_numpy(zero_copy_only=False)
     finite = np.isfinite(values)
-    parents = pc.list_parent_indices(arr).to_numpy()
-    out[suites.nonfinite_column(name)] = pa.array(_per_row(parents, ~finite, n).astype(np.int64))
-    out[suites.negative_column(name)] = pa.array(_per_row(parents, finite & (values < 0), n).astype(np.int64))
-    sums = _per_row(parents, np.where(finite, values, 0.0), n)
+    width = pc.min_max(lengths).as_py()
+    if lengths.null_count == 0 and n and width["min"] == width["max"]:
+        # Same length everywhere (embeddings): per-row sums over a 2-D view, no bincount.
+        shape = (n, width["min"])
+        finite, values = finite.reshape(shape), values.reshape(shape)
+        nonfinite, negative = (~finite).sum(axis=1), (finite & (values < 0)).sum(axis=1)
+        sums = np.where(finite, values, 0).sum(axis=1, dtype=np.float64)
+    else:
+        parents = pc.list_parent_indices(arr).to_numpy()
+        nonfinite, negative = _per_row(parents, ~finite, n), _per_row(parents, finite & (values < 0), n)
+        sums = _per_row(parents, np.where(finite, values, 0.0), n)
+    out[suites.nonfinite_column(name)] = pa.array(nonfinite.astype(np.int64))
+    out[suites.negative_column(name)] = pa.array(negative.astype(np.int64))
     if "interactions_30d" in batch.schema.names:
         expected = pc.fill_null(pc.greater(batch.column("interactions_30d"), 0), False).to_numpy(zero_copy_only=False)
     else:
