@@ -246,3 +246,20 @@ TRAINING_DEFECTS: dict[str, tuple[Defect, set[tuple[str, str]]]] = {
 def test_training_dataset_defects(defect: str) -> None:
     inject, expected = TRAINING_DEFECTS[defect]
     assert failed(validate("training_dataset", inject(make_training()), ds=NOW.date())) == expected
+
+
+def test_no_network_calls(monkeypatch, tmp_path) -> None:
+    """Analytics off, no version checks: validating a frame (with Data Docs) opens no socket."""
+    import socket
+
+    opened: list = []
+    real_connect = socket.socket.connect
+
+    def connect(self, address):
+        opened.append(address)
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    summary = validate("items", make_items(), as_of=NOW, docs_dir=tmp_path / "docs")
+    assert summary.success and (tmp_path / "docs" / "index.html").is_file()
+    assert opened == []
