@@ -130,10 +130,12 @@ def validate(
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
-        table = Table("rule", "column", "expectation", "unexpected", "examples")
+        table = Table()
+        for name in ("rule", "column", "unexpected", "examples"):
+            table.add_column(name, overflow="fold")
         for f in summary.failures:
-            table.add_row(f.rule, f.column or "", f.expectation, str(f.unexpected_count if f.unexpected_count is not None
-                                                                     else f.observed), str(f.examples or f.error or ""))
+            count = f.unexpected_count if f.unexpected_count is not None else f.observed
+            table.add_row(f.rule, f.column or "", str(count), str(f.examples or f.error or ""))
         if summary.failures:
             Console().print(table)
         state = "[green]passed[/]" if summary.success else "[red]FAILED[/]"
