@@ -148,6 +148,34 @@ def validate(
 
 
 @app.command()
+def ingest(
+    metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on this port (0: off)."),
+    until_idle: float = typer.Option(None, help="Exit once the topic has been drained for this many seconds."),
+    replay: bool = typer.Option(False, "--replay", help="Backfill: lift the event-age bound."),
+    instance_id: str = typer.Option(None, help="Static group membership id (fast restarts, no rebalance)."),
+) -> None:
+    """Consume user-activity into Postgres, S3 Parquet and Redis; invalid events go to the DLQ."""
+    if metrics_port < 0 or metrics_port > 65535:
+        fail(f"--metrics-port must be 0..65535, not {metrics_port}")
+    if until_idle is not None and until_idle <= 0:
+        fail(f"--until-idle must be positive, not {until_idle}")
+    from feedstore.logs import configure_logging
+    from ingestion.consumer import IngestConsumer, Options
+    from ingestion.metrics import IngestMetrics
+
+    configure_logging()
+    settings = get_settings()
+    metrics = IngestMetrics()
+    if metrics_port:
+        try:
+            metrics.serve(metrics_port)
+        except OSError as exc:
+            fail(f"cannot serve metrics on port {metrics_port}: {exc.strerror}")
+    options = Options(until_idle=until_idle, replay=replay, instance_id=instance_id)
+    IngestConsumer(settings, options, metrics).run()
+
+
+@app.command()
 def demo() -> None:
     """The main job end to end on the `small` feed: stack, schema, data, features, training set."""
     stack_up()

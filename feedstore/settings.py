@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     consumer_group: str = "feedstore-ingest"
     # The broker accepts 16 MiB (stack/kafka.py); producers may send up to that.
     kafka_message_max_bytes: int = 16 * 1024 * 1024
+    kafka_session_timeout_ms: int = 10_000
+
+    # Ingestion consumer; unset clock bounds fall back to ingestion.rules.
+    ingest_batch_size: int = 5_000
+    ingest_batch_timeout_ms: int = 500
+    ingest_max_event_age_seconds: int | None = None
+    ingest_max_future_skew_seconds: int | None = None
+    feature_repo: Path | None = None
 
     stack_dir: Path = PROJECT_ROOT / ".stack"
     cache_dir: Path = Path.home() / ".cache" / "feedstore"

@@ -3,6 +3,8 @@ the synthetic generator and the Great Expectations suites, so they cannot drift 
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 EVENT_TYPES: tuple[str, ...] = ("view", "like", "share", "comment")
 ENGAGEMENT_TYPES: tuple[str, ...] = ("like", "share", "comment")
 DEVICES: tuple[str, ...] = ("mobile", "desktop", "tablet")
@@ -66,3 +68,41 @@ TRAINING_FEATURE_VIEWS: tuple[str, ...] = (
     "user_activity_features", "user_profile_features", "user_embedding",
     "item_catalog_features", "item_embedding", "item_engagement_features",
 )
+
+# Ingestion (consumer validator, DLQ headers, GX agreement tests).
+MAX_MESSAGE_BYTES = 64 * 1024
+REPLAY_MAX_EVENT_AGE_SECONDS = 10 * 366 * 24 * 3600
+REQUIRED_EVENT_FIELDS: tuple[str, ...] = ("user_id", "item_id", "event_type", "timestamp")
+OPTIONAL_EVENT_FIELDS: tuple[str, ...] = ("context", "dwell_time_ms", "event_id")
+CONTEXT_FIELDS: tuple[str, ...] = ("device", "platform", "session_id")
+HOT_COUNTER_TTL_SECONDS = 3600
+
+
+class Reason(StrEnum):
+    """Why an event was refused; the value travels in the DLQ ``reason`` header.
+
+    ``DUPLICATE`` is not a refusal: the event is valid and stored once, so it never goes to
+    the DLQ; it is listed so a labelled line can say "dropped as a repeat".
+    """
+
+    TOO_LARGE = "too_large"            # message over MAX_MESSAGE_BYTES
+    BAD_ENCODING = "bad_encoding"      # not UTF-8
+    BAD_JSON = "bad_json"              # not parseable JSON
+    NOT_AN_OBJECT = "not_an_object"    # JSON, but an array / number / string / null
+    MISSING_FIELD = "missing_field"    # a REQUIRED_EVENT_FIELDS entry absent or null
+    WRONG_TYPE = "wrong_type"          # a field of the wrong JSON type
+    BAD_ID = "bad_id"                  # user_id / item_id not a digit string or integer
+    ID_OUT_OF_RANGE = "id_out_of_range"  # id outside [MIN_ID, BIGINT_MAX]
+    BAD_EVENT_ID = "bad_event_id"      # event_id present but not a UUID
+    BAD_TIMESTAMP = "bad_timestamp"    # not ISO-8601 with a zone
+    TOO_OLD = "too_old"                # older than the age bound
+    IN_FUTURE = "in_future"            # beyond the future skew
+    BAD_EVENT_TYPE = "bad_event_type"  # not in EVENT_TYPES
+    BAD_DWELL = "bad_dwell"            # negative or over MAX_DWELL_MS
+    BAD_CONTEXT = "bad_context"        # context not an object, or a value of the wrong kind
+    UNKNOWN_USER = "unknown_user"
+    UNKNOWN_ITEM = "unknown_item"
+    DUPLICATE = "duplicate"
+
+
+DLQ_REASONS: tuple[Reason, ...] = tuple(r for r in Reason if r is not Reason.DUPLICATE)

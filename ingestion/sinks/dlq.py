@@ -1,0 +1,75 @@
+"""Refused messages go to the dead-letter topic byte for byte, with why and where from in headers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, Producer
+
+from feedstore.settings import Settings
+
+# Room for headers on top of the largest message the broker takes.
+PRODUCER_MAX_BYTES_HEADROOM = 64 * 1024
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    value: bytes | None
+    key: bytes | None
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [("reason", self.reason.encode()), ("source_topic", self.topic.encode()),
+                ("source_partition", str(self.partition).encode()), ("source_offset", str(self.offset).encode())]
+
+
+class DlqSink:
+    """An idempotent producer. A letter is durable once acknowledged with ``acks=all``;
+    letters a failed attempt left unacknowledged are resent (a late acknowledgement of the
+    first try can then leave a second copy: the DLQ is at-least-once)."""
+
+    name = "dlq"
+
+    def __init__(self, settings: Settings, flush_timeout: float = 30.0) -> None:
+        self.settings = settings
+        self.flush_timeout = flush_timeout
+        self.last_error: str | None = None
+        self._producer = Producer({
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 20,
+            "compression.type": "zstd",
+            "message.max.bytes": settings.kafka_message_max_bytes + PRODUCER_MAX_BYTES_HEADROOM,
+            "log_level": 3,
+        })
+
+    def send(self, letters: list[DeadLetter]) -> list[DeadLetter]:
+        """Sends and waits for acknowledgements; returns the letters still not durable (retry those)."""
+        errors: list[str] = []
+        delivered: set[int] = set()
+        for i, letter in enumerate(letters):
+            def report(err: KafkaError | None, _msg, i: int = i) -> None:
+                if err is None:
+                    delivered.add(i)
+                else:
+                    errors.append(str(err))
+            self._produce(letter, report)
+        self._producer.flush(self.flush_timeout)
+        self.last_error = errors[0] if errors else None
+        return [letter for i, letter in enumerate(letters) if i not in delivered]
+
+    def _produce(self, letter: DeadLetter, report) -> None:
+        while True:
+            try:
+                self._producer.produce(self.settings.topic_dlq, value=letter.value, key=letter.key,
+                                       headers=letter.headers(), on_delivery=report)
+                return
+            except BufferError:
+                self._producer.poll(0.5)
+
+    def close(self) -> None:
+        self._producer.flush(self.flush_timeout)

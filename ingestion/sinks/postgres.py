@@ -1,0 +1,99 @@
+"""The warm tier and the dedup authority: COPY into a staging table, then one
+``INSERT … ON CONFLICT DO NOTHING RETURNING`` whose rows are exactly the events never seen before."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import psycopg
+import pyarrow as pa
+
+from feedstore.db import connect
+from feedstore.settings import Settings
+from ingestion.sinks import StoreUnavailable
+
+_US_PER_DAY = 86_400 * 1_000_000
+_EPOCH = date(1970, 1, 1)
+
+# Timestamps travel as integer microseconds and become timestamptz in SQL, which is exact
+# and spares a datetime object per row; context is assembled from its columns in SQL too.
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS ingest_staging (
+    event_id TEXT, user_id BIGINT, item_id BIGINT, event_type TEXT, ts_us BIGINT,
+    dwell_time_ms INTEGER, device TEXT, platform TEXT, session_id TEXT
+) ON COMMIT DELETE ROWS
+"""
+_COPY = ("COPY ingest_staging (event_id, user_id, item_id, event_type, ts_us, dwell_time_ms, "
+         "device, platform, session_id) FROM STDIN (FORMAT BINARY)")
+_TYPES = ["text", "int8", "int8", "text", "int8", "int4", "text", "text", "text"]
+_INSERT = """
+INSERT INTO user_activity (event_id, user_id, item_id, event_type, "timestamp", context, dwell_time_ms)
+SELECT event_id::uuid, user_id, item_id, event_type,
+       'epoch'::timestamptz + ts_us * interval '1 microsecond',
+       NULLIF(jsonb_strip_nulls(jsonb_build_object('device', device, 'platform', platform,
+                                                   'session_id', session_id)), '{}'::jsonb),
+       dwell_time_ms
+FROM ingest_staging
+ON CONFLICT DO NOTHING
+RETURNING event_id
+"""
+
+
+def batch_days(timestamps_us: np.ndarray) -> list[date]:
+    return [_EPOCH + timedelta(days=int(d)) for d in np.unique(timestamps_us // _US_PER_DAY)]
+
+
+class PostgresSink:
+    """One connection, reopened after any failure; partitions known to exist are cached."""
+
+    name = "postgres"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._conn: psycopg.Connection | None = None
+        self._days: set[date] = set()
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = connect(self.settings, autocommit=True)
+            self._conn.execute(_STAGING)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def warm_up(self) -> None:
+        try:
+            self._connection()
+        except psycopg.Error as exc:
+            raise StoreUnavailable(self.name, exc) from exc
+
+    def write(self, table: pa.Table) -> set[str]:
+        """Insert the batch; returns the event ids that were new. All or nothing."""
+        if table.num_rows == 0:
+            return set()
+        ts_us = table.column("timestamp").cast(pa.int64()).to_numpy()
+        try:
+            conn = self._connection()
+            self._ensure_partitions(conn, batch_days(ts_us))
+            cols = [table.column(n).to_pylist() for n in ("event_id", "user_id", "item_id", "event_type")]
+            rest = [table.column(n).to_pylist() for n in ("dwell_time_ms", "device", "platform", "session_id")]
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy(_COPY) as copy:
+                    copy.set_types(_TYPES)
+                    for row in zip(*cols, ts_us.tolist(), *rest):
+                        copy.write_row(row)
+                new = cur.execute(_INSERT).fetchall()
+        except psycopg.Error as exc:
+            self.close()
+            raise StoreUnavailable(self.name, exc) from exc
+        return {str(r[0]) for r in new}
+
+    def _ensure_partitions(self, conn: psycopg.Connection, days: list[date]) -> None:
+        for day in days:
+            if day not in self._days:
+                conn.execute("SELECT ensure_activity_partitions(%s, %s)", (day, day))
+                self._days.add(day)

@@ -1,0 +1,156 @@
+"""The validator alone: every reason code, the duplicate rule, and agreement with the defect
+injector. No services."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from ingestion import rules
+from ingestion.catalog import IdIndex
+from ingestion.defects import inject_defects
+from ingestion.events import derive_event_id, format_timestamp
+from ingestion.rules import Reason
+from ingestion.validation import Limits, Validator, classify_structure, parse_id
+from tests.ingestion.conftest import ITEM_IDS, USER_IDS, valid_lines
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture()
+def validator() -> Validator:
+    return Validator(IdIndex(USER_IDS).contains, IdIndex(ITEM_IDS).contains)
+
+
+def _event(**changes) -> bytes:
+    base = {"user_id": str(USER_IDS[0]), "item_id": str(ITEM_IDS[0]), "event_type": "view",
+            "timestamp": format_timestamp(NOW - timedelta(minutes=5)),
+            "context": {"device": "mobile", "platform": "ios", "session_id": "abc123"}, "dwell_time_ms": 5420}
+    base.update(changes)
+    return json.dumps({k: v for k, v in base.items() if v is not ...}).encode()
+
+
+def test_a_seed_shaped_event_is_valid(validator):
+    result = validator.validate([_event()], now=NOW)
+    assert result.rejected == [] and result.valid.num_rows == 1
+    row = result.valid.to_pylist()[0]
+    assert row["user_id"] == USER_IDS[0] and row["item_id"] == ITEM_IDS[0]
+    assert row["timestamp"] == NOW - timedelta(minutes=5)
+    assert row["event_id"] == str(derive_event_id(int(USER_IDS[0]), int(ITEM_IDS[0]), "view",
+                                                  NOW - timedelta(minutes=5), "abc123"))
+    assert (row["device"], row["platform"], row["session_id"], row["dwell_time_ms"]) == ("mobile", "ios", "abc123", 5420)
+
+
+def test_optional_fields_and_integer_ids(validator):
+    payload = _event(user_id=int(USER_IDS[1]), item_id=int(ITEM_IDS[1]), context=..., dwell_time_ms=None)
+    result = validator.validate([payload], now=NOW)
+    assert result.rejected == []
+    assert result.valid.column("user_id").to_pylist() == [USER_IDS[1]]
+
+
+def test_a_given_event_id_is_kept_canonical(validator):
+    eid = "6F1C0E9A-52D4-4C1E-9A7B-2F0B3E8C7D11"
+    result = validator.validate([_event(event_id=eid)], now=NOW)
+    assert result.valid.column("event_id").to_pylist() == [eid.lower()]
+
+
+def test_timestamps_with_offsets_are_converted_to_utc(validator):
+    local = (NOW - timedelta(minutes=10)).astimezone(timezone(timedelta(hours=5, minutes=30)))
+    result = validator.validate([_event(timestamp=local.isoformat())], now=NOW)
+    assert result.valid.column("timestamp").to_pylist() == [NOW - timedelta(minutes=10)]
+
+
+CASES = [
+    (b"x" * (rules.MAX_MESSAGE_BYTES + 1), Reason.TOO_LARGE),
+    (b'{"user_id": "\xff"}', Reason.BAD_ENCODING),
+    (b'{"user_id": ', Reason.BAD_JSON),
+    (b"[1, 2]", Reason.NOT_AN_OBJECT),
+    (b"42", Reason.NOT_AN_OBJECT),
+    (b'"text"', Reason.NOT_AN_OBJECT),
+    (_event(item_id=...), Reason.MISSING_FIELD),
+    (_event(timestamp=None), Reason.MISSING_FIELD),
+    (_event(user_id=1.0), Reason.WRONG_TYPE),
+    (_event(event_type=["view"]), Reason.WRONG_TYPE),
+    (_event(dwell_time_ms=True), Reason.WRONG_TYPE),
+    (_event(user_id="1e3"), Reason.BAD_ID),
+    (_event(item_id="١٢٣"), Reason.BAD_ID),
+    (_event(user_id=str(2**63)), Reason.ID_OUT_OF_RANGE),
+    (_event(user_id=0), Reason.ID_OUT_OF_RANGE),
+    (_event(event_id="123"), Reason.BAD_EVENT_ID),
+    (_event(timestamp="2026-03-01 25:00"), Reason.BAD_TIMESTAMP),
+    (_event(timestamp="2026-03-01T11:55:00"), Reason.BAD_TIMESTAMP),
+    (_event(timestamp=format_timestamp(NOW - timedelta(seconds=rules.MAX_EVENT_AGE_SECONDS + 1))), Reason.TOO_OLD),
+    (_event(timestamp=format_timestamp(NOW + timedelta(seconds=rules.MAX_FUTURE_SKEW_SECONDS + 1))), Reason.IN_FUTURE),
+    (_event(event_type="click"), Reason.BAD_EVENT_TYPE),
+    (_event(dwell_time_ms=-1), Reason.BAD_DWELL),
+    (_event(dwell_time_ms=rules.MAX_DWELL_MS + 1), Reason.BAD_DWELL),
+    (_event(context=[]), Reason.BAD_CONTEXT),
+    (_event(context={"device": 1}), Reason.BAD_CONTEXT),
+    (_event(context={"platform": "beos"}), Reason.BAD_CONTEXT),
+    (_event(context={"session_id": "a\x00b"}), Reason.BAD_CONTEXT),
+    (_event(user_id="999999"), Reason.UNKNOWN_USER),
+    (_event(item_id="999999"), Reason.UNKNOWN_ITEM),
+]
+
+
+@pytest.mark.parametrize(("payload", "reason"), CASES)
+def test_each_reason(validator, payload, reason):
+    result = validator.validate([_event(), payload], now=NOW)
+    assert result.reasons(2) == [None, reason]
+
+
+def test_every_dlq_reason_has_a_case():
+    assert {reason for _, reason in CASES} == set(rules.DLQ_REASONS)
+
+
+def test_age_bounds_are_configurable_and_replay_lifts_them():
+    day_old = _event(timestamp=format_timestamp(NOW - timedelta(days=1)))
+    strict = Validator(IdIndex(USER_IDS).contains, IdIndex(ITEM_IDS).contains, Limits(max_age_seconds=60))
+    assert strict.validate([_event()], now=NOW).reasons(1) == [Reason.TOO_OLD]
+    replay = Validator(IdIndex(USER_IDS).contains, IdIndex(ITEM_IDS).contains, Limits(replay=True))
+    assert replay.validate([day_old], now=NOW).reasons(1) == [None]
+    skewed = _event(timestamp=format_timestamp(NOW + timedelta(seconds=30)))
+    no_skew = Validator(IdIndex(USER_IDS).contains, IdIndex(ITEM_IDS).contains, Limits(max_future_seconds=0))
+    assert no_skew.validate([skewed], now=NOW).reasons(1) == [Reason.IN_FUTURE]
+
+
+def test_duplicates_in_a_batch_are_kept_once(validator):
+    first = _event()
+    resent = json.dumps({**json.loads(first), "timestamp": (NOW - timedelta(minutes=5)).isoformat()}).encode()
+    result = validator.validate([first, resent, first], now=NOW)
+    assert result.reasons(3) == [None, Reason.DUPLICATE, Reason.DUPLICATE]
+    assert result.valid.num_rows == 1 and result.valid_index.tolist() == [0]
+
+
+def test_parse_id():
+    assert parse_id("0012") == 12
+    assert parse_id(rules.BIGINT_MAX) == rules.BIGINT_MAX
+    assert parse_id("9" * 5000) is Reason.ID_OUT_OF_RANGE
+    assert parse_id("+5") is Reason.BAD_ID
+
+
+def test_classify_structure_never_raises_on_garbage():
+    import random
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        blob = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40)))
+        assert classify_structure(blob) in Reason
+
+
+def test_agrees_with_the_defect_injector(validator):
+    lines, expected = inject_defects(valid_lines(400, now=NOW), copies=2, duplicates=15, now=NOW,
+                                     unknown_user_id=999_999, unknown_item_id=999_999, seed=3)
+    result = validator.validate(lines, now=NOW)
+    got = result.reasons(len(lines))
+    mismatches = [(lines[i][:120], expected[i], got[i]) for i in range(len(lines)) if expected[i] != got[i]]
+    assert mismatches == []
+    assert {r for r in expected if r is not None} == set(Reason)
+    assert result.valid.num_rows == 400
+
+
+def test_defect_injector_rejects_empty_input():
+    with pytest.raises(ValueError):
+        inject_defects([])
