@@ -58,6 +58,7 @@ class Failure:
     examples: list[Any] = field(default_factory=list)
     observed: Any = None
     error: str | None = None
+    rows: list[int] | None = None  # positions of every offending row, when asked for (frames only)
 
 
 @dataclass
@@ -268,7 +269,7 @@ def _context(docs_dir: Path | None):
 
 
 def _run(suite_name: str, expectations: list, batch_definition, context, batch_parameters: dict | None,
-         docs_dir: Path | None):
+         docs_dir: Path | None, with_rows: bool = False):
     import great_expectations as gx
 
     # Expectations go in before the suite is stored: adding them one by one to a stored suite
@@ -279,8 +280,9 @@ def _run(suite_name: str, expectations: list, batch_definition, context, batch_p
     # GX checks a "StringDtype" column against pd.StringDtype(), whose storage follows this option;
     # the frames carry Arrow-backed strings (see prepare.to_pandas).
     with pd.option_context("mode.string_storage", "pyarrow"):
-        result = definition.run(batch_parameters=batch_parameters,
-                                result_format={"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES})
+        result_format = {"result_format": "COMPLETE" if with_rows else "SUMMARY",
+                         "partial_unexpected_count": EXAMPLES}
+        result = definition.run(batch_parameters=batch_parameters, result_format=result_format)
     if docs_dir is not None:
         context.build_data_docs()
     return result
@@ -309,7 +311,8 @@ def _summarise(suite: str, target: str, result, seconds: float, docs: str | None
         failures.append(Failure(
             rule=meta.get("rule", config.type), column=meta.get("column"), expectation=config.type,
             unexpected_count=count, examples=_jsonable(list(examples)[:EXAMPLES]),
-            observed=_jsonable(res.get("observed_value")), error=error and str(error).splitlines()[0]))
+            observed=_jsonable(res.get("observed_value")), error=error and str(error).splitlines()[0],
+            rows=[int(i) for i in res["unexpected_index_list"]] if "unexpected_index_list" in res else None))
     return ValidationSummary(suite=suite, target=target, success=bool(result.success), row_count=row_count,
                              evaluated=len(result.results), failures=failures, seconds=seconds, docs=docs)
 
@@ -322,8 +325,11 @@ def _row_count_expectation(params: dict[str, Any]):
 
 
 def validate(suite: str, data: Any, *, docs_dir: str | Path | None = None, docs_s3_prefix: str | None = None,
-             **params: Any) -> ValidationSummary:
-    """Validate ``data`` against ``suite``; never raises on bad data, only on a bad request."""
+             with_rows: bool = False, **params: Any) -> ValidationSummary:
+    """Validate ``data`` against ``suite``; never raises on bad data, only on a bad request.
+
+    ``with_rows`` lists every offending row position per failure (a frame's row order), e.g. to
+    quarantine them; it costs memory in proportion to the failures."""
     started = time.perf_counter()
     params = _check_params(suite, params)
     target = data if isinstance(data, str) else f"<{type(data).__name__}>"
@@ -335,7 +341,7 @@ def validate(suite: str, data: Any, *, docs_dir: str | Path | None = None, docs_
     else:
         expectations, batch_definition, batch_parameters = _frame(suite, source, params, context)
     expectations.insert(0, _row_count_expectation(params))
-    result = _run(suite, expectations, batch_definition, context, batch_parameters, docs_path)
+    result = _run(suite, expectations, batch_definition, context, batch_parameters, docs_path, with_rows)
     docs = None
     if docs_path is not None:
         docs = str(docs_path / "index.html")
