@@ -144,6 +144,8 @@ def prepare_batch(suite: str, batch: pa.RecordBatch, *, unknown_users: np.ndarra
             columns[suites.OUTSIDE_WINDOW] = _outside_window(batch, window)
         _offending(columns, "event_id", suites.MALFORMED_EVENT_ID, suites.UUID_REGEX, matching=False)
         _offending(columns, "session_id", suites.NONPRINTABLE_SESSION, f"[{suites.NON_PRINTABLE}]", matching=True)
+        if "session_id" in columns and pa.types.is_string(columns["session_id"].type):
+            columns[suites.SESSION_LENGTH] = pc.utf8_length(columns["session_id"]).cast(pa.int64())
     return pa.RecordBatch.from_pydict(columns)
 
 

@@ -310,11 +310,18 @@ def _summarise(suite: str, target: str, result, seconds: float, docs: str | None
         examples = res.get("partial_unexpected_list") or res.get("details", {}).get("unexpected_rows", [])
         failures.append(Failure(
             rule=meta.get("rule", config.type), column=meta.get("column"), expectation=config.type,
-            unexpected_count=count, examples=_jsonable(list(examples)[:EXAMPLES]),
+            unexpected_count=count, examples=[_clip(v) for v in _jsonable(list(examples)[:EXAMPLES])],
             observed=_jsonable(res.get("observed_value")), error=error and str(error).splitlines()[0],
             rows=[int(i) for i in res["unexpected_index_list"]] if "unexpected_index_list" in res else None))
     return ValidationSummary(suite=suite, target=target, success=bool(result.success), row_count=row_count,
                              evaluated=len(result.results), failures=failures, seconds=seconds, docs=docs)
+
+
+def _clip(value: Any, limit: int = 200) -> Any:
+    """A 10 MB session id is an example too; keep summaries small."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]}… ({len(value):,} chars)"
+    return value
 
 
 def _row_count_expectation(params: dict[str, Any]):

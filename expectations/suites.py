@@ -61,6 +61,7 @@ UNKNOWN_ITEM = "item_id__unknown"
 OUTSIDE_WINDOW = "timestamp__outside_window"
 MALFORMED_EVENT_ID = "event_id__malformed"
 NONPRINTABLE_SESSION = "session_id__nonprintable"
+SESSION_LENGTH = "session_id__length"
 
 
 @dataclass
@@ -189,8 +190,12 @@ def activity_events(s: SuiteSpec) -> None:
     s.in_set("device_allowed", "device", rules.DEVICES)
     s.in_set("platform_allowed", "platform", rules.PLATFORMS)
     if s.has("session_id"):
-        s.add("session_id_length", "session_id", gxe.ExpectColumnValueLengthsToBeBetween, column="session_id",
-              min_value=0, max_value=rules.MAX_SESSION_ID_LENGTH)
+        if s.pandas:  # GX measures lengths via astype(str): numpy's fixed width, maxlen x rows of memory
+            s.between("session_id_length", [SESSION_LENGTH], 0, rules.MAX_SESSION_ID_LENGTH)
+            s._retag("session_id")
+        else:
+            s.add("session_id_length", "session_id", gxe.ExpectColumnValueLengthsToBeBetween, column="session_id",
+                  min_value=0, max_value=rules.MAX_SESSION_ID_LENGTH)
         if s.pandas:
             s.add("session_id_printable", "session_id", gxe.ExpectColumnValuesToBeNull, column=NONPRINTABLE_SESSION)
         else:  # GX's SQL regex path mangles control characters; Postgres reads them fine
