@@ -102,6 +102,52 @@ def migrate() -> None:
 
 
 @app.command()
+def validate(
+    suite: str = typer.Argument(..., help="activity_events, items, users, user_features, item_features, training_dataset"),
+    target: str = typer.Argument(..., help="postgres:TABLE, s3://bucket/prefix, or a local Parquet file/directory"),
+    param: list[str] = typer.Option([], "--param", "-p", help="suite parameter KEY=VALUE (repeatable)"),
+    docs: str | None = typer.Option(None, help="write Data Docs (static HTML) to this directory"),
+    docs_s3: str | None = typer.Option(None, help="upload Data Docs under this key prefix of the bucket"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout"),
+) -> None:
+    """Validate TARGET against a Great Expectations SUITE; exit 1 when it fails."""
+    import json
+
+    params: dict[str, str] = {}
+    for item in param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--param wants KEY=VALUE, got {item!r}")
+        params[key.strip()] = value.strip()
+
+    from expectations.runner import ValidationError
+    from expectations.runner import validate as run
+
+    try:
+        summary = run(suite, target, docs_dir=docs, docs_s3_prefix=docs_s3, **params)
+    except ValidationError as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        table = Table()
+        for name in ("rule", "column", "unexpected", "examples"):
+            table.add_column(name, overflow="fold")
+        for f in summary.failures:
+            count = f.unexpected_count if f.unexpected_count is not None else f.observed
+            table.add_row(f.rule, f.column or "", str(count), str(f.examples or f.error or ""))
+        if summary.failures:
+            Console().print(table)
+        state = "[green]passed[/]" if summary.success else "[red]FAILED[/]"
+        console.print(f"{suite} on {summary.target}: {state} ({summary.row_count} rows, {summary.evaluated} "
+                      f"expectations, {len(summary.failures)} failed, {summary.seconds:.1f}s)")
+        if summary.docs:
+            console.print(f"Data Docs: {summary.docs}")
+    if not summary.success:
+        raise typer.Exit(1)
+
+
+@app.command()
 def ingest(
     metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on this port (0: off)."),
     until_idle: float = typer.Option(None, help="Exit once the topic has been drained for this many seconds."),

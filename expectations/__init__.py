@@ -1,0 +1,26 @@
+"""Great Expectations 1.x suites for every boundary of feedstore, and the runner that applies them.
+
+    from expectations import validate
+    summary = validate("activity_events", table_or_frame_or_target, ingested_at=(hour_start, hour_end))
+    summary.success, summary.failures, summary.to_metadata()   # the last for Dagster asset checks
+
+Suites: activity_events, items, users, user_features, item_features, training_dataset
+(``expectations.suites``). Targets: a pandas/Arrow frame, ``s3://bucket/prefix``, a local Parquet
+path, or ``postgres:TABLE`` (a partition is a table). Parameters per suite are listed in
+``expectations.runner.PARAMS``. Same thing from a shell: ``feedstore validate SUITE TARGET -p k=v``.
+
+Importing this package does not import GX (that takes seconds).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from expectations.runner import ValidationSummary
+
+
+def validate(suite: str, data: Any, **params: Any) -> ValidationSummary:
+    from expectations.runner import validate as run
+
+    return run(suite, data, **params)
