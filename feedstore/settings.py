@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     # weed mini's master, volume and filer listen on base, base+1, base+2 (gRPC on +10000).
     seaweedfs_port_base: int = 9333
 
+    # Daily pipeline (orchestration/). Dagster keeps its own storage in Postgres when this DSN is
+    # set, else in SQLite under $DAGSTER_HOME.
+    dagster_storage_dsn: str | None = None
+    pipeline_start_date: str = "2025-01-01"
+    # Where the pre-computed content embeddings land (the generator's item snapshots).
+    content_embeddings_prefix: str = "snapshots/items/"
+    activity_retention_days: int = 30
+    candidates_per_user: int = 100
+    candidate_pool_size: int = 5_000
+
     @property
     def s3_host_port(self) -> str:
         """``host:port`` of the S3 endpoint, as DuckDB and Kafka-style configs want it."""
