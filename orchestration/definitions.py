@@ -24,6 +24,8 @@ ASSETS = [
     retention.activity_retention,
 ]
 
+CHECKS = [*CHECKS, *online.CHECKS, *training.CHECKS]
+
 daily_job = dg.define_asset_job(
     "daily_pipeline", selection=dg.AssetSelection.all(), partitions_def=daily,
     description="Yesterday's activity from archive to features, online store and training set.",
@@ -34,7 +36,7 @@ daily_schedule = dg.build_schedule_from_partitioned_job(
 
 defs = dg.Definitions(
     assets=ASSETS,
-    asset_checks=[*CHECKS, *online.CHECKS, *training.CHECKS],
+    asset_checks=CHECKS,
     jobs=[daily_job],
     schedules=[daily_schedule],
     resources=resources(),

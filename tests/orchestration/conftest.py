@@ -141,3 +141,35 @@ def tiny_feed(settings) -> TinyFeed:
     with psycopg.connect(settings.postgres_dsn) as conn:
         load_feed(feed, settings, conn)
     return feed
+
+
+def materialize(day: date, selection: list[str] | None = None, run_config: dict | None = None,
+                raise_on_error: bool = True):
+    """Run assets (and their blocking checks) for one partition in process, as a job would."""
+    import dagster as dg
+
+    from orchestration.definitions import ASSETS, CHECKS
+    from orchestration.resources import resources
+
+    checks = CHECKS
+    import os
+    if os.environ.get("DEV_NO_GX"):  # TEMPORARY until expectations/ lands
+        checks = []
+    return dg.materialize(
+        [*ASSETS, *checks], partition_key=day.isoformat(), resources=resources(),
+        selection=dg.AssetSelection.assets(*selection) if selection else None,
+        run_config=run_config, raise_on_error=raise_on_error,
+    )
+
+
+BATCH_ASSETS = ["activity_archive", "item_catalog_snapshot", "user_profile_snapshot", "user_activity_features",
+                "item_engagement_features", "item_embeddings", "user_embeddings", "user_candidates"]
+
+
+@pytest.fixture(scope="session")
+def pipeline(tiny_feed: TinyFeed) -> dict:
+    """The archive, snapshots and features of every tiny day, materialised once per session."""
+    results = {}
+    for day in tiny_feed.days:
+        results[day] = materialize(day, BATCH_ASSETS)
+    return results
