@@ -40,4 +40,7 @@ defs = dg.Definitions(
     jobs=[daily_job],
     schedules=[daily_schedule],
     resources=resources(),
+    # One process per run: the steps are DuckDB-bound and use every core themselves; running them
+    # one after another keeps the peak memory of a seed-scale day to one step's.
+    executor=dg.in_process_executor,
 )
