@@ -1,0 +1,88 @@
+"""Training rows: labels from the day's engagement, negatives that are really negatives, the
+configured balance, determinism; and point-in-time features through Feast."""
+
+from datetime import datetime, time, timedelta, timezone
+
+import pandas as pd
+import pytest
+
+from ingestion.rules import ENGAGEMENT_TYPES, LONG_DWELL_MS, SHORT_DWELL_MS
+from orchestration.assets.training import TrainingConfig, sample_rows
+from orchestration.lake import duckdb_connection
+
+
+def _end(day):
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=timezone.utc)
+
+
+def _sample(day, settings, **config) -> pd.DataFrame:
+    with duckdb_connection(settings) as con:
+        return sample_rows(con, day, settings, TrainingConfig(**config)).to_pandas()
+
+
+@pytest.fixture(scope="module")
+def day(tiny_feed):
+    return tiny_feed.days[-1]
+
+
+@pytest.fixture(scope="module")
+def rows(pipeline, settings, day):
+    return _sample(day, settings, seed=3, negatives_per_positive=4, hard_negatives_per_positive=1)
+
+
+def _engaged(events: pd.DataFrame) -> pd.Series:
+    return events.event_type.isin(ENGAGEMENT_TYPES) | ((events.event_type == "view") &
+                                                       (events.dwell_time_ms >= LONG_DWELL_MS))
+
+
+def test_positives_are_the_days_engaged_pairs(tiny_feed, rows, day):
+    events = tiny_feed.events
+    today = events[(events.timestamp >= _end(day) - timedelta(days=1)) & (events.timestamp < _end(day))]
+    engaged = today[_engaged(today)].groupby(["user_id", "item_id"]).timestamp.min()
+    positives = rows[rows.sample_type == "positive"].set_index(["user_id", "item_id"]).event_timestamp
+    assert len(positives) == len(engaged) > 20
+    assert (positives.sort_index() == engaged.sort_index()).all()
+    assert (rows.label == (rows.sample_type == "positive")).all()
+
+
+def test_label_balance_is_as_configured(rows):
+    counts = rows.sample_type.value_counts()
+    assert counts["random_negative"] == 4 * counts["positive"]
+    assert counts["hard_negative"] == counts["positive"]
+    assert rows.label.mean() == pytest.approx(1 / 6)
+
+
+def test_negatives_were_not_interacted_with(tiny_feed, rows, day):
+    events = tiny_feed.events[tiny_feed.events.timestamp < _end(day)]
+    touched = set(zip(events.user_id, events.item_id))
+    random = rows[rows.sample_type == "random_negative"]
+    assert not touched & set(zip(random.user_id, random.item_id))
+    negatives = rows[rows.label == 0]
+    for (user, ts), group in negatives.groupby(["user_id", "event_timestamp"]):
+        assert group.item_id.is_unique  # no item twice for one positive
+
+
+def test_hard_negatives_are_popular_and_unengaged(tiny_feed, rows, day):
+    events = tiny_feed.events[tiny_feed.events.timestamp < _end(day)].merge(
+        tiny_feed.items[["item_id", "category"]], on="item_id")
+    week = events[(events.event_type == "view") & (events.timestamp >= _end(day) - timedelta(days=7))]
+    views = week.groupby(["category", "item_id"]).size().rename("views").reset_index()
+    views["rank"] = views.sort_values(["views", "item_id"], ascending=[False, True]).groupby("category").cumcount()
+    popular = set(views[views["rank"] < TrainingConfig().popular_items_per_category].item_id)
+    engaged = set(zip(events[_engaged(events)].user_id, events[_engaged(events)].item_id))
+    hard = rows[rows.sample_type == "hard_negative"]
+    assert len(hard) > 0
+    assert set(hard.item_id) <= popular
+    assert not engaged & set(zip(hard.user_id, hard.item_id))
+    # they sit well above the median item's popularity
+    assert views.set_index("item_id").views.loc[hard.item_id].median() > views.views.median()
+    skipped = events[(events.event_type == "view") & (events.dwell_time_ms < SHORT_DWELL_MS)]
+    assert set(zip(skipped.user_id, skipped.item_id)) & set(zip(hard.user_id, hard.item_id))
+
+
+def test_deterministic_for_a_seed(settings, rows, day):
+    again = _sample(day, settings, seed=3, negatives_per_positive=4, hard_negatives_per_positive=1)
+    pd.testing.assert_frame_equal(rows, again)
+    other = _sample(day, settings, seed=4, negatives_per_positive=4, hard_negatives_per_positive=1)
+    assert not other[other.sample_type == "random_negative"].item_id.reset_index(drop=True).equals(
+        rows[rows.sample_type == "random_negative"].item_id.reset_index(drop=True))
