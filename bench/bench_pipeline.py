@@ -70,8 +70,9 @@ def namespace() -> dict[str, str]:
 
 def load_events(events: pa.Table, conn, settings, land: bool) -> None:
     """Activity straight into Postgres (COPY) and, for the benchmarked day, as landed files too."""
-    from feedstore.s3 import arrow_fs, bucket_path
     from ingestion.seeding import copy_rows
+
+    from feedstore.s3 import arrow_fs, bucket_path
 
     context = pc.binary_join_element_wise('{"device": "', events["device"], '", "platform": "', events["platform"],
                                           '", "session_id": "', events["session_id"], '"}', "")
@@ -93,10 +94,11 @@ def load_events(events: pa.Table, conn, settings, land: bool) -> None:
 
 
 def prepare(scale: str, day: date, history: int, seed: int) -> None:
+    from ingestion.seeding import generate
+
     from feedstore.db import connect
     from feedstore.settings import get_settings
     from ingestion import generator as gen
-    from ingestion.seeding import generate
     from orchestration.lake import day_end
 
     settings = get_settings()

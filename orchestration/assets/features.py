@@ -61,7 +61,8 @@ WITH ev AS (
         count(*) FILTER (WHERE in7) AS n7, count(*) AS n30,
         count(DISTINCT item_id) FILTER (WHERE in7) AS unique_items_7d, count(DISTINCT item_id) AS unique_items_30d,
         count(DISTINCT ts::DATE) FILTER (WHERE in7) AS active_days_7d, count(DISTINCT ts::DATE) AS active_days_30d,
-        count(*) FILTER (WHERE in7 AND event_type = 'like') AS likes7, count(*) FILTER (WHERE event_type = 'like') AS likes30,
+        count(*) FILTER (WHERE in7 AND event_type = 'like') AS likes7,
+        count(*) FILTER (WHERE event_type = 'like') AS likes30,
         count(*) FILTER (WHERE in7 AND event_type = 'share') AS shares7,
         count(*) FILTER (WHERE event_type = 'share') AS shares30,
         count(*) FILTER (WHERE event_type = 'comment') AS comments30,
@@ -308,7 +309,8 @@ user_activity_features_asset = _feature_asset(
     [_archive(30), "user_profile_snapshot", "item_catalog_snapshot"],
     "Per user, 7- and 30-day interaction counts, rates, dwell, active days and category mix.")
 item_engagement_features_asset = _feature_asset(
-    "item_engagement_features", "item_engagement_features", item_engagement_features, [_archive(30), "item_catalog_snapshot"],
+    "item_engagement_features", "item_engagement_features", item_engagement_features,
+    [_archive(30), "item_catalog_snapshot"],
     "Per item in play, 1/7/30-day views, unique viewers, engagement rate, implicit rating, freshness.")
 item_embeddings_asset = _feature_asset(
     "item_embeddings", "item_embedding", item_embeddings, ["item_catalog_snapshot"],

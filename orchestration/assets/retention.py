@@ -9,7 +9,6 @@ import dagster as dg
 import psycopg
 
 from feedstore.settings import Settings
-from orchestration import lake
 from orchestration.assets.archive import archived_count, postgres_count
 from orchestration.partitions import daily, partition_day
 from orchestration.resources import PostgresResource, S3Resource

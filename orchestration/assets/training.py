@@ -150,7 +150,8 @@ def _random_negatives(con, positives: pa.Table, hard: pa.Table, day: date, cfg: 
         pos = np.repeat(need["pos_id"].to_numpy(), per)
         con.register("draws_arrow", pa.table({
             "pos_id": pos, "user_id": np.repeat(need["user_id"].to_numpy(), per), "item_id": draws.ravel(),
-            "event_timestamp": np.repeat(need["event_timestamp"].to_numpy(), per), "draw": np.tile(np.arange(per), need.num_rows),
+            "event_timestamp": np.repeat(need["event_timestamp"].to_numpy(), per),
+            "draw": np.tile(np.arange(per), need.num_rows),
         }))
         con.execute("CREATE OR REPLACE TEMP TABLE draws AS SELECT * FROM draws_arrow")
         kept = lake.fetch(con, _RANDOM)

@@ -13,12 +13,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from psycopg.types.json import Jsonb
 
 from feedstore.s3 import arrow_fs, bucket_path
 from ingestion.events import EVENT_SCHEMA, derive_event_id
 from ingestion.rules import (
-    AGE_RANGES, CATEGORIES, COUNTRIES, DEVICES, EMBEDDING_DIM, LANGUAGES, MEDIA_TYPES, PLATFORMS,
+    AGE_RANGES,
+    CATEGORIES,
+    COUNTRIES,
+    DEVICES,
+    EMBEDDING_DIM,
+    LANGUAGES,
+    MEDIA_TYPES,
+    PLATFORMS,
 )
 
 N_USERS, N_ITEMS, EVENTS_PER_DAY, SEED = 60, 400, 700, 7
@@ -58,7 +64,7 @@ def _events(rng: np.random.Generator, day: date, items: pd.DataFrame) -> pd.Data
                                         "device", "platform", "session_id"])
     frame = frame[frame["timestamp"] < start + timedelta(days=1)]
     frame.insert(0, "event_id", [str(derive_event_id(u, i, t, ts, s)) for u, i, t, ts, s in zip(
-        frame.user_id, frame.item_id, frame.event_type, frame.timestamp, frame.session_id)])
+        frame.user_id, frame.item_id, frame.event_type, frame.timestamp, frame.session_id, strict=True)])
     return frame.drop_duplicates("event_id").reset_index(drop=True)
 
 

@@ -9,8 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import requests
 import pytest
+import requests
 
 from feedstore.settings import PROJECT_ROOT
 from feedstore.stack.base import apt_install
@@ -106,7 +106,8 @@ def test_partition_run_launched_through_graphql_succeeds(dagster_services, tiny_
     params = {
         "selector": {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"],
                      "pipelineName": "__ASSET_JOB", "assetSelection": [{"path": [a]} for a in RUN_ASSETS],
-                     "assetCheckSelection": [{"assetKey": {"path": ["activity_archive"]}, "name": "reconciled_with_postgres"}]},
+                     "assetCheckSelection": [{"assetKey": {"path": ["activity_archive"]},
+                                              "name": "reconciled_with_postgres"}]},
         "mode": "default", "runConfigData": "{}",
         "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day}]},
     }

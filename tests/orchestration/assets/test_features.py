@@ -64,7 +64,7 @@ def _unit(v):
 
 def test_embeddings_by_hand(tiny_feed, pipeline, settings):
     day = tiny_feed.days[-1]
-    content = dict(zip(tiny_feed.items.item_id, tiny_feed.items.content_embedding))
+    content = dict(zip(tiny_feed.items.item_id, tiny_feed.items.content_embedding, strict=True))
     items = _features("item_embedding", day, settings)
     for r in items.head(5).itertuples():
         assert np.allclose(r.item_embedding, _unit(content[r.item_id]), atol=1e-6)

@@ -36,7 +36,8 @@ def test_item_catalog_features_cover_the_items_in_play(tiny_feed, pipeline, sett
     new = items[(items.created_at >= _end(day) - timedelta(days=7)) & (items.created_at < _end(day))].index
     assert set(features.item_id) == set(week.item_id) | set(new)
     row = features.iloc[5]
-    assert row.item_age_days == pytest.approx((_end(day) - items.loc[row.item_id, "created_at"]).total_seconds() / 86400)
+    age = _end(day) - items.loc[row.item_id, "created_at"]
+    assert row.item_age_days == pytest.approx(age.total_seconds() / 86400)
     assert row.creator_id == items.loc[row.item_id, "creator_id"]
     assert (features.event_timestamp == _end(day)).all()
 

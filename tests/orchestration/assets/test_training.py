@@ -54,11 +54,11 @@ def test_label_balance_is_as_configured(rows):
 
 def test_negatives_were_not_interacted_with(tiny_feed, rows, day):
     events = tiny_feed.events[tiny_feed.events.timestamp < _end(day)]
-    touched = set(zip(events.user_id, events.item_id))
+    touched = set(zip(events.user_id, events.item_id, strict=True))
     random = rows[rows.sample_type == "random_negative"]
-    assert not touched & set(zip(random.user_id, random.item_id))
+    assert not touched & set(zip(random.user_id, random.item_id, strict=True))
     negatives = rows[rows.label == 0]
-    for (user, ts), group in negatives.groupby(["user_id", "event_timestamp"]):
+    for _, group in negatives.groupby(["user_id", "event_timestamp"]):
         assert group.item_id.is_unique  # no item twice for one positive
 
 
@@ -69,15 +69,15 @@ def test_hard_negatives_are_popular_and_unengaged(tiny_feed, rows, day):
     views = week.groupby(["category", "item_id"]).size().rename("views").reset_index()
     views["rank"] = views.sort_values(["views", "item_id"], ascending=[False, True]).groupby("category").cumcount()
     popular = set(views[views["rank"] < TrainingConfig().popular_items_per_category].item_id)
-    engaged = set(zip(events[_engaged(events)].user_id, events[_engaged(events)].item_id))
+    engaged = set(zip(events[_engaged(events)].user_id, events[_engaged(events)].item_id, strict=True))
     hard = rows[rows.sample_type == "hard_negative"]
     assert len(hard) > 0
     assert set(hard.item_id) <= popular
-    assert not engaged & set(zip(hard.user_id, hard.item_id))
+    assert not engaged & set(zip(hard.user_id, hard.item_id, strict=True))
     # they sit well above the median item's popularity
     assert views.set_index("item_id").views.loc[hard.item_id].median() > views.views.median()
     skipped = events[(events.event_type == "view") & (events.dwell_time_ms < SHORT_DWELL_MS)]
-    assert set(zip(skipped.user_id, skipped.item_id)) & set(zip(hard.user_id, hard.item_id))
+    assert set(zip(skipped.user_id, skipped.item_id, strict=True)) & set(zip(hard.user_id, hard.item_id, strict=True))
 
 
 def test_deterministic_for_a_seed(settings, rows, day):
