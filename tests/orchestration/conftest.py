@@ -157,12 +157,8 @@ def materialize(day: date, selection: list[str] | None = None, run_config: dict 
     from orchestration.definitions import ASSETS, CHECKS
     from orchestration.resources import resources
 
-    checks = CHECKS
-    import os
-    if os.environ.get("DEV_NO_GX"):  # TEMPORARY until expectations/ lands
-        checks = []
     return dg.materialize(
-        [*ASSETS, *checks], partition_key=day.isoformat(), resources=resources(),
+        [*ASSETS, *CHECKS], partition_key=day.isoformat(), resources=resources(),
         selection=dg.AssetSelection.assets(*selection) if selection else None,
         run_config=run_config, raise_on_error=raise_on_error,
     )

@@ -86,3 +86,42 @@ def test_deterministic_for_a_seed(settings, rows, day):
     other = _sample(day, settings, seed=4, negatives_per_positive=4, hard_negatives_per_positive=1)
     assert not other[other.sample_type == "random_negative"].item_id.reset_index(drop=True).equals(
         rows[rows.sample_type == "random_negative"].item_id.reset_index(drop=True))
+
+
+@pytest.fixture(scope="module")
+def training_run(tiny_feed, pipeline):
+    from tests.orchestration.conftest import materialize
+
+    day = tiny_feed.days[-1]
+    materialize(tiny_feed.days[-2], ["online_features"])
+    config = {"ops": {"training_dataset": {"config": {"name": "pit_test", "seed": 3}}}}
+    result = materialize(day, ["online_features", "training_dataset"], run_config=config)
+    assert result.success
+    return day, result
+
+
+def test_training_set_is_written_registered_and_point_in_time(training_run, settings, pg, tiny_feed):
+    from orchestration import lake
+
+    day, result = training_run
+    prefix = lake.day_prefix("training/pit_test", day)
+    table = lake.read_table(prefix, settings).to_pandas()
+    manifest = lake.get_json(prefix + "_manifest.json", settings)
+    assert manifest["rows"] == len(table) and manifest["config"]["seed"] == 3
+    row = pg.execute("SELECT row_count, positive_count, hard_negative_count, feature_service FROM training_datasets "
+                     "WHERE name = 'pit_test' AND ds = %s", (day,)).fetchone()
+    assert row == (len(table), int(table.label.sum()), int((table.sample_type == "hard_negative").sum()), "training")
+    assert table.label.mean() == pytest.approx(1 / 6)
+    # every row was joined to the previous day's rows (stamped at its end), never to its own day's
+    before = lake.read_table(lake.feature_prefix("user_activity_features", tiny_feed.days[-2]), settings).to_pandas()
+    after = lake.read_table(lake.feature_prefix("user_activity_features", day), settings).to_pandas()
+    assert (before.event_timestamp <= table.event_timestamp.min()).all()
+    assert (after.event_timestamp > table.event_timestamp.max()).all()
+    expected = table.user_id.map(before.set_index("user_id").interactions_30d)
+    leaked = table.user_id.map(after.set_index("user_id").interactions_30d)
+    assert (table.interactions_30d == expected).all()
+    assert (table.interactions_30d != leaked).any()
+    items = lake.read_table(lake.feature_prefix("item_engagement_features", tiny_feed.days[-2]), settings).to_pandas()
+    known = table.item_id.isin(items.item_id)
+    assert (table.views_7d[known] == table.item_id[known].map(items.set_index("item_id").views_7d)).all()
+    assert table.views_7d[~known].isna().all()
