@@ -77,9 +77,14 @@ class FeastResource(_FromSettings):
         return store(self.settings())
 
     def materialize(self, start, end, views: list[str]) -> Any:
-        from feedstore.feast import materialize
+        """``feedstore.feast.materialize`` (vectorised) when the repo provides it, else Feast's own."""
+        import feedstore.feast as feast_helpers
 
-        return materialize(self.store(), start, end, views)
+        store = self.store()
+        fast = getattr(feast_helpers, "materialize", None)
+        if fast is not None:
+            return fast(store, start, end, views)
+        return store.materialize(start_date=start, end_date=end, feature_views=views)
 
     def historical_features(self, entity_df, feature_service: str):
         """Point-in-time join of ``entity_df`` (entity keys + ``event_timestamp``) as Arrow."""
