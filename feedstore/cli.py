@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -120,6 +123,113 @@ def demo() -> None:
     """The main job end to end on the `small` feed: stack, schema, data, features, training set."""
     stack_up()
     migrate()
+class ScaleName(str, Enum):
+    tiny = "tiny"
+    small = "small"
+    seed = "seed"
+
+
+class EventsTo(str, Enum):
+    kafka = "kafka"
+    file = "file"
+    none = "none"
+
+
+def _parse_end(text: str | None) -> datetime | None:
+    """ISO-8601; a naive time is taken as UTC."""
+    if text is None:
+        return None
+    try:
+        end = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--end {text!r} is not an ISO-8601 time (e.g. 2025-11-16T00:00:00Z)")
+    return end if end.tzinfo else end.replace(tzinfo=timezone.utc)
+
+
+def _rich_progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+@app.command()
+def generate(
+    scale: ScaleName = typer.Option(ScaleName.small, help="tiny (tests), small (demo) or seed (100K users, 10M items)."),
+    seed: int = typer.Option(0, min=0, help="Same seed, end and days: same data."),
+    days: int | None = typer.Option(None, min=1, help="Days of events, ending at --end (default: the scale's)."),
+    end: str | None = typer.Option(None, help="Exclusive end of the event window, ISO-8601 (default: this UTC hour)."),
+    events_to: EventsTo = typer.Option(EventsTo.kafka, "--events-to", help="Send events to Kafka, a file, or nowhere."),
+    file: Path | None = typer.Option(None, "--file", help="JSON-lines output for --events-to file."),
+) -> None:
+    """Load synthetic users and items into Postgres and S3 (replacing them), then emit events."""
+    import psycopg
+
+    from ingestion.generator import spec_for
+    from ingestion.producer import ProducerError
+    from ingestion.seeding import SeedingError
+    from ingestion.seeding import generate as run
+
+    if events_to is EventsTo.file and file is None:
+        fail("--events-to file needs --file PATH")
+    try:
+        spec = spec_for(scale.value, seed=seed, end=_parse_end(end), days=days)
+    except ValueError as exc:
+        fail(str(exc))
+
+    class Bars:
+        def __init__(self, progress) -> None:
+            self.progress, self.tasks = progress, {}
+
+        def start(self, name: str, total: int) -> None:
+            self.tasks[name] = self.progress.add_task(name, total=total)
+
+        def advance(self, name: str, rows: int) -> None:
+            self.progress.advance(self.tasks[name], rows)
+
+        def finish(self, name: str) -> None:
+            task = self.tasks[name]
+            self.progress.update(task, total=self.progress.tasks[task].completed)
+
+    started = time.monotonic()
+    try:
+        with _rich_progress() as progress:
+            report = run(spec, events_to=events_to.value, path=file, progress=Bars(progress))
+    except (SeedingError, ProducerError, ValueError, OSError, psycopg.Error) as exc:
+        fail(str(exc).strip().splitlines()[0])
+    elapsed = time.monotonic() - started
+    table = Table("table", "rows", title=f"generate {scale.value} seed={seed}")
+    for name, rows in report.rows.items():
+        table.add_row(name, f"{rows:,}")
+    Console().print(table)
+    console.print(f"[green]✓[/] {elapsed:.1f}s, events {spec.start:%Y-%m-%dT%H:%MZ} → {spec.end:%Y-%m-%dT%H:%MZ}: Postgres {report.postgres_bytes / 1e6:.1f} MB, "
+                  f"S3 {report.s3_bytes / 1e6:.1f} MB in {len(report.s3_keys)} objects, "
+                  f"events {report.event_bytes / 1e6:.1f} MB → {events_to.value}"
+                  + (f" {file}" if events_to is EventsTo.file else ""))
+
+
+@app.command()
+def produce(
+    file: Path = typer.Option(..., "--file", help="JSON-lines file; each line is sent unchanged."),
+    topic: str | None = typer.Option(None, help="Topic (default: the activity topic)."),
+) -> None:
+    """Send each line of a file to Kafka as it is (malformed lines too), keyed by user_id when it has one."""
+    from ingestion.producer import ProducerError, produce_file
+
+    if not file.is_file():
+        fail(f"{file}: no such file")
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeElapsedColumn
+
+    try:
+        with Progress("produce", BarColumn(), DownloadColumn(), TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task("produce", total=file.stat().st_size)
+            report = produce_file(file, topic, on_bytes=lambda n: progress.advance(task, n))
+    except (ProducerError, OSError) as exc:
+        fail(str(exc).strip().splitlines()[0])
+    print(f"sent {report.sent} delivered {report.delivered} failed {report.failed} "
+          f"(keyed {report.keyed}, unkeyed {report.sent - report.keyed}, {report.bytes} bytes)")
+    if not report.ok:
+        fail(f"{report.failed} messages not delivered: {dict(report.errors)}", code=1)
 
 
 def main() -> None:

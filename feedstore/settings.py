@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     topic_dlq: str = "user-activity-dlq"
     topic_partitions: int = 4
     consumer_group: str = "feedstore-ingest"
+    # The broker accepts 16 MiB (stack/kafka.py); producers may send up to that.
+    kafka_message_max_bytes: int = 16 * 1024 * 1024
 
     stack_dir: Path = PROJECT_ROOT / ".stack"
     cache_dir: Path = Path.home() / ".cache" / "feedstore"
