@@ -19,12 +19,12 @@ def test_catalog_is_exported_once_then_incrementally(tiny_feed, pipeline, settin
     items = tiny_feed.items
     rows = [lake.read_table(lake.day_prefix(lake.CATALOG_ITEMS, d), settings).num_rows for d in (d0, d1, d2)]
     assert rows[0] == (items.created_at < _end(d0)).sum()
-    assert rows[1] == ((items.created_at >= _end(d0)) & (items.created_at < _end(d1))).sum() == 20
-    assert rows[2] == 0
+    assert rows[1] == ((items.created_at >= _end(d0)) & (items.created_at < _end(d1))).sum() > 0
+    assert rows[2] == ((items.created_at >= _end(d1)) & (items.created_at < _end(d2))).sum()
     base = lake.read_table(lake.day_prefix(lake.CATALOG_ITEMS, d0), settings).to_pandas().set_index("item_id")
     expected = items.set_index("item_id").loc[base.index]
     assert (base.category == expected.category).all()
-    assert [list(t) for t in base.tags] == list(expected.tags)
+    assert [list(t) for t in base.tags] == [list(t) for t in expected.tags]
 
 
 def test_item_catalog_features_cover_the_items_in_play(tiny_feed, pipeline, settings):
