@@ -136,11 +136,13 @@ class SuiteSpec:
         self.not_null([column])
         self.between("not_in_future", [column], hi=as_of)
 
-    def vector(self, column: str, dim: int | None, vocabulary: tuple[str, ...] | None = None) -> None:
+    def vector(self, column: str, dim: int | None, vocabulary: tuple[str, ...] | None = None,
+               required: bool = True) -> None:
         """List columns: shape and content via the derived columns ``expectations.prepare`` adds."""
         if not (self.has(column) and self.pandas):
             return
-        self.not_null([column])
+        if required:
+            self.not_null([column])
         if dim is not None:
             self.between("vector_dimension", [length_column(column)], dim, dim)
             self._retag(column)
@@ -255,8 +257,10 @@ def _features(s: SuiteSpec, key: str, default_views: tuple[str, ...]) -> None:
               column_list=[key, "event_timestamp"])
 
 
-def _feature_values(s: SuiteSpec) -> None:
-    """Bounds of every contract feature present, whichever view (or join of views) it came in."""
+def _feature_values(s: SuiteSpec, joined: bool = False) -> None:
+    """Bounds of every contract feature present, whichever view (or join of views) it came in.
+    In a feature table a row has every vector; in a point-in-time join (``joined``) a missing
+    feature is a legitimate null."""
     counts = ["interactions_7d", "interactions_30d", "unique_items_7d", "unique_items_30d", "following_count",
               "views_1d", "views_7d", "views_30d", "unique_viewers_7d", "rt_interactions_1h", "rt_dwell_ms_1h"]
     s.between("count_non_negative", counts, 0)
@@ -284,9 +288,9 @@ def _feature_values(s: SuiteSpec) -> None:
     s.in_set("country_in_vocabulary", "country", rules.COUNTRIES)
     s.in_set("language_in_vocabulary", "language", rules.LANGUAGES)
     s.in_set("event_type_allowed", "rt_last_event_type", rules.EVENT_TYPES)
-    s.vector("preferred_categories", None, vocabulary=rules.CATEGORIES)
-    s.vector("user_embedding", rules.EMBEDDING_DIM)
-    s.vector("item_embedding", rules.EMBEDDING_DIM)
+    s.vector("preferred_categories", None, vocabulary=rules.CATEGORIES, required=not joined)
+    s.vector("user_embedding", rules.EMBEDDING_DIM, required=not joined)
+    s.vector("item_embedding", rules.EMBEDDING_DIM, required=not joined)
 
 
 def user_features(s: SuiteSpec) -> None:
@@ -320,7 +324,7 @@ def training_dataset(s: SuiteSpec) -> None:
     if s.has("event_timestamp"):
         s.add("timestamp_in_partition", "event_timestamp", gxe.ExpectColumnValuesToBeBetween,
               column="event_timestamp", min_value=start, max_value=end, strict_max=True)
-    _feature_values(s)
+    _feature_values(s, joined=True)
 
 
 SUITES: dict[str, Callable[[SuiteSpec], None]] = {

@@ -101,6 +101,23 @@ def migrate() -> None:
     console.print(f"[green]✓[/] migrations applied: {names}")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def dagster(ctx: typer.Context) -> None:
+    """Run ``dagster dev`` on the daily pipeline, with DAGSTER_HOME prepared (extra args pass through)."""
+    import os
+    import shutil
+
+    from orchestration.instance import dagster_env, prepare_home
+
+    exe = shutil.which("dagster")
+    if exe is None:
+        fail("the `dagster` command is not installed in this environment")
+    home = prepare_home()
+    console.print(f"DAGSTER_HOME={home}")
+    os.environ.update(dagster_env(home))
+    os.execv(exe, [exe, "dev", "-m", "orchestration.definitions", *ctx.args])
+
+
 @app.command()
 def validate(
     suite: str = typer.Argument(..., help="activity_events, items, users, user_features, item_features, training_dataset"),

@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     ingest_batch_timeout_ms: int = 500
     ingest_max_event_age_seconds: int | None = None
     ingest_max_future_skew_seconds: int | None = None
-    feature_repo: Path | None = None
+    # Push realtime user features to Feast per batch (needs `feast apply` of feature_repo/ first).
+    ingest_feast_push: bool = False
 
     stack_dir: Path = PROJECT_ROOT / ".stack"
     cache_dir: Path = Path.home() / ".cache" / "feedstore"
@@ -60,6 +61,16 @@ class Settings(BaseSettings):
     feast_materialize_chunk_rows: int = 5_000
     feast_materialize_workers: int = 2
     serve_gc_threshold: int = 50_000
+
+    # Daily pipeline (orchestration/). Dagster keeps its own storage in Postgres when this DSN is
+    # set, else in SQLite under $DAGSTER_HOME.
+    dagster_storage_dsn: str | None = None
+    pipeline_start_date: str = "2025-01-01"
+    # Where the pre-computed content embeddings land (the generator's item snapshots).
+    content_embeddings_prefix: str = "snapshots/items/"
+    activity_retention_days: int = 30
+    candidates_per_user: int = 100
+    candidate_pool_size: int = 5_000
 
     @property
     def s3_host_port(self) -> str:

@@ -109,10 +109,10 @@ class IngestConsumer:
         self.postgres = PostgresSink(settings)
         self.redis = RedisSink(settings)
         self.feast = None
-        if settings.feature_repo is not None:
+        if settings.ingest_feast_push:
             from ingestion.sinks.feast_push import FeastPushSink
 
-            self.feast = FeastPushSink(settings.feature_repo)
+            self.feast = FeastPushSink(settings)
         self.stats = RunStats()
         self._first_batch_at: float | None = None
         self._consumer: Consumer | None = None

@@ -33,3 +33,21 @@ def store(settings: Settings | None = None, repo_path: Path | None = None) -> Fe
     config = repo_config(s, repo_path)
     ensure_duckdb_s3()
     return FeatureStore(repo_path=str(config.repo_path), config=config)
+
+
+def apply(fs: FeatureStore) -> None:
+    """``feast apply`` in process (idempotent): the repo's definitions into the registry, so a
+    pipeline run on a fresh registry needs no manual step. Objects removed from the repo are
+    left alone here; the ``feast`` CLI is the tool for deletions."""
+    import contextlib
+    import sys
+
+    from feast.repo_operations import parse_repo
+
+    repo_path = Path(fs.repo_path).resolve()
+    if str(repo_path) not in sys.path:
+        sys.path.insert(0, str(repo_path))
+    with contextlib.chdir(repo_path):
+        repo = parse_repo(repo_path)
+    fs.apply([*repo.entities, *repo.data_sources, *repo.feature_views, *repo.stream_feature_views,
+              *repo.on_demand_feature_views, *repo.feature_services])

@@ -1,6 +1,6 @@
 """The seam to Feast's online store: realtime user features pushed to ``user_realtime_push``.
 
-Enabled only when a Feast repository is configured (``FEED_FEATURE_REPO``). Feast costs ~3 ms
+Enabled by ``FEED_INGEST_FEAST_PUSH=true`` once ``feature_repo/`` has been applied. Feast costs ~3 ms
 per ``push`` call whatever its size, so the consumer pushes one DataFrame per batch, ONLINE
 only (an OFFLINE push rewrites the whole Parquet file each call).
 """
@@ -8,10 +8,10 @@ only (an OFFLINE push rewrites the whole Parquet file each call).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 
+from feedstore.settings import Settings
 from ingestion.sinks import StoreUnavailable
 from ingestion.sinks.redis import UserCounters
 
@@ -36,15 +36,15 @@ def realtime_frame(counters: Sequence[UserCounters]) -> pd.DataFrame:
 class FeastPushSink:
     name = "feast"
 
-    def __init__(self, repo_path: Path) -> None:
-        self.repo_path = repo_path
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self._store = None
 
     def _feature_store(self):
         if self._store is None:
-            from feast import FeatureStore
+            from feedstore.feast.store import store
 
-            self._store = FeatureStore(repo_path=str(self.repo_path))
+            self._store = store(self.settings)
         return self._store
 
     def push(self, counters: Sequence[UserCounters]) -> None:

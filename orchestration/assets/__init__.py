@@ -1,0 +1,1 @@
+"""The daily assets, one module per domain."""

@@ -1,0 +1,327 @@
+"""Window features and embeddings, computed with DuckDB over the Parquet lake and written where
+the Feast sources read them (``features/<view>/dt=…/``). Every row of day D is stamped with the
+end of D (``lake.day_end``): it describes activity strictly before that instant, so a training
+row at time t only ever joins rows computed from events before t."""
+
+
+from datetime import date, datetime, timedelta
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from feedstore.settings import Settings
+from ingestion.rules import CATEGORIES, EMBEDDING_DIM, ENGAGEMENT_TYPES, LONG_DWELL_MS
+from orchestration import lake, sources
+from orchestration.assets.snapshots import ITEM_CATALOG_FEATURES, USER_PROFILE_FEATURES
+from orchestration.partitions import daily, partition_day, window
+from orchestration.resources import S3Resource
+
+TS = pa.timestamp("us", tz="UTC")
+EMBEDDING = pa.list_(pa.float32())
+MIN_ENGAGED_WEIGHT_MS = 1_000      # a like with no recorded view still counts for an embedding
+POPULARITY_BLEND = 0.2             # candidate score = 0.8 cosine + 0.2 normalised log popularity
+CANDIDATE_USER_CHUNK = 4_096
+
+USER_ACTIVITY_FEATURES = pa.schema([
+    pa.field("user_id", pa.int64()), pa.field("event_timestamp", TS),
+    *(pa.field(n, pa.int64()) for n in ("interactions_7d", "interactions_30d", "unique_items_7d", "unique_items_30d",
+                                         "active_days_7d", "active_days_30d")),
+    *(pa.field(n, pa.float64()) for n in ("like_rate_7d", "like_rate_30d", "share_rate_7d", "share_rate_30d",
+                                           "comment_rate_30d", "avg_dwell_ms_7d", "avg_dwell_ms_30d")),
+    pa.field("category_dist_30d", pa.list_(pa.float32())), pa.field("top_category_30d", pa.string()),
+])
+ITEM_ENGAGEMENT_FEATURES = pa.schema([
+    pa.field("item_id", pa.int64()), pa.field("event_timestamp", TS),
+    *(pa.field(n, pa.int64()) for n in ("views_1d", "views_7d", "views_30d", "unique_viewers_7d")),
+    *(pa.field(n, pa.float64()) for n in ("engagement_rate_7d", "avg_implicit_rating_7d", "freshness_score")),
+])
+USER_EMBEDDING = pa.schema([pa.field("user_id", pa.int64()), pa.field("event_timestamp", TS),
+                            pa.field("user_embedding", EMBEDDING)])
+ITEM_EMBEDDING = pa.schema([pa.field("item_id", pa.int64()), pa.field("event_timestamp", TS),
+                            pa.field("item_embedding", EMBEDDING)])
+USER_CANDIDATES = pa.schema([pa.field("user_id", pa.int64()), pa.field("event_timestamp", TS),
+                             pa.field("candidate_item_ids", pa.list_(pa.int64())),
+                             pa.field("candidate_scores", pa.list_(pa.float32()))])
+
+
+def _windows(day: date) -> dict[str, datetime]:
+    end = lake.day_end(day)
+    return {"end": end, "start1": end - timedelta(days=1), "start7": end - timedelta(days=7),
+            "start30": end - timedelta(days=30)}
+
+
+_USER_AGG = """
+WITH ev AS (
+    SELECT user_id, item_id, event_type, "timestamp" AS ts, dwell_time_ms, "timestamp" >= $start7 AS in7
+    FROM activity WHERE "timestamp" >= $start30 AND "timestamp" < $end
+), agg AS (
+    SELECT user_id,
+        count(*) FILTER (WHERE in7) AS n7, count(*) AS n30,
+        count(DISTINCT item_id) FILTER (WHERE in7) AS unique_items_7d, count(DISTINCT item_id) AS unique_items_30d,
+        count(DISTINCT ts::DATE) FILTER (WHERE in7) AS active_days_7d, count(DISTINCT ts::DATE) AS active_days_30d,
+        count(*) FILTER (WHERE in7 AND event_type = 'like') AS likes7,
+        count(*) FILTER (WHERE event_type = 'like') AS likes30,
+        count(*) FILTER (WHERE in7 AND event_type = 'share') AS shares7,
+        count(*) FILTER (WHERE event_type = 'share') AS shares30,
+        count(*) FILTER (WHERE event_type = 'comment') AS comments30,
+        avg(dwell_time_ms) FILTER (WHERE in7 AND dwell_time_ms IS NOT NULL) AS dwell7,
+        avg(dwell_time_ms) FILTER (WHERE dwell_time_ms IS NOT NULL) AS dwell30
+    FROM ev GROUP BY user_id
+)
+SELECT p.user_id, $end AS event_timestamp,
+    coalesce(n7, 0) AS interactions_7d, coalesce(n30, 0) AS interactions_30d,
+    coalesce(unique_items_7d, 0) AS unique_items_7d, coalesce(unique_items_30d, 0) AS unique_items_30d,
+    coalesce(active_days_7d, 0) AS active_days_7d, coalesce(active_days_30d, 0) AS active_days_30d,
+    CASE WHEN n7 > 0 THEN likes7 / n7 ELSE 0 END AS like_rate_7d,
+    CASE WHEN n30 > 0 THEN likes30 / n30 ELSE 0 END AS like_rate_30d,
+    CASE WHEN n7 > 0 THEN shares7 / n7 ELSE 0 END AS share_rate_7d,
+    CASE WHEN n30 > 0 THEN shares30 / n30 ELSE 0 END AS share_rate_30d,
+    CASE WHEN n30 > 0 THEN comments30 / n30 ELSE 0 END AS comment_rate_30d,
+    coalesce(dwell7, 0) AS avg_dwell_ms_7d, coalesce(dwell30, 0) AS avg_dwell_ms_30d
+FROM profiles p LEFT JOIN agg USING (user_id)
+ORDER BY p.user_id
+"""
+_USER_CATEGORIES = """
+SELECT a.user_id, c.category, count(*) AS n
+FROM activity a JOIN catalog c USING (item_id)
+WHERE a."timestamp" >= $start30 AND a."timestamp" < $end AND a.user_id IN (SELECT user_id FROM profiles)
+GROUP BY ALL
+"""
+
+
+def category_distribution(users: np.ndarray, counts: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """Share of each user's interactions per category (``CATEGORIES`` order) and the top one;
+    all zeros and no top category for a user with no activity."""
+    matrix = np.zeros((len(users), len(CATEGORIES)), dtype=np.float64)
+    cat = pc.index_in(counts["category"], value_set=pa.array(CATEGORIES)).to_numpy(zero_copy_only=False)
+    known = ~np.isnan(cat.astype(np.float64))
+    rows = np.searchsorted(users, counts["user_id"].to_numpy()[known])
+    np.add.at(matrix, (rows, cat[known].astype(np.int64)), counts["n"].to_numpy()[known])
+    totals = matrix.sum(axis=1)
+    dist = np.divide(matrix, totals[:, None], out=np.zeros_like(matrix), where=totals[:, None] > 0)
+    top = np.array(CATEGORIES, dtype=object)[matrix.argmax(axis=1)]
+    top[totals == 0] = None
+    flat = pa.array(dist.astype(np.float32).ravel())
+    offsets = pa.array(np.arange(0, dist.size + 1, len(CATEGORIES), dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, flat), pa.array(top, pa.string())
+
+
+def user_activity_features(con, day: date, settings: Settings) -> pa.Table:
+    sources.activity(con, day, 30, settings)
+    sources.catalog(con, day, settings)
+    sources.features(con, "user_profile_features", day, settings, USER_PROFILE_FEATURES)
+    con.execute("CREATE OR REPLACE TEMP VIEW profiles AS SELECT DISTINCT user_id FROM user_profile_features")
+    params = _windows(day)
+    agg = lake.fetch(con, _USER_AGG, {k: params[k] for k in ("start7", "start30", "end")})
+    counts = lake.fetch(con, _USER_CATEGORIES, {k: params[k] for k in ("start30", "end")})
+    dist, top = category_distribution(agg["user_id"].to_numpy(), counts)
+    table = agg.append_column("category_dist_30d", dist).append_column("top_category_30d", top)
+    return lake.conform(table, USER_ACTIVITY_FEATURES)
+
+
+_ITEM_AGG = """
+WITH ev AS (
+    SELECT item_id, user_id, event_type, "timestamp" AS ts, dwell_time_ms FROM activity
+    WHERE "timestamp" >= $start30 AND "timestamp" < $end AND item_id IN (SELECT item_id FROM items)
+), views AS (
+    SELECT item_id,
+        count(*) FILTER (WHERE event_type = 'view' AND ts >= $start1) AS views_1d,
+        count(*) FILTER (WHERE event_type = 'view' AND ts >= $start7) AS views_7d,
+        count(*) FILTER (WHERE event_type = 'view') AS views_30d,
+        count(DISTINCT user_id) FILTER (WHERE event_type = 'view' AND ts >= $start7) AS unique_viewers_7d,
+        count(*) FILTER (WHERE list_contains($engaged, event_type) AND ts >= $start7) AS engagements_7d
+    FROM ev GROUP BY item_id
+), ratings AS (
+    -- implicit rating of a (user, item) pair: 1 when engaged, else the dwell as a share of a long dwell
+    SELECT item_id, avg(rating) AS avg_rating FROM (
+        SELECT item_id, user_id,
+            CASE WHEN bool_or(list_contains($engaged, event_type)) THEN 1.0
+                 ELSE least(1.0, coalesce(sum(dwell_time_ms), 0) / $long_dwell) END AS rating
+        FROM ev WHERE ts >= $start7 GROUP BY item_id, user_id
+    ) GROUP BY item_id
+)
+SELECT i.item_id, $end AS event_timestamp,
+    coalesce(views_1d, 0) AS views_1d, coalesce(views_7d, 0) AS views_7d, coalesce(views_30d, 0) AS views_30d,
+    coalesce(unique_viewers_7d, 0) AS unique_viewers_7d,
+    CASE WHEN views_7d > 0 THEN least(1.0, engagements_7d / views_7d) ELSE 0 END AS engagement_rate_7d,
+    coalesce(avg_rating, 0) AS avg_implicit_rating_7d,
+    exp(-least(greatest(epoch_us($end - i.created_at) / 86400e6, 0), 5000) / 7) AS freshness_score
+FROM items i LEFT JOIN views USING (item_id) LEFT JOIN ratings USING (item_id)
+ORDER BY i.item_id
+"""
+
+
+def item_engagement_features(con, day: date, settings: Settings) -> pa.Table:
+    sources.activity(con, day, 30, settings)
+    sources.features(con, "item_catalog_features", day, settings, ITEM_CATALOG_FEATURES)
+    con.execute("CREATE OR REPLACE TEMP VIEW items AS SELECT item_id, created_at FROM item_catalog_features")
+    params = _windows(day) | {"long_dwell": float(LONG_DWELL_MS), "engaged": list(ENGAGEMENT_TYPES)}
+    return lake.conform(lake.fetch(con, _ITEM_AGG, params), ITEM_ENGAGEMENT_FEATURES)
+
+
+def _matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A list<float> column of ``EMBEDDING_DIM`` vectors as an (n, dim) float32 array."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    if len(column) and (column.null_count or (lengths != EMBEDDING_DIM).any()):
+        raise ValueError(f"embeddings must all have {EMBEDDING_DIM} values")
+    return pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, EMBEDDING_DIM)
+
+
+def _embedding_array(matrix: np.ndarray) -> pa.Array:
+    offsets = pa.array(np.arange(0, matrix.size + 1, EMBEDDING_DIM, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.astype(np.float32).ravel()))
+
+
+def l2_normalise(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+
+
+def item_embeddings(con, day: date, settings: Settings) -> pa.Table:
+    """The items in play, each with its content embedding scaled to unit length."""
+    sources.content_embeddings(con, settings)
+    sources.features(con, "item_catalog_features", day, settings, ITEM_CATALOG_FEATURES)
+    rows = lake.fetch(con, "SELECT e.item_id, e.content_embedding FROM content_embeddings e "
+                           "SEMI JOIN item_catalog_features i ON e.item_id = i.item_id ORDER BY e.item_id")
+    matrix = l2_normalise(_matrix(rows["content_embedding"]))
+    ts = pa.array(np.full(rows.num_rows, lake.day_end(day)), TS) if rows.num_rows else pa.array([], TS)
+    return pa.table([rows["item_id"], ts, _embedding_array(matrix)], schema=ITEM_EMBEDDING)
+
+
+_ENGAGED_PAIRS = """
+WITH pairs AS (
+    SELECT user_id, item_id,
+        greatest(coalesce(sum(dwell_time_ms) FILTER (WHERE event_type = 'view'), 0), $min_weight) AS weight
+    FROM activity WHERE "timestamp" >= $start30 AND "timestamp" < $end
+    GROUP BY user_id, item_id
+    HAVING bool_or(list_contains($engaged, event_type))
+        OR max(dwell_time_ms) FILTER (WHERE event_type = 'view') >= $long_dwell
+)
+SELECT p.user_id, p.weight, e.content_embedding FROM pairs p JOIN content_embeddings e USING (item_id)
+ORDER BY p.user_id, p.item_id
+"""
+
+
+def user_embeddings(con, day: date, settings: Settings) -> pa.Table:
+    """Dwell-weighted mean of the content embeddings of the items each user engaged with in 30
+    days (liked, shared, commented, or viewed for a long dwell), scaled to unit length."""
+    sources.activity(con, day, 30, settings)
+    sources.content_embeddings(con, settings)
+    w = _windows(day)
+    pairs = lake.fetch(con, _ENGAGED_PAIRS, {"start30": w["start30"], "end": w["end"],
+                                             "min_weight": MIN_ENGAGED_WEIGHT_MS, "long_dwell": LONG_DWELL_MS,
+                                             "engaged": list(ENGAGEMENT_TYPES)})
+    if pairs.num_rows == 0:
+        return USER_EMBEDDING.empty_table()
+    users = pairs["user_id"].to_numpy()
+    weights = pairs["weight"].to_numpy().astype(np.float64)
+    weighted = _matrix(pairs["content_embedding"]).astype(np.float64) * weights[:, None]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    sums = np.add.reduceat(weighted, starts, axis=0) / np.add.reduceat(weights, starts)[:, None]
+    matrix = l2_normalise(sums).astype(np.float32)
+    return pa.table([pa.array(users[starts]), pa.array(np.full(len(starts), lake.day_end(day)), TS),
+                     _embedding_array(matrix)], schema=USER_EMBEDDING)
+
+
+def user_candidates(con, day: date, settings: Settings) -> pa.Table:
+    """Top items per user among the most viewed of the week: cosine of the embeddings blended with
+    popularity, without the items the user already interacted with in those 7 days."""
+    for view, schema in (("user_embedding", USER_EMBEDDING), ("item_embedding", ITEM_EMBEDDING),
+                         ("item_engagement_features", ITEM_ENGAGEMENT_FEATURES)):
+        sources.features(con, view, day, settings, schema)
+    sources.activity(con, day, 7, settings)
+    pool = lake.fetch(con, """
+        SELECT e.item_id, e.views_7d, i.item_embedding FROM item_engagement_features e
+        JOIN item_embedding i USING (item_id) WHERE e.views_7d > 0
+        ORDER BY e.views_7d DESC, e.item_id LIMIT $n""", {"n": settings.candidate_pool_size})
+    users = lake.fetch(con, "SELECT user_id, user_embedding FROM user_embedding ORDER BY user_id")
+    if pool.num_rows == 0 or users.num_rows == 0:
+        return USER_CANDIDATES.empty_table()
+    seen = lake.fetch(con, """
+        SELECT DISTINCT a.user_id, a.item_id FROM activity a
+        WHERE a."timestamp" >= $start AND a."timestamp" < $end""",
+        {"start": _windows(day)["start7"], "end": lake.day_end(day)})
+    return _rank(users, pool, seen, settings.candidates_per_user, lake.day_end(day))
+
+
+def _rank(users: pa.Table, pool: pa.Table, seen: pa.Table, k: int, ts: datetime) -> pa.Table:
+    item_ids = pool["item_id"].to_numpy()
+    views = pool["views_7d"].to_numpy().astype(np.float64)
+    popularity = (np.log1p(views) / np.log1p(views.max())).astype(np.float32)
+    items = _matrix(pool["item_embedding"])
+    user_ids = users["user_id"].to_numpy()
+    user_matrix = _matrix(users["user_embedding"])
+    order = np.argsort(item_ids)
+    seen_u, seen_i = seen["user_id"].to_numpy(), seen["item_id"].to_numpy()
+    pos = np.searchsorted(item_ids[order], seen_i).clip(0, len(order) - 1)
+    in_pool = item_ids[order][pos] == seen_i
+    seen_rows = np.searchsorted(user_ids, seen_u[in_pool])
+    seen_cols = order[pos[in_pool]]
+    valid = (seen_rows < len(user_ids)) & (user_ids[seen_rows.clip(0, len(user_ids) - 1)] == seen_u[in_pool])
+    seen_rows, seen_cols = seen_rows[valid], seen_cols[valid]
+    k = min(k, len(item_ids))
+    ids_out, scores_out, lengths = [], [], []
+    for lo in range(0, len(user_ids), CANDIDATE_USER_CHUNK):
+        hi = min(lo + CANDIDATE_USER_CHUNK, len(user_ids))
+        scores = (1 - POPULARITY_BLEND) * (user_matrix[lo:hi] @ items.T) + POPULARITY_BLEND * popularity
+        mask = (seen_rows >= lo) & (seen_rows < hi)
+        scores[seen_rows[mask] - lo, seen_cols[mask]] = -np.inf
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
+            np.tile(np.arange(scores.shape[1]), (hi - lo, 1))
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        rank = np.argsort(-top_scores, axis=1, kind="stable")
+        top, top_scores = np.take_along_axis(top, rank, axis=1), np.take_along_axis(top_scores, rank, axis=1)
+        keep = np.isfinite(top_scores)
+        ids_out.append(item_ids[top][keep])
+        scores_out.append(top_scores[keep].astype(np.float32))
+        lengths.append(keep.sum(axis=1))
+    offsets = pa.array(np.r_[0, np.cumsum(np.concatenate(lengths))].astype(np.int32))
+    return pa.table([pa.array(user_ids), pa.array(np.full(len(user_ids), ts), TS),
+                     pa.ListArray.from_arrays(offsets, pa.array(np.concatenate(ids_out))),
+                     pa.ListArray.from_arrays(offsets, pa.array(np.concatenate(scores_out)))],
+                    schema=USER_CANDIDATES)
+
+
+# ---- assets ------------------------------------------------------------------------------
+
+def _feature_asset(name: str, view: str, compute, deps: list, description: str):
+    @dg.asset(name=name, partitions_def=daily,
+              group_name="features", kinds={"duckdb", "s3"}, deps=deps, description=description)
+    def _asset(context: dg.AssetExecutionContext, s3: S3Resource) -> dg.MaterializeResult:
+        day, settings = partition_day(context), s3.settings()
+        with s3.duckdb() as con:
+            table = compute(con, day, settings)
+        uri = lake.write_partition(table, lake.feature_prefix(view, day), settings)
+        return dg.MaterializeResult(metadata={"dagster/row_count": table.num_rows, "view": view,
+                                              "uri": dg.MetadataValue.path(uri)})
+    return _asset
+
+
+def _archive(days: int) -> dg.AssetDep:
+    return dg.AssetDep("activity_archive", partition_mapping=window(days))
+
+
+user_activity_features_asset = _feature_asset(
+    "user_activity_features", "user_activity_features", user_activity_features,
+    [_archive(30), "user_profile_snapshot", "item_catalog_snapshot"],
+    "Per user, 7- and 30-day interaction counts, rates, dwell, active days and category mix.")
+item_engagement_features_asset = _feature_asset(
+    "item_engagement_features", "item_engagement_features", item_engagement_features,
+    [_archive(30), "item_catalog_snapshot"],
+    "Per item in play, 1/7/30-day views, unique viewers, engagement rate, implicit rating, freshness.")
+item_embeddings_asset = _feature_asset(
+    "item_embeddings", "item_embedding", item_embeddings, ["item_catalog_snapshot"],
+    "Unit-length content embeddings of the items in play.")
+user_embeddings_asset = _feature_asset(
+    "user_embeddings", "user_embedding", user_embeddings, [_archive(30), "item_embeddings"],
+    "Dwell-weighted mean of the embeddings of the items each user engaged with in 30 days.")
+user_candidates_asset = _feature_asset(
+    "user_candidates", "user_candidates", user_candidates,
+    ["user_embeddings", "item_embeddings", "item_engagement_features", _archive(7)],
+    "Top items per user (12h online view): embedding similarity blended with popularity, unseen items only.")
+
+ASSETS = [user_activity_features_asset, item_engagement_features_asset, item_embeddings_asset,
+          user_embeddings_asset, user_candidates_asset]

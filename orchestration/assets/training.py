@@ -1,0 +1,273 @@
+"""The day's labelled training rows with point-in-time features.
+
+Positives: the (user, item) pairs engaged that day (like, share, comment, or a view with a long
+dwell), at their first engaged moment. For each positive, ``hard_negatives_per_positive`` hard
+negatives: popular items of the user's top categories that the user skipped (viewed briefly)
+or never engaged with, skipped ones first; and ``negatives_per_positive`` random negatives:
+items drawn by popularity^``popularity_exponent`` among the week's viewed items, never
+interacted with by the user in 30 days. Negatives take their positive's timestamp. All
+randomness comes from ``seed`` and the day, so a rerun writes the same rows.
+Features come from Feast's ``get_historical_features`` with the training feature service:
+every value is the latest row at or before the training row's timestamp.
+"""
+
+
+import subprocess
+from datetime import date, datetime, timedelta, timezone
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+from psycopg.types.json import Jsonb
+
+from feedstore.settings import PROJECT_ROOT, Settings
+from ingestion.rules import ENGAGEMENT_TYPES, LONG_DWELL_MS, SHORT_DWELL_MS
+from orchestration import lake, sources
+from orchestration.checks import result
+from orchestration.partitions import daily, partition_day, previous_day
+from orchestration.resources import FeastResource, GreatExpectationsResource, PostgresResource, S3Resource
+
+FEATURE_SERVICE = "training"
+MANIFEST = "_manifest.json"
+ROW_KEYS = ["user_id", "item_id", "event_timestamp", "label", "sample_type"]
+
+
+class TrainingConfig(dg.Config):
+    name: str = "ranking_daily"
+    seed: int = 0
+    negatives_per_positive: int = 4
+    hard_negatives_per_positive: int = 1
+    popularity_exponent: float = 0.75
+    popular_items_per_category: int = 50
+    user_top_categories: int = 3
+    max_sampling_rounds: int = 6
+
+
+def _windows(day: date) -> dict[str, datetime]:
+    end = lake.day_end(day)
+    return {"day_start": lake.day_start(day), "end": end, "start7": end - timedelta(days=7),
+            "start30": end - timedelta(days=30)}
+
+
+_PREPARE = [
+    # engaged that day: the positives, at their first engaged moment
+    """CREATE OR REPLACE TEMP TABLE positives AS
+       SELECT row_number() OVER (ORDER BY min("timestamp"), user_id, item_id) - 1 AS pos_id,
+              user_id, item_id, min("timestamp") AS event_timestamp
+       FROM activity
+       WHERE "timestamp" >= $day_start AND "timestamp" < $end
+         AND (list_contains($engaged, event_type) OR (event_type = 'view' AND dwell_time_ms >= $long_dwell))
+       GROUP BY user_id, item_id""",
+    """CREATE OR REPLACE TEMP TABLE pairs AS
+       SELECT user_id, item_id,
+              bool_or(list_contains($engaged, event_type)
+                      OR (event_type = 'view' AND dwell_time_ms >= $long_dwell)) AS engaged,
+              bool_or(event_type = 'view' AND dwell_time_ms < $short_dwell) AS skipped
+       FROM activity WHERE "timestamp" >= $start30 AND "timestamp" < $end
+         AND user_id IN (SELECT user_id FROM positives)
+       GROUP BY user_id, item_id""",
+    """CREATE OR REPLACE TEMP TABLE popularity AS
+       SELECT a.item_id, c.category, count(*) AS views
+       FROM activity a JOIN catalog c USING (item_id)
+       WHERE a.event_type = 'view' AND a."timestamp" >= $start7 AND a."timestamp" < $end
+       GROUP BY a.item_id, c.category""",
+    """CREATE OR REPLACE TEMP TABLE popular AS
+       SELECT * FROM popularity
+       QUALIFY row_number() OVER (PARTITION BY category ORDER BY views DESC, item_id) <= $top_per_category""",
+    """CREATE OR REPLACE TEMP TABLE user_categories AS
+       SELECT user_id, category FROM (
+           SELECT a.user_id, c.category, count(*) AS n FROM activity a JOIN catalog c USING (item_id)
+           WHERE a."timestamp" >= $start30 AND a."timestamp" < $end AND a.user_id IN (SELECT user_id FROM positives)
+           GROUP BY a.user_id, c.category)
+       QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY n DESC, category) <= $user_categories""",
+]
+_HARD = """
+WITH candidates AS (
+    SELECT u.user_id, p.item_id, coalesce(pr.skipped, false) AS skipped,
+           row_number() OVER (PARTITION BY u.user_id
+                              ORDER BY coalesce(pr.skipped, false) DESC, hash(u.user_id, p.item_id, $seed)) - 1 AS rank
+    FROM user_categories u JOIN popular p USING (category)
+    LEFT JOIN pairs pr ON pr.user_id = u.user_id AND pr.item_id = p.item_id
+    WHERE NOT coalesce(pr.engaged, false)
+), slots AS (
+    SELECT pos_id, user_id, event_timestamp,
+           row_number() OVER (PARTITION BY user_id ORDER BY pos_id) - 1 AS nth
+    FROM positives
+)
+SELECT s.pos_id, s.user_id, c.item_id, s.event_timestamp
+FROM slots s JOIN candidates c
+  ON c.user_id = s.user_id AND c.rank >= s.nth * $per_positive AND c.rank < (s.nth + 1) * $per_positive
+ORDER BY s.pos_id, c.item_id
+"""
+_RANDOM = """
+SELECT d.pos_id, d.user_id, d.item_id, d.event_timestamp FROM draws d
+WHERE NOT EXISTS (SELECT 1 FROM pairs p WHERE p.user_id = d.user_id AND p.item_id = d.item_id)
+  AND NOT EXISTS (SELECT 1 FROM taken t WHERE t.user_id = d.user_id AND t.item_id = d.item_id)
+QUALIFY row_number() OVER (PARTITION BY d.pos_id, d.item_id ORDER BY d.draw) = 1
+ORDER BY d.pos_id, d.draw
+"""
+
+
+def sample_rows(con, day: date, settings: Settings, cfg: TrainingConfig) -> pa.Table:
+    """The labelled entity rows (no features yet), sorted by timestamp, user, item."""
+    sources.activity(con, day, 30, settings)
+    sources.catalog(con, day, settings)
+    w = _windows(day)
+    params = {"day_start": w["day_start"], "end": w["end"], "start7": w["start7"], "start30": w["start30"],
+              "engaged": list(ENGAGEMENT_TYPES), "long_dwell": LONG_DWELL_MS, "short_dwell": SHORT_DWELL_MS,
+              "top_per_category": cfg.popular_items_per_category, "user_categories": cfg.user_top_categories}
+    for statement in _PREPARE:
+        used = {k: v for k, v in params.items() if f"${k}" in statement}
+        con.execute(statement, used)
+    positives = lake.fetch(con, "SELECT * FROM positives ORDER BY pos_id")
+    hard = lake.fetch(con, _HARD, {"seed": cfg.seed, "per_positive": cfg.hard_negatives_per_positive})
+    random = _random_negatives(con, positives, hard, day, cfg)
+    parts = [_labelled(positives, 1, "positive"), _labelled(hard, 0, "hard_negative"),
+             _labelled(random, 0, "random_negative")]
+    rows = pa.concat_tables(parts)
+    return rows.sort_by([("event_timestamp", "ascending"), ("user_id", "ascending"), ("item_id", "ascending")])
+
+
+def _random_negatives(con, positives: pa.Table, hard: pa.Table, day: date, cfg: TrainingConfig) -> pa.Table:
+    """Popularity-weighted draws, rejecting what the user touched; missing slots are redrawn."""
+    k = cfg.negatives_per_positive
+    pool = lake.fetch(con, "SELECT item_id, views FROM popularity ORDER BY item_id")
+    schema = pa.schema([("pos_id", pa.int64()), ("user_id", pa.int64()), ("item_id", pa.int64()),
+                        ("event_timestamp", pa.timestamp("us", tz="UTC"))])
+    if k == 0 or pool.num_rows == 0 or positives.num_rows == 0:
+        return schema.empty_table()
+    items = pool["item_id"].to_numpy()
+    weights = pool["views"].to_numpy().astype(np.float64) ** cfg.popularity_exponent
+    rng = np.random.default_rng([cfg.seed, day.toordinal()])
+    con.register("taken_arrow", hard.select(["user_id", "item_id"]))
+    con.execute("CREATE OR REPLACE TEMP TABLE taken AS SELECT * FROM taken_arrow")
+    chosen: list[pa.Table] = []
+    need = positives
+    missing = np.full(positives.num_rows, k)
+    for _ in range(cfg.max_sampling_rounds):
+        per = int(max(missing.max(), 1)) * 3
+        draws = rng.choice(items, size=(need.num_rows, per), p=weights / weights.sum())
+        pos = np.repeat(need["pos_id"].to_numpy(), per)
+        con.register("draws_arrow", pa.table({
+            "pos_id": pos, "user_id": np.repeat(need["user_id"].to_numpy(), per), "item_id": draws.ravel(),
+            "event_timestamp": np.repeat(need["event_timestamp"].to_numpy(), per),
+            "draw": np.tile(np.arange(per), need.num_rows),
+        }))
+        con.execute("CREATE OR REPLACE TEMP TABLE draws AS SELECT * FROM draws_arrow")
+        kept = lake.fetch(con, _RANDOM)
+        kept = _first_n_per_positive(kept, dict(zip(need["pos_id"].to_pylist(), missing.tolist(), strict=True)))
+        chosen.append(kept)
+        con.register("kept_arrow", kept.select(["user_id", "item_id"]))
+        con.execute("INSERT INTO taken SELECT * FROM kept_arrow")
+        got = dict(zip(*np.unique(kept["pos_id"].to_numpy(), return_counts=True), strict=True))
+        missing = np.array([m - got.get(p, 0) for p, m in zip(need["pos_id"].to_pylist(), missing, strict=True)])
+        still = missing > 0
+        if not still.any():
+            break
+        need, missing = need.filter(pa.array(still)), missing[still]
+    return pa.concat_tables([c.select(schema.names).cast(schema) for c in chosen])
+
+
+def _first_n_per_positive(kept: pa.Table, quota: dict[int, int]) -> pa.Table:
+    pos = kept["pos_id"].to_numpy()
+    starts = np.r_[0, np.flatnonzero(pos[1:] != pos[:-1]) + 1] if len(pos) else np.array([], int)
+    rank = np.arange(len(pos)) - np.repeat(starts, np.diff(np.r_[starts, len(pos)]))
+    limit = np.array([quota[int(p)] for p in pos], dtype=np.int64)
+    return kept.filter(pa.array(rank < limit))
+
+
+def _labelled(rows: pa.Table, label: int, sample_type: str) -> pa.Table:
+    n = rows.num_rows
+    return pa.table({"user_id": rows["user_id"].cast(pa.int64()), "item_id": rows["item_id"].cast(pa.int64()),
+                     "event_timestamp": rows["event_timestamp"].cast(pa.timestamp("us", tz="UTC")),
+                     "label": pa.array(np.full(n, label, dtype=np.int64)),
+                     "sample_type": pa.array([sample_type] * n, pa.string())})
+
+
+def with_features(rows: pa.Table, feast: FeastResource) -> pa.Table:
+    """Point-in-time features for every row, in the rows' order."""
+    if rows.num_rows == 0:
+        raise ValueError("no positives that day: nothing to train on")
+    entity_df = rows.to_pandas()
+    entity_df["row"] = np.arange(len(entity_df))
+    joined = feast.historical_features(entity_df, FEATURE_SERVICE)
+    joined = joined.sort_by("row")
+    return joined.drop(["row"])
+
+
+def code_version() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def register(conn, cfg: TrainingConfig, day: date, uri: str, counts: dict[str, int], manifest: dict) -> int:
+    total = sum(counts.values())
+    row = conn.execute(
+        "INSERT INTO training_datasets (name, ds, uri, row_count, positive_count, negative_count, "
+        "hard_negative_count, label_balance, feature_service, code_version, manifest) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (name, ds) DO UPDATE SET uri = EXCLUDED.uri, row_count = EXCLUDED.row_count, "
+        "positive_count = EXCLUDED.positive_count, negative_count = EXCLUDED.negative_count, "
+        "hard_negative_count = EXCLUDED.hard_negative_count, label_balance = EXCLUDED.label_balance, "
+        "feature_service = EXCLUDED.feature_service, code_version = EXCLUDED.code_version, "
+        "manifest = EXCLUDED.manifest, created_at = now() RETURNING dataset_id",
+        (cfg.name, day, uri, total, counts["positive"], counts["random_negative"] + counts["hard_negative"],
+         counts["hard_negative"], counts["positive"] / total if total else None, FEATURE_SERVICE, code_version(),
+         Jsonb(manifest)),
+    ).fetchone()
+    conn.commit()
+    return int(row[0])
+
+
+@dg.asset(
+    partitions_def=daily, group_name="training", kinds={"feast", "duckdb", "s3", "postgres"},
+    deps=["activity_archive", "item_catalog_snapshot", "online_features",
+          *(dg.AssetDep(a, partition_mapping=previous_day) for a in (
+              "user_activity_features", "user_profile_snapshot", "user_embeddings", "item_embeddings",
+              "item_engagement_features"))],
+    description="The day's labelled (user, item) rows with point-in-time features, under training/<name>/.",
+)
+def training_dataset(context: dg.AssetExecutionContext, config: TrainingConfig, s3: S3Resource,
+                     postgres: PostgresResource, feast: FeastResource) -> dg.MaterializeResult:
+    day, settings = partition_day(context), s3.settings()
+    with s3.duckdb() as con:
+        rows = sample_rows(con, day, settings, config)
+    table = with_features(rows, feast)
+    prefix = lake.day_prefix(f"{lake.TRAINING}/{config.name}", day)
+    uri = lake.write_partition(table, prefix, settings)
+    types = table["sample_type"].to_numpy(zero_copy_only=False)
+    counts = {t: int((types == t).sum()) for t in ("positive", "random_negative", "hard_negative")}
+    manifest = {
+        "name": config.name, "ds": day.isoformat(), "uri": uri, "rows": table.num_rows, "counts": counts,
+        "config": config.model_dump(), "feature_service": FEATURE_SERVICE, "code_version": code_version(),
+        "columns": [f"{f.name}: {f.type}" for f in table.schema],
+        "created_at": datetime.now(timezone.utc).isoformat(),
+    }
+    manifest_uri = lake.put_json(prefix + MANIFEST, manifest, settings)
+    with postgres.connect() as conn:
+        dataset_id = register(conn, config, day, uri, counts, manifest)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": table.num_rows, **counts, "dataset_id": dataset_id,
+        "label_balance": counts["positive"] / table.num_rows, "uri": dg.MetadataValue.path(uri),
+        "manifest": dg.MetadataValue.path(manifest_uri),
+    })
+
+
+@dg.asset_check(asset=training_dataset, name="training_dataset_suite", blocking=True, partitions_def=daily,
+                description="Great Expectations suite `training_dataset` on the day's rows")
+def training_dataset_suite(context: dg.AssetCheckExecutionContext, s3: S3Resource,
+                           gx: GreatExpectationsResource) -> dg.AssetCheckResult:
+    day, settings = partition_day(context), s3.settings()
+    names = [d for d in lake.list_keys(f"{lake.TRAINING}/", settings) if f"/dt={day.isoformat()}/" in d
+             and d.endswith(MANIFEST)]
+    if not names:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                                   description=f"no training set for {day}")
+    prefix = names[0].removesuffix(MANIFEST)
+    return result(gx.validate("training_dataset", lake.s3_uri(prefix, settings), ds=day.isoformat()))
+
+
+CHECKS = [training_dataset_suite]

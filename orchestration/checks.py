@@ -1,0 +1,51 @@
+"""One blocking check per asset: the asset's Great Expectations suite on the partition it just
+wrote. A failed check is an ERROR, so Dagster skips everything downstream in the run."""
+
+from collections.abc import Callable
+from datetime import date
+
+import dagster as dg
+
+from orchestration import lake
+from orchestration.partitions import daily, partition_day
+from orchestration.resources import GreatExpectationsResource, S3Resource
+
+
+def _archive_params(day: date) -> dict:
+    """Archived events may arrive late but must belong to their day: the suite's ingestion window
+    (ingestion time minus the allowed age, plus the allowed skew) spans the whole day."""
+    return {"ingested_at": (lake.day_start(day), lake.day_end(day))}
+
+
+# asset -> (suite, where its rows are, extra suite parameters or a function of the day giving them)
+SUITES: dict[str, tuple[str, str, dict | Callable[[date], dict]]] = {
+    "activity_archive": ("activity_events", lake.ARCHIVE, _archive_params),
+    "item_catalog_snapshot": ("items", f"{lake.FEATURES}/item_catalog_features", {}),
+    "user_profile_snapshot": ("users", f"{lake.FEATURES}/user_profile_features", {}),
+    "user_activity_features": ("user_features", f"{lake.FEATURES}/user_activity_features",
+                               {"views": ("user_activity_features",)}),
+    "item_engagement_features": ("item_features", f"{lake.FEATURES}/item_engagement_features",
+                                 {"views": ("item_engagement_features",)}),
+    "user_embeddings": ("user_features", f"{lake.FEATURES}/user_embedding", {"views": ("user_embedding",)}),
+    "item_embeddings": ("item_features", f"{lake.FEATURES}/item_embedding", {"views": ("item_embedding",)}),
+    "user_candidates": ("user_features", f"{lake.FEATURES}/user_candidates", {"views": ("user_candidates",)}),
+}
+
+
+def suite_check(asset: str, suite: str, root: str, params: dict | Callable[[date], dict]) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=asset, name=f"{suite}_suite", blocking=True, partitions_def=daily,
+                    description=f"Great Expectations suite `{suite}` on {root}/dt=<partition>/")
+    def _check(context: dg.AssetCheckExecutionContext, gx: GreatExpectationsResource,
+               s3: S3Resource) -> dg.AssetCheckResult:
+        day = partition_day(context)
+        target = lake.s3_uri(lake.day_prefix(root, day), s3.settings())
+        return result(gx.validate(suite, target, **(params(day) if callable(params) else params)))
+    return _check
+
+
+def result(summary, **extra) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=bool(summary.success), severity=dg.AssetCheckSeverity.ERROR,
+                               metadata={**summary.to_metadata(), **extra})
+
+
+CHECKS = [suite_check(asset, *spec) for asset, spec in SUITES.items()]

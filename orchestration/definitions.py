@@ -1,0 +1,46 @@
+"""The Dagster code location: ``dagster dev -m orchestration.definitions``."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from orchestration.assets import archive, features, online, retention, snapshots, training
+from orchestration.checks import CHECKS
+from orchestration.partitions import daily
+from orchestration.resources import resources
+
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+ASSETS = [
+    archive.activity_archive,
+    snapshots.item_catalog_snapshot,
+    snapshots.user_profile_snapshot,
+    *features.ASSETS,
+    online.online_features,
+    training.training_dataset,
+    retention.activity_retention,
+]
+
+CHECKS = [*CHECKS, *online.CHECKS, *training.CHECKS]
+
+daily_job = dg.define_asset_job(
+    "daily_pipeline", selection=dg.AssetSelection.all(), partitions_def=daily,
+    description="Yesterday's activity from archive to features, online store and training set.",
+)
+daily_schedule = dg.build_schedule_from_partitioned_job(
+    daily_job, hour_of_day=1, minute_of_hour=0, default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+defs = dg.Definitions(
+    assets=ASSETS,
+    asset_checks=CHECKS,
+    jobs=[daily_job],
+    schedules=[daily_schedule],
+    resources=resources(),
+    # One process per run: the steps are DuckDB-bound and use every core themselves; running them
+    # one after another keeps the peak memory of a seed-scale day to one step's.
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,111 @@
+"""Dagster resources for the stack. Each one is configured from the environment through
+``feedstore.settings`` (the only place endpoints are read); a field set in Dagster config
+overrides the environment for that resource only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import psycopg
+import redis
+
+from feedstore.settings import Settings, get_settings
+
+
+class _FromSettings(dg.ConfigurableResource):
+    def settings(self) -> Settings:
+        overrides = {k: v for k, v in self._overrides().items() if v is not None}
+        return get_settings().model_copy(update=overrides) if overrides else get_settings()
+
+    def _overrides(self) -> dict[str, Any]:
+        return {}
+
+
+class PostgresResource(_FromSettings):
+    """The warm tier (``FEED_POSTGRES_DSN``)."""
+
+    dsn: str | None = None
+
+    def _overrides(self) -> dict[str, Any]:
+        return {"postgres_dsn": self.dsn}
+
+    def connect(self, **kwargs: Any) -> psycopg.Connection:
+        from feedstore.db import connect
+
+        return connect(self.settings(), **kwargs)
+
+
+class S3Resource(_FromSettings):
+    """The cold tier (``FEED_S3_ENDPOINT``, ``FEED_S3_BUCKET``, ``AWS_*``)."""
+
+    endpoint: str | None = None
+    bucket: str | None = None
+
+    def _overrides(self) -> dict[str, Any]:
+        return {"s3_endpoint": self.endpoint, "s3_bucket": self.bucket}
+
+    def duckdb(self, memory_limit: str | None = None):
+        from orchestration.lake import duckdb_connection
+
+        return duckdb_connection(self.settings(), memory_limit=memory_limit)
+
+
+class RedisResource(_FromSettings):
+    """The hot tier (``FEED_REDIS_URL``); Feast's online store lives in it."""
+
+    url: str | None = None
+
+    def _overrides(self) -> dict[str, Any]:
+        return {"redis_url": self.url}
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.settings().redis_url)
+
+
+class FeastResource(_FromSettings):
+    """The Feast repo (``feature_repo/``): online materialization and point-in-time retrieval."""
+
+    repo_path: str | None = None
+
+    def _overrides(self) -> dict[str, Any]:
+        return {"feast_repo_path": self.repo_path}
+
+    def store(self):
+        """The configured store, with the repo's definitions applied (cheap when unchanged)."""
+        from feedstore.feast.store import apply, store
+
+        fs = store(self.settings())
+        apply(fs)
+        return fs
+
+    def materialize(self, start, end, views: list[str]) -> None:
+        """Feast's materialization semantics with our column-wise Redis writer."""
+        from feedstore.feast.materialize import materialize
+
+        materialize(self.store(), views, start, end)
+
+    def historical_features(self, entity_df, feature_service: str):
+        """Point-in-time join of ``entity_df`` (entity keys + ``event_timestamp``) as Arrow."""
+        fs = self.store()
+        return fs.get_historical_features(entity_df=entity_df,
+                                          features=fs.get_feature_service(feature_service)).to_arrow()
+
+
+class GreatExpectationsResource(dg.ConfigurableResource):
+    """Runs a suite of ``expectations/`` on a frame, an Arrow table or an ``s3://`` prefix."""
+
+    def validate(self, suite: str, data: Any, **params: Any):
+        from expectations import validate
+
+        return validate(suite, data, **params)
+
+
+def resources() -> dict[str, dg.ConfigurableResource]:
+    return {
+        "postgres": PostgresResource(),
+        "s3": S3Resource(),
+        "redis": RedisResource(),
+        "feast": FeastResource(),
+        "gx": GreatExpectationsResource(),
+    }
