@@ -362,7 +362,6 @@ def main() -> None:
     args = p.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     redis_proc = start_redis()

@@ -2,31 +2,17 @@
 
 from datetime import timedelta
 
-from feast import FeatureView, Field, FileSource
-from feast.data_format import ParquetFormat
+from feast import FeatureView, Field
 from feast.types import Array, Float32, Float64, Int64, String
 
 from entities import item
-from feedstore.feast.sources import feature_glob
-from feedstore.settings import get_settings
-
-
-def _source(view: str) -> FileSource:
-    return FileSource(
-        name=f"{view}_source",
-        path=feature_glob(view),
-        file_format=ParquetFormat(),
-        s3_endpoint_override=get_settings().s3_endpoint,
-        timestamp_field="event_timestamp",
-        description=f"Parquet under features/{view}/dt=*/ written by the daily pipeline",
-    )
-
+from feedstore.feast.sources import parquet_source
 
 item_catalog_features = FeatureView(
     name="item_catalog_features",
     entities=[item],
     ttl=timedelta(days=30),
-    source=_source("item_catalog_features"),
+    source=parquet_source("item_catalog_features"),
     online=True,
     description="Catalog attributes of an item.",
     schema=[
@@ -43,7 +29,7 @@ item_embedding = FeatureView(
     name="item_embedding",
     entities=[item],
     ttl=timedelta(days=7),
-    source=_source("item_embedding"),
+    source=parquet_source("item_embedding"),
     online=True,
     description="Pre-computed content embedding of an item.",
     schema=[
@@ -56,7 +42,7 @@ item_engagement_features = FeatureView(
     name="item_engagement_features",
     entities=[item],
     ttl=timedelta(days=2),
-    source=_source("item_engagement_features"),
+    source=parquet_source("item_engagement_features"),
     online=True,
     description="How the audience responds to an item, recomputed daily.",
     schema=[

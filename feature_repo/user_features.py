@@ -2,31 +2,17 @@
 
 from datetime import timedelta
 
-from feast import FeatureView, Field, FileSource, PushSource
-from feast.data_format import ParquetFormat
+from feast import FeatureView, Field, PushSource
 from feast.types import Array, Float32, Float64, Int64, String
 
 from entities import user
-from feedstore.feast.sources import feature_glob
-from feedstore.settings import get_settings
-
-
-def _source(view: str) -> FileSource:
-    return FileSource(
-        name=f"{view}_source",
-        path=feature_glob(view),
-        file_format=ParquetFormat(),
-        s3_endpoint_override=get_settings().s3_endpoint,
-        timestamp_field="event_timestamp",
-        description=f"Parquet under features/{view}/dt=*/ written by the daily pipeline",
-    )
-
+from feedstore.feast.sources import parquet_source
 
 user_activity_features = FeatureView(
     name="user_activity_features",
     entities=[user],
     ttl=timedelta(days=2),
-    source=_source("user_activity_features"),
+    source=parquet_source("user_activity_features"),
     online=True,
     description="Windowed engagement aggregates of a user's activity, recomputed daily.",
     schema=[
@@ -54,7 +40,7 @@ user_profile_features = FeatureView(
     name="user_profile_features",
     entities=[user],
     ttl=timedelta(days=7),
-    source=_source("user_profile_features"),
+    source=parquet_source("user_profile_features"),
     online=True,
     description="Profile snapshot of a user: demographics and declared preferences.",
     schema=[
@@ -72,7 +58,7 @@ user_embedding = FeatureView(
     name="user_embedding",
     entities=[user],
     ttl=timedelta(hours=24),
-    source=_source("user_embedding"),
+    source=parquet_source("user_embedding"),
     online=True,
     description="User taste vector in the item-embedding space.",
     schema=[
@@ -85,7 +71,7 @@ user_candidates = FeatureView(
     name="user_candidates",
     entities=[user],
     ttl=timedelta(hours=12),
-    source=_source("user_candidates"),
+    source=parquet_source("user_candidates"),
     online=True,
     description="Top candidate items per user from the retrieval stage.",
     schema=[
@@ -97,7 +83,7 @@ user_candidates = FeatureView(
 
 user_realtime_push = PushSource(
     name="user_realtime_push",
-    batch_source=_source("user_realtime_features"),
+    batch_source=parquet_source("user_realtime_features"),
     description="Pushed by the ingestion consumer for every batch of new events.",
 )
 

@@ -6,6 +6,7 @@ from datetime import date
 
 import dagster as dg
 
+from feedstore.feast.sources import feature_prefix
 from orchestration import lake
 from orchestration.partitions import daily, partition_day
 from orchestration.resources import GreatExpectationsResource, S3Resource
@@ -20,15 +21,15 @@ def _archive_params(day: date) -> dict:
 # asset -> (suite, where its rows are, extra suite parameters or a function of the day giving them)
 SUITES: dict[str, tuple[str, str, dict | Callable[[date], dict]]] = {
     "activity_archive": ("activity_events", lake.ARCHIVE, _archive_params),
-    "item_catalog_snapshot": ("items", f"{lake.FEATURES}/item_catalog_features", {}),
-    "user_profile_snapshot": ("users", f"{lake.FEATURES}/user_profile_features", {}),
-    "user_activity_features": ("user_features", f"{lake.FEATURES}/user_activity_features",
+    "item_catalog_snapshot": ("items", feature_prefix("item_catalog_features"), {}),
+    "user_profile_snapshot": ("users", feature_prefix("user_profile_features"), {}),
+    "user_activity_features": ("user_features", feature_prefix("user_activity_features"),
                                {"views": ("user_activity_features",)}),
-    "item_engagement_features": ("item_features", f"{lake.FEATURES}/item_engagement_features",
+    "item_engagement_features": ("item_features", feature_prefix("item_engagement_features"),
                                  {"views": ("item_engagement_features",)}),
-    "user_embeddings": ("user_features", f"{lake.FEATURES}/user_embedding", {"views": ("user_embedding",)}),
-    "item_embeddings": ("item_features", f"{lake.FEATURES}/item_embedding", {"views": ("item_embedding",)}),
-    "user_candidates": ("user_features", f"{lake.FEATURES}/user_candidates", {"views": ("user_candidates",)}),
+    "user_embeddings": ("user_features", feature_prefix("user_embedding"), {"views": ("user_embedding",)}),
+    "item_embeddings": ("item_features", feature_prefix("item_embedding"), {"views": ("item_embedding",)}),
+    "user_candidates": ("user_features", feature_prefix("user_candidates"), {"views": ("user_candidates",)}),
 }
 
 

@@ -8,7 +8,6 @@ import dagster as dg
 
 from orchestration.assets import archive, features, online, retention, snapshots, training
 from orchestration.checks import CHECKS
-from orchestration.partitions import daily
 from orchestration.resources import resources
 
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
@@ -27,7 +26,7 @@ ASSETS = [
 CHECKS = [*CHECKS, *online.CHECKS, *training.CHECKS]
 
 daily_job = dg.define_asset_job(
-    "daily_pipeline", selection=dg.AssetSelection.all(), partitions_def=daily,
+    "daily_pipeline", selection=dg.AssetSelection.all(),
     description="Yesterday's activity from archive to features, online store and training set.",
 )
 daily_schedule = dg.build_schedule_from_partitioned_job(

@@ -16,13 +16,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from feedstore.feast import sources as feast_sources
 from feedstore.s3 import arrow_fs, bucket_path, configure_duckdb, s3_client, s3_uri
 from feedstore.settings import Settings, get_settings
 
 LANDED = "events"
 ARCHIVE = "archive/activity"
 CATALOG_ITEMS = "catalog/items"
-FEATURES = "features"
 TRAINING = "training"
 MODELS = "models"
 EXPERIMENTS = "experiments"
@@ -45,12 +45,8 @@ def day_prefix(root: str, day: date) -> str:
 
 
 def feature_prefix(view: str, day: date) -> str:
-    return day_prefix(f"{FEATURES}/{view}", day)
-
-
-def feature_glob(view: str, settings: Settings | None = None) -> str:
-    """What a Feast source reads: every day of one view."""
-    return s3_uri(f"{FEATURES}/{view}/dt=*/*.parquet", settings)
+    """One day of a feature table, where the view's Feast source reads it."""
+    return day_prefix(feast_sources.feature_prefix(view), day)
 
 
 def days_back(day: date, n: int) -> list[date]:

@@ -8,8 +8,13 @@ database, announced through the same FEED_* variables users set, so subprocesses
 from __future__ import annotations
 
 import os
+import random
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
@@ -109,3 +114,42 @@ def pg(settings: Settings) -> Iterator[psycopg.Connection]:
 @pytest.fixture()
 def redis_client(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url)
+
+
+def _free_port_base(used: set[int]) -> int:
+    """A port base whose neighbourhood (and gRPC +10000) is free on loopback."""
+    from feedstore.stack.base import port_open
+
+    for _ in range(200):
+        base = random.randrange(20000, 40000, 10)
+        ports = [base + i for i in range(6)] + [base + 10000 + i for i in range(3)]
+        if not used.intersection(ports) and not any(port_open("127.0.0.1", p) for p in ports):
+            used.update(ports)
+            return base
+    raise RuntimeError("no free ports on loopback")
+
+
+@contextmanager
+def private_stack(stack: Settings, **overrides) -> Iterator[Settings]:
+    """Settings for a second stack of our own (directory and ports), for tests that stop
+    servers: the shared stack keeps running for everyone else. The caller starts what it needs."""
+    used: set[int] = set()
+    pg, rd, kafka, s3, weed = (_free_port_base(used) for _ in range(5))
+    # Beside the shared stack's directory: pytest's tmp dirs are private to root, and
+    # PostgreSQL runs as its own user.
+    stack_dir = Path(tempfile.mkdtemp(prefix=".stack-test-", dir=stack.stack_dir.parent))
+    stack_dir.chmod(0o755)
+    try:
+        yield stack.model_copy(update={
+            "stack_dir": stack_dir,
+            "postgres_dsn": f"postgresql://feedstore:pw@127.0.0.1:{pg}/feedstore",
+            "redis_url": f"redis://127.0.0.1:{rd}/0",
+            "kafka_bootstrap": f"127.0.0.1:{kafka}",
+            "kafka_controller_port": kafka + 1,
+            "s3_endpoint": f"http://127.0.0.1:{s3}",
+            "seaweedfs_port_base": weed,
+            "s3_bucket": "private",
+            **overrides,
+        })
+    finally:
+        shutil.rmtree(stack_dir, ignore_errors=True)

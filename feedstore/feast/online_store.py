@@ -33,7 +33,6 @@ from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnline
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from redis import Redis
-from redis.exceptions import ResponseError
 
 from feedstore.feast import codec, resp
 

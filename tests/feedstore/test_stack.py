@@ -4,11 +4,8 @@ one that other tests use keeps running: up, status, down, up again with the data
 from __future__ import annotations
 
 import os
-import random
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,40 +16,24 @@ from confluent_kafka import Consumer, Producer
 
 from feedstore.s3 import s3_client
 from feedstore.settings import Settings
-from feedstore.stack.base import port_open
-
-
-def _free_base(used: set[int]) -> int:
-    """A port base whose neighbourhood (and gRPC +10000) is free on loopback."""
-    for _ in range(200):
-        base = random.randrange(20000, 30000, 10)
-        ports = [base + i for i in range(6)] + [base + 10000 + i for i in range(3)]
-        if not used.intersection(ports) and not any(port_open("127.0.0.1", p) for p in ports):
-            used.update(ports)
-            return base
-    raise RuntimeError("no free ports")
+from tests.conftest import private_stack
 
 
 @pytest.fixture()
 def private_env(stack: Settings) -> Iterator[dict[str, str]]:
-    used: set[int] = set()
-    pg, rd, kafka, s3, weed = (_free_base(used) for _ in range(5))
-    # Beside the shared stack's directory: pytest's tmp dirs are private to root, and
-    # PostgreSQL runs as its own user.
-    stack_dir = Path(tempfile.mkdtemp(prefix=".stack-test-", dir=stack.stack_dir.parent))
-    stack_dir.chmod(0o755)
-    yield {
-        **os.environ,
-        "FEED_STACK_DIR": str(stack_dir),
-        "FEED_POSTGRES_DSN": f"postgresql://feedstore:pw@127.0.0.1:{pg}/feedstore",
-        "FEED_REDIS_URL": f"redis://127.0.0.1:{rd}/0",
-        "FEED_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
-        "FEED_KAFKA_CONTROLLER_PORT": str(kafka + 1),
-        "FEED_S3_ENDPOINT": f"http://127.0.0.1:{s3}",
-        "FEED_SEAWEEDFS_PORT_BASE": str(weed),
-        "FEED_S3_BUCKET": "private",
-    }
-    shutil.rmtree(stack_dir, ignore_errors=True)
+    """The environment a user would export for a second stack of their own."""
+    with private_stack(stack) as s:
+        yield {
+            **os.environ,
+            "FEED_STACK_DIR": str(s.stack_dir),
+            "FEED_POSTGRES_DSN": s.postgres_dsn,
+            "FEED_REDIS_URL": s.redis_url,
+            "FEED_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            "FEED_KAFKA_CONTROLLER_PORT": str(s.kafka_controller_port),
+            "FEED_S3_ENDPOINT": s.s3_endpoint,
+            "FEED_SEAWEEDFS_PORT_BASE": str(s.seaweedfs_port_base),
+            "FEED_S3_BUCKET": s.s3_bucket,
+        }
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

@@ -3,7 +3,6 @@ and several consumers sharing a group."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess

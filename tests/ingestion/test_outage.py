@@ -4,14 +4,10 @@ stack is never touched; Kafka is the shared broker with topics of this test's ow
 
 from __future__ import annotations
 
-import random
-import shutil
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -19,53 +15,35 @@ import redis
 
 from feedstore.migrate import migrate
 from feedstore.settings import Settings
-from feedstore.stack.base import port_open
 from feedstore.stack.kafka import KafkaService, admin_client
 from feedstore.stack.postgres import PostgresService
 from feedstore.stack.redis import RedisService
 from feedstore.stack.seaweedfs import SeaweedFSService
 from ingestion.consumer import IngestConsumer, Options
 from ingestion.metrics import IngestMetrics
+from tests.conftest import private_stack
 from tests.ingestion.conftest import landed_event_ids, produce, seed_catalog, stored_event_ids, valid_lines
-
-
-def _free_base(used: set[int]) -> int:
-    for _ in range(200):
-        base = random.randrange(30000, 40000, 10)
-        ports = [base + i for i in range(6)] + [base + 10000 + i for i in range(3)]
-        if not used.intersection(ports) and not any(port_open("127.0.0.1", p) for p in ports):
-            used.update(ports)
-            return base
-    raise RuntimeError("no free ports")
 
 
 @pytest.fixture()
 def private_stores(stack: Settings) -> Iterator[tuple[Settings, dict]]:
-    used: set[int] = set()
-    pg, rd, s3, weed = (_free_base(used) for _ in range(4))
-    stack_dir = Path(tempfile.mkdtemp(prefix=".stack-ingest-", dir=stack.stack_dir.parent))
-    stack_dir.chmod(0o755)
     tag = uuid.uuid4().hex[:8]
-    s = stack.model_copy(update={
-        "stack_dir": stack_dir, "postgres_dsn": f"postgresql://feedstore:pw@127.0.0.1:{pg}/feedstore",
-        "redis_url": f"redis://127.0.0.1:{rd}/0", "s3_endpoint": f"http://127.0.0.1:{s3}",
-        "seaweedfs_port_base": weed, "s3_bucket": "outage", "topic_activity": f"outage-{tag}",
-        "topic_dlq": f"outage-dlq-{tag}", "consumer_group": f"outage-{tag}", "ingest_batch_size": 500,
-    })
-    services = {"postgres": PostgresService(s), "redis": RedisService(s), "s3": SeaweedFSService(s)}
-    try:
-        for service in services.values():
-            service.up()
-        KafkaService(s).provision()
-        with psycopg.connect(s.postgres_dsn) as conn:
-            migrate(conn)
-        seed_catalog(s.postgres_dsn)
-        yield s, services
-    finally:
-        for service in services.values():
-            service.stop()
-        admin_client(s.kafka_bootstrap).delete_topics([s.topic_activity, s.topic_dlq])
-        shutil.rmtree(stack_dir, ignore_errors=True)
+    with private_stack(stack, s3_bucket="outage", topic_activity=f"outage-{tag}", topic_dlq=f"outage-dlq-{tag}",
+                       consumer_group=f"outage-{tag}", ingest_batch_size=500,
+                       kafka_bootstrap=stack.kafka_bootstrap) as s:
+        services = {"postgres": PostgresService(s), "redis": RedisService(s), "s3": SeaweedFSService(s)}
+        try:
+            for service in services.values():
+                service.up()
+            KafkaService(s).provision()
+            with psycopg.connect(s.postgres_dsn) as conn:
+                migrate(conn)
+            seed_catalog(s.postgres_dsn)
+            yield s, services
+        finally:
+            for service in services.values():
+                service.stop()
+            admin_client(s.kafka_bootstrap).delete_topics([s.topic_activity, s.topic_dlq])
 
 
 def _wait(probe: Callable[[], bool], what: str, timeout: float = 90) -> None:
