@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg
 import pyarrow as pa
@@ -30,66 +26,12 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
-from feedstore.settings import Settings, get_settings, reset_settings_cache
+from feedstore.sandbox import sandbox
+from feedstore.settings import Settings
 
 RESULTS = Path(__file__).parent / "results" / "generate.json"
 END = datetime(2025, 11, 16, tzinfo=timezone.utc)
 console = Console(width=180)
-
-
-@contextmanager
-def throwaway_namespace() -> Iterator[Settings]:
-    """A migrated database, bucket and topics of its own; all dropped afterwards."""
-    from feedstore.migrate import migrate
-    from feedstore.s3 import s3_client
-    from feedstore.stack import services
-    from feedstore.stack.kafka import admin_client
-
-    base = get_settings()
-    suffix = f"bench{uuid.uuid4().hex[:8]}"
-    env = {
-        "FEED_POSTGRES_DSN": urlsplit(base.postgres_dsn)._replace(path=f"/feedstore_{suffix}").geturl(),
-        "FEED_S3_BUCKET": f"feedstore-{suffix}",
-        "FEED_TOPIC_ACTIVITY": f"user-activity-{suffix}",
-        "FEED_TOPIC_DLQ": f"user-activity-dlq-{suffix}",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    reset_settings_cache()
-    s = get_settings()
-    try:
-        for service in services(s):
-            if service.name in ("postgres", "seaweedfs", "kafka"):
-                service.provision()
-        with psycopg.connect(s.postgres_dsn) as conn:
-            migrate(conn)
-        yield s
-    finally:
-        admin = admin_client(base.kafka_bootstrap)  # keep a reference until the futures resolve
-        for topic, future in admin.delete_topics([s.topic_activity, s.topic_dlq], operation_timeout=30).items():
-            try:
-                future.result()
-            except Exception as exc:  # noqa: BLE001 - report, keep cleaning
-                console.print(f"[yellow]could not delete topic {topic}: {exc}")
-        client = s3_client(s)
-        try:
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=s.s3_bucket):
-                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-                if keys:
-                    client.delete_objects(Bucket=s.s3_bucket, Delete={"Objects": keys})
-            client.delete_bucket(Bucket=s.s3_bucket)
-        except Exception as exc:  # noqa: BLE001
-            console.print(f"[yellow]could not delete bucket {s.s3_bucket}: {exc}")
-        admin = urlsplit(base.postgres_dsn)._replace(path="/postgres").geturl()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(urlsplit(s.postgres_dsn).path.lstrip("/"))))
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        reset_settings_cache()
 
 
 def pg_table_bytes(s: Settings) -> int:
@@ -189,7 +131,7 @@ def main() -> None:
     args = parser.parse_args()
 
     runs, baselines = [], []
-    with throwaway_namespace() as s:
+    with sandbox("bench") as s:
         small = [run_generate("small", s) for _ in range(args.repeat)]
         median = statistics.median(r["wall_s"] for r in small)
         runs.append({**min(small, key=lambda r: abs(r["wall_s"] - median)), "runs": args.repeat,
@@ -197,7 +139,7 @@ def main() -> None:
         baselines.append(copy_baseline(s, args.repeat))
     baselines.append(wire_baseline(args.repeat))
     if args.seed_scale:
-        with throwaway_namespace() as s:
+        with sandbox("bench") as s:
             runs.append({**run_generate("seed", s), "runs": 1})
     elif RESULTS.exists():  # the seed scale is too heavy to re-run every time: keep its last figures
         runs += [{**r, "from_earlier_run": True} for r in json.loads(RESULTS.read_text())["runs"]

@@ -13,7 +13,6 @@ import json
 import statistics
 import sys
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -99,57 +98,27 @@ def bench_validator(n: int, repeats: int) -> dict:
 
 
 def bench_end_to_end(n: int, batch_size: int) -> dict:
-    """One consumer run over n pre-produced events (1% defects) in a private namespace."""
+    """One consumer run over n pre-produced events (1% defects) in a sandbox namespace."""
     import psycopg
-    import redis
-    from psycopg import sql
 
-    from feedstore.migrate import migrate
-    from feedstore.s3 import s3_client
-    from feedstore.settings import get_settings
-    from feedstore.stack.kafka import KafkaService, admin_client
-    from feedstore.stack.seaweedfs import SeaweedFSService
+    from feedstore.sandbox import sandbox
     from ingestion.consumer import IngestConsumer, Options
     from tests.ingestion.conftest import produce, seed_catalog
 
-    base = get_settings()
-    tag = uuid.uuid4().hex[:8]
-    dbname = f"feedstore_bench_{tag}"
-    s = base.model_copy(update={
-        "postgres_dsn": base.postgres_dsn.rsplit("/", 1)[0] + f"/{dbname}",
-        "redis_url": base.redis_url.rsplit("/", 1)[0] + "/15", "s3_bucket": f"feedstore-bench-{tag}",
-        "topic_activity": f"bench-{tag}", "topic_dlq": f"bench-dlq-{tag}", "consumer_group": f"bench-{tag}",
-        "ingest_batch_size": batch_size})
-    admin_dsn = base.postgres_dsn.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    try:
-        with psycopg.connect(s.postgres_dsn) as conn:
-            migrate(conn)
+    with sandbox("bench") as namespace:
+        s = namespace.model_copy(update={"ingest_batch_size": batch_size})
         seed_catalog(s.postgres_dsn)
-        SeaweedFSService(s).provision()
-        KafkaService(s).provision()
         now = datetime.now(timezone.utc)
         lines, reasons = inject_defects(valid_lines(n, now=now, seed=4), copies=max(1, n // 20000), duplicates=200,
                                         now=now, unknown_user_id=999_999, unknown_item_id=999_999)
         produce(s, lines)
         stats = IngestConsumer(s, Options(until_idle=3)).run()
-        stored = psycopg.connect(s.postgres_dsn).execute("SELECT count(*) FROM user_activity").fetchone()[0]
+        with psycopg.connect(s.postgres_dsn) as conn:
+            stored = conn.execute("SELECT count(*) FROM user_activity").fetchone()[0]
         assert stored == sum(r is None for r in reasons), (stored, stats)
         return {"events": len(lines), "batch_size": batch_size, "seconds": stats.busy_seconds,
                 "events_per_s": stats.messages / stats.busy_seconds, "batches": stats.batches,
                 "stored": stats.stored, "rejected": stats.rejected, "duplicates": stats.duplicates}
-    finally:
-        admin_client(s.kafka_bootstrap).delete_topics([s.topic_activity, s.topic_dlq])
-        client = s3_client(s)
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=s.s3_bucket):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                client.delete_objects(Bucket=s.s3_bucket, Delete={"Objects": keys})
-        client.delete_bucket(Bucket=s.s3_bucket)
-        redis.Redis.from_url(s.redis_url).flushdb()
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
 
 def main() -> None:

@@ -16,10 +16,8 @@ import json
 import os
 import threading
 import time
-import uuid
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psutil
 import pyarrow as pa
@@ -57,30 +55,14 @@ class PeakRss:
         self._thread.join()
 
 
-def namespace() -> dict[str, str]:
-    from feedstore.settings import get_settings
-
-    base, suffix = get_settings(), uuid.uuid4().hex[:8]
-    return {
-        "FEED_POSTGRES_DSN": urlsplit(base.postgres_dsn)._replace(path=f"/feedstore_bench_{suffix}").geturl(),
-        "FEED_S3_BUCKET": f"feedstore-bench-{suffix}",
-        "FEED_REDIS_URL": urlsplit(base.redis_url)._replace(path="/15").geturl(),
-    }
-
-
 def load_events(events: pa.Table, conn, settings, land: bool) -> None:
     """Activity straight into Postgres (COPY) and, for the benchmarked day, as landed files too."""
-    from ingestion.seeding import copy_rows
+    from ingestion.seeding import activity_rows, copy_rows
 
     from feedstore.s3 import arrow_fs, bucket_path
 
-    context = pc.binary_join_element_wise('{"device": "', events["device"], '", "platform": "', events["platform"],
-                                          '", "session_id": "', events["session_id"], '"}', "")
-    rows = pa.table({"event_id": events["event_id"], "user_id": events["user_id"], "item_id": events["item_id"],
-                     "event_type": events["event_type"], "timestamp": events["timestamp"], "context": context,
-                     "dwell_time_ms": events["dwell_time_ms"]})
     with conn.cursor() as cur:
-        copy_rows(cur, "user_activity", rows)
+        copy_rows(cur, "user_activity", activity_rows(events))
     conn.commit()
     if land:
         import pyarrow.parquet as pq
@@ -143,24 +125,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    os.environ.update(namespace())
-    from feedstore.settings import reset_settings_cache
-
-    reset_settings_cache()
-    from feedstore.settings import get_settings
-    from feedstore.stack import services
-    from tests.conftest import _teardown
-
-    settings = get_settings()
-    for service in services(settings):
-        service.provision()
-    from feedstore.db import connect
-    from feedstore.migrate import migrate
+    from feedstore.sandbox import sandbox
 
     day = datetime.now(timezone.utc).date() - timedelta(days=1)
-    with connect(settings) as conn:
-        migrate(conn)
-    try:
+    with sandbox("bench"):
         prepare(args.scale, day, args.history_days, args.seed)
         history = [day - timedelta(days=n) for n in range(args.history_days - 1, 1, -1)]
         started = time.perf_counter()
@@ -169,10 +137,6 @@ def main() -> None:
         backfill = time.perf_counter() - started
         cold = run_day(day - timedelta(days=1), ORDER)
         steady = run_day(day, ORDER)
-    finally:
-        from feedstore.settings import Settings
-
-        _teardown(Settings(), settings)
 
     table = Table("asset", "cold day s", "steady day s", "steady/cold", "steady peak GiB")
     for asset in ORDER:

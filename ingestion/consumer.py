@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 import numpy as np
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from feedstore.db import connect
@@ -273,9 +274,8 @@ class IngestConsumer:
         valid = batch.result.valid
         if not batch.new_ids:
             return valid.slice(0, 0)
-        ids = valid.column("event_id").to_pylist()
-        mask = pa.array([eid in batch.new_ids for eid in ids])
-        return valid.filter(mask)
+        new = pa.array(list(batch.new_ids), type=valid.schema.field("event_id").type)
+        return valid.filter(pc.is_in(valid.column("event_id"), value_set=new))
 
     def _stage(self, store: str, fn: Callable):
         """Run one stage until it succeeds; between attempts the partitions are paused."""

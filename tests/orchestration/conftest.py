@@ -10,7 +10,6 @@ from datetime import date, datetime, time, timedelta, timezone
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -45,15 +44,10 @@ def _event_table(frame: pd.DataFrame) -> pa.Table:
 
 
 def load_events(events: pa.Table, conn) -> None:
-    from ingestion.seeding import copy_rows
+    from ingestion.seeding import activity_rows, copy_rows
 
-    context = pc.binary_join_element_wise('{"device": "', events["device"], '", "platform": "', events["platform"],
-                                          '", "session_id": "', events["session_id"], '"}', "")
-    rows = pa.table({"event_id": events["event_id"], "user_id": events["user_id"], "item_id": events["item_id"],
-                     "event_type": events["event_type"], "timestamp": events["timestamp"], "context": context,
-                     "dwell_time_ms": events["dwell_time_ms"]})
     with conn.cursor() as cur:
-        copy_rows(cur, "user_activity", rows)
+        copy_rows(cur, "user_activity", activity_rows(events))
     conn.commit()
 
 
