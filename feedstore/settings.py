@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     kafka_version: str = "4.1.2"
     kafka_controller_port: int = 9093
     kafka_heap: str = "-Xmx512m"
-    # weed mini's master, volume and filer listen on base, base+1, base+2 (gRPC on +10000).
+    # weed mini's master, volume, filer and admin listen on base .. base+3 (gRPC on +10000).
     seaweedfs_port_base: int = 9333
 
     feast_repo_path: Path = PROJECT_ROOT / "feature_repo"

@@ -54,7 +54,7 @@ def _free_port_base(used: set[int]) -> int:
 
     for _ in range(200):
         base = random.randrange(20000, 40000, 10)
-        ports = [base + i for i in range(6)] + [base + 10000 + i for i in range(3)]
+        ports = [base + i for i in range(6)] + [base + 10000 + i for i in range(6)]
         if not used.intersection(ports) and not any(port_open("127.0.0.1", p) for p in ports):
             used.update(ports)
             return base

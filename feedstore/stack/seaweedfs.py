@@ -31,7 +31,7 @@ class SeaweedFSService(Service):
              f"-s3.port={s.s3_port}", "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
              "-s3.port.iceberg=0", "-s3.port.lance=0",
              f"-master.port={s.seaweedfs_port_base}", f"-volume.port={s.seaweedfs_port_base + 1}",
-             f"-filer.port={s.seaweedfs_port_base + 2}"],
+             f"-filer.port={s.seaweedfs_port_base + 2}", f"-admin.port={s.seaweedfs_port_base + 3}"],
             self.log_file, self.pid_file,
             env={"AWS_ACCESS_KEY_ID": s.aws_access_key_id, "AWS_SECRET_ACCESS_KEY": s.aws_secret_access_key},
             cwd=self.dir,
