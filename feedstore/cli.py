@@ -212,7 +212,7 @@ def demo(
 
     options = DemoOptions(scale=scale.value, seed=seed, defects=not no_bad_events, allow_remote=allow_remote,
                           dagster_home=dagster_home())
-    out = Console()
+    out = Console(width=None if sys.stdout.isatty() else 120)
     try:
         report = run(options, console=out)
     except StepFailed as exc:

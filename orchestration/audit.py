@@ -7,10 +7,11 @@ rather than trusting what the writers reported, so a disagreement between tiers 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -69,8 +70,6 @@ def dead_letter_reasons(settings: Settings, start: dict[int, int], end: dict[int
     consumer = _consumer(settings)
     try:
         consumer.assign([TopicPartition(topic, p, start.get(p, 0)) for p in wanted])
-        import time
-
         deadline = time.monotonic() + timeout
         while any(seen[p] < wanted[p] for p in wanted) and time.monotonic() < deadline:
             for msg in consumer.consume(1000, timeout=1):
@@ -93,19 +92,25 @@ class TierCounts:
     landed_rows: int          # consumer files on S3, re-sent duplicates included
     landed_distinct: int
     archive_rows: int         # daily archive, deduplicated
+    postgres_archived: int    # Postgres events of the archived (ended) days
     hot_events: int           # sum of the hot counters' totals in Redis
     hot_users: int
     realtime_users: int       # users with a Feast realtime row in Redis
     online_keys: dict[str, int]
 
     def equal(self, generated: int) -> bool:
-        return len({generated, self.postgres_rows, self.postgres_distinct, self.landed_distinct,
-                    self.archive_rows, self.hot_events}) == 1
+        """Each event once in every tier; the archive holds the days that have ended."""
+        return (len({generated, self.postgres_rows, self.postgres_distinct, self.landed_distinct,
+                     self.hot_events}) == 1 and self.archive_rows == self.postgres_archived)
 
 
-def postgres_events(settings: Settings) -> tuple[int, int]:
+def postgres_events(settings: Settings, before: datetime | None = None) -> tuple[int, int]:
+    query = "SELECT count(*), count(DISTINCT event_id) FROM user_activity"
     with connect(settings) as conn:
-        rows, distinct = conn.execute("SELECT count(*), count(DISTINCT event_id) FROM user_activity").fetchone()
+        if before is None:
+            rows, distinct = conn.execute(query).fetchone()
+        else:
+            rows, distinct = conn.execute(query + ' WHERE "timestamp" < %s', (before,)).fetchone()
     return int(rows), int(distinct)
 
 
@@ -141,8 +146,9 @@ def online_key_counts(client: redis.Redis) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def tier_counts(settings: Settings) -> TierCounts:
+def tier_counts(settings: Settings, archived_until: datetime) -> TierCounts:
     pg_rows, pg_distinct = postgres_events(settings)
+    pg_archived, _ = postgres_events(settings, before=archived_until)
     landed_rows, landed_distinct = lake_events(settings, lake.LANDED)
     archive_rows, _ = lake_events(settings, lake.ARCHIVE)
     client = redis.Redis.from_url(settings.redis_url)
@@ -151,7 +157,8 @@ def tier_counts(settings: Settings) -> TierCounts:
         online = online_key_counts(client)
     finally:
         client.close()
-    return TierCounts(pg_rows, pg_distinct, landed_rows, landed_distinct, archive_rows, hot_events, hot_users,
+    return TierCounts(pg_rows, pg_distinct, landed_rows, landed_distinct, archive_rows, pg_archived, hot_events,
+                      hot_users,
                       online.get("user_realtime_features", 0), online)
 
 
@@ -190,26 +197,32 @@ class OnlineComparison:
     entities: int
     values: int
     mismatches: list[tuple[int, str, object, object]]  # (entity, feature, online, lake)
+    live: int = 0     # entities whose row is within the view's TTL (the others must be absent)
 
 
 def compare_online(fs, view: str, day: date, settings: Settings, limit: int | None = None) -> OnlineComparison:
     """``get_online_features`` for the entities of ``view``'s partition ``day`` (the newest one
-    materialised), value by value against that partition's Parquet rows."""
+    materialised), value by value against that partition's Parquet rows; a row past the
+    view's TTL must not be served at all."""
     frame = lake_rows(view, [day], settings)
     fv = fs.get_feature_view(view)
     key = fv.entity_columns[0].name
     if limit is not None:
         frame = frame.sort_values(key).head(limit)
+    frame = frame.reset_index(drop=True)
     names = [f.name for f in fv.features]
     online = fs.get_online_features(features=[f"{view}:{n}" for n in names],
                                     entity_rows=[{key: int(k)} for k in frame[key]]).to_dict()
+    now = pd.Timestamp.now(tz="UTC")
+    live = (pd.to_datetime(frame["event_timestamp"], utc=True) + (fv.ttl or timedelta(0)) > now).tolist() \
+        if fv.ttl else [True] * len(frame)
     mismatches = []
     for i, entity in enumerate(frame[key].tolist()):
-        row = frame.iloc[i]
         for name in names:
-            if not same(online[name][i], row[name]):
-                mismatches.append((int(entity), name, online[name][i], row[name]))
-    return OnlineComparison(view, len(frame), len(frame) * len(names), mismatches)
+            want = frame.at[i, name] if live[i] else None
+            if not same(online[name][i], want):
+                mismatches.append((int(entity), name, online[name][i], want))
+    return OnlineComparison(view, len(frame), len(frame) * len(names), mismatches, sum(live))
 
 
 # ---- point in time -----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 import structlog
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -95,6 +96,7 @@ class DemoReport:
     user_id: int | None = None
     user_features: dict[str, Any] = field(default_factory=dict)
     candidates: pd.DataFrame | None = None
+    candidates_note: str | None = None
     online: list[audit.OnlineComparison] = field(default_factory=list)
     training_counts: pd.DataFrame | None = None
     training_sample: pd.DataFrame | None = None
@@ -369,9 +371,13 @@ def ingest(settings: Settings, expected: int, options: DemoOptions, console: Con
             "batches": s.batches}
 
 
-def generated_days(spec) -> list[date]:
+def generated_days(spec, now: datetime | None = None) -> list[date]:
+    """The UTC days the feed touches that are over: a daily partition exists once its day has
+    ended, so today's events stay in the hot, warm and landed tiers until tomorrow's run."""
+    now = now or datetime.now(timezone.utc)
     first, last = spec.start.date(), (spec.end - timedelta(microseconds=1)).date()
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    return [d for d in days if lake.day_end(d) <= now]
 
 
 def run_pipeline(days: list[date], docs_dir: Path, options: DemoOptions, console: Console,
@@ -446,38 +452,52 @@ def _failures(result) -> str:
 
 # ---- reading it back -------------------------------------------------------------------------
 
-def pick_user(settings: Settings, fs, day: date) -> int | None:
-    """The most active user of ``day`` that has candidates online."""
+def pick_user(settings: Settings, fs, since: datetime) -> int | None:
+    """The most active user since ``since`` with the most views served online (candidates and
+    realtime features are the ones with short TTLs)."""
     from feedstore.db import connect
 
     with connect(settings) as conn:
         users = [r[0] for r in conn.execute(
             'SELECT user_id FROM user_activity WHERE "timestamp" >= %s GROUP BY user_id '
-            "ORDER BY count(*) DESC, user_id LIMIT 20", (lake.day_start(day),)).fetchall()]
+            "ORDER BY count(*) DESC, user_id LIMIT 20", (since,)).fetchall()]
     if not users:
         return None
-    found = fs.get_online_features(features=["user_candidates:candidate_item_ids"],
-                                   entity_rows=[{"user_id": u} for u in users]).to_dict()
-    for user, ids in zip(found["user_id"], found["candidate_item_ids"], strict=True):
-        if ids:
-            return int(user)
-    return int(users[0])
+    found = fs.get_online_features(
+        features=["user_candidates:candidate_item_ids", "user_realtime_features:rt_interactions_1h",
+                  "user_activity_features:interactions_7d"],
+        entity_rows=[{"user_id": u} for u in users]).to_dict()
+    served = [sum(found[n][i] is not None for n in ("candidate_item_ids", "rt_interactions_1h", "interactions_7d"))
+              for i in range(len(users))]
+    return int(users[max(range(len(users)), key=lambda i: (served[i], -i))])
 
 
-def online_view(fs, user_id: int, top: int = 10) -> tuple[dict[str, Any], pd.DataFrame]:
-    """What serving code gets: the user's features and the top candidates with their item features."""
+def online_view(fs, user_id: int, day: date, settings: Settings,
+                top: int = 10) -> tuple[dict[str, Any], pd.DataFrame, str | None]:
+    """What serving code gets: the user's features and the top candidates with their item
+    features. When the candidates are past their TTL (12 h from the end of the day they were
+    computed for), the newest ones in the lake are shown instead, and the third value says so."""
     user = fs.get_online_features(features=[*USER_FEATURES_SHOWN, "user_candidates:candidate_item_ids",
                                             "user_candidates:candidate_scores"],
                                   entity_rows=[{"user_id": user_id}]).to_dict()
     values = {ref: user[ref.split(":", 1)[1]][0] for ref in USER_FEATURES_SHOWN}
-    ids = list(user["candidate_item_ids"][0] or [])[:top]
-    scores = list(user["candidate_scores"][0] or [])[:top]
+    ids, scores, expired = user["candidate_item_ids"][0], user["candidate_scores"][0], None
+    if ids is None:
+        rows = audit.lake_rows("user_candidates", [day], settings)
+        rows = rows[rows.user_id == user_id]
+        if len(rows):
+            ttl = fs.get_feature_view("user_candidates").ttl
+            stamped = pd.Timestamp(rows.event_timestamp.iloc[0])
+            ids, scores = list(rows.candidate_item_ids.iloc[0]), list(rows.candidate_scores.iloc[0])
+            expired = (f"user_candidates of {day} (event time {stamped:%Y-%m-%d %H:%M} UTC, TTL {ttl}) are past "
+                       f"their TTL, so get_online_features returns none; these are the lake's")
+    ids, scores = [int(i) for i in (ids or [])[:top]], [float(x) for x in (scores or [])[:top]]
     items = pd.DataFrame({"item_id": ids, "score": scores})
     if ids:
         found = fs.get_online_features(features=ITEM_FEATURES_SHOWN,
                                        entity_rows=[{"item_id": int(i)} for i in ids]).to_df()
         items = items.merge(found, on="item_id", how="left")
-    return values, items
+    return values, items, expired
 
 
 def read_training(days: list[date], settings: Settings) -> pd.DataFrame:
@@ -500,12 +520,13 @@ def read_back(report: DemoReport, settings: Settings) -> None:
     from feedstore.feast.store import store
 
     fs = store(settings)
-    report.tiers = audit.tier_counts(settings)
+    report.tiers = audit.tier_counts(settings, archived_until=lake.day_end(report.days[-1]))
     last = report.days[-1]
     report.online = [audit.compare_online(fs, view, last, settings, limit=ONLINE_SAMPLE) for view in ONLINE_VIEWS]
-    report.user_id = pick_user(settings, fs, last)
+    report.user_id = pick_user(settings, fs, report.window[1] - timedelta(hours=1))
     if report.user_id is not None:
-        report.user_features, report.candidates = online_view(fs, report.user_id)
+        report.user_features, report.candidates, report.candidates_note = online_view(
+            fs, report.user_id, last, settings)
     training = read_training(report.days, settings)
     if training.empty:
         raise RuntimeError("no training rows were written")
@@ -612,16 +633,25 @@ def _dbname(settings: Settings) -> str:
 # ---- printing ---------------------------------------------------------------------------------
 
 def _fmt(value: Any) -> str:
-    if value is None:
+    return escape(_text(value))
+
+
+def _text(value: Any) -> str:
+    if hasattr(value, "item") and not hasattr(value, "__len__"):
+        value = value.item()
+    if isinstance(value, pd.Timestamp | datetime):
+        return f"{value:%m-%d %H:%M:%S}"
+    if value is None or (isinstance(value, float) and value != value):
         return "—"
     if isinstance(value, float):
         return f"{value:,.4g}"
     if isinstance(value, int):
         return f"{value:,}"
-    if isinstance(value, (list, tuple)):
+    if hasattr(value, "__len__") and not isinstance(value, str):
+        value = list(value)
         if len(value) > 6:
-            return "[" + ", ".join(_fmt(v) for v in value[:3]) + f", … ({len(value)} values)]"
-        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+            return "[" + ", ".join(_text(v) for v in value[:3]) + f", … {len(value)} values]"
+        return "[" + ", ".join(_text(v) for v in value) + "]"
     return str(value)
 
 
@@ -643,11 +673,12 @@ def render(report: DemoReport, console: Console, settings: Settings | None = Non
     tiers.add_row("warm", f"Postgres {_dbname(s)}.user_activity", _fmt(t.postgres_distinct),
                   f"{t.postgres_rows:,} rows")
     tiers.add_row("cold (archive)", report.lake_uris.get("daily archive", ""), _fmt(t.archive_rows),
-                  "deduplicated, reconciled per day")
+                  f"days {report.days[0]} … {report.days[-1]}: Postgres has {t.postgres_archived:,}; "
+                  "a day is archived once it is over")
     tiers.add_row("hot", "Redis user:* counters", _fmt(t.hot_events), f"{t.hot_users:,} users")
     console.print(tiers)
-    console.print(f"{_mark(report.tiers_equal)} every tier holds the {report.events:,} generated events once",
-                  highlight=False)
+    console.print(f"{_mark(report.tiers_equal)} every tier holds each of the {report.events:,} generated events "
+                  "once (the archive: those of the days that are over)", highlight=False, soft_wrap=True)
     online = Table("feature view", "entities in Redis", title="Feast online store (Redis)")
     for view, n in t.online_keys.items():
         online.add_row(view, f"{n:,}")
@@ -691,25 +722,28 @@ def render(report: DemoReport, console: Console, settings: Settings | None = Non
     if report.candidates is not None and len(report.candidates):
         cand = Table("rank", *report.candidates.columns, title="top candidates (user_candidates + item views)")
         for i, row in enumerate(report.candidates.itertuples(index=False), 1):
-            cand.add_row(str(i), *[_fmt(v.item() if hasattr(v, "item") else v) for v in row])
+            cand.add_row(str(i), *[_fmt(v) for v in row])
         console.print(cand)
-    agree = ", ".join(f"{c.view} {c.entities}" for c in report.online)
+    if report.candidates_note:
+        console.print(f"[yellow]note:[/] {escape(report.candidates_note)}", highlight=False, soft_wrap=True)
+    agree = ", ".join(f"{c.view} {c.live}/{c.entities}" for c in report.online)
     console.print(f"{_mark(report.online_equal)} online values equal the materialised Parquet rows of "
-                  f"{report.days[-1]} ({agree} entities compared)", highlight=False, soft_wrap=True)
+                  f"{report.days[-1]}, and rows past their view's TTL are not served (live/compared: {agree})",
+                  highlight=False, soft_wrap=True)
 
     console.rule("[bold]Training set (get_historical_features, point in time)")
     if report.training_counts is not None:
         bal = Table(*report.training_counts.columns, title="rows per day and label balance")
         for row in report.training_counts.itertuples(index=False):
-            bal.add_row(*[_fmt(v.item() if hasattr(v, "item") else v) for v in row])
+            bal.add_row(*[_fmt(v) for v in row])
         console.print(bal)
     if report.training_sample is not None:
         cols = ["user_id", "item_id", "event_timestamp", "label", "sample_type", "interactions_7d", "like_rate_7d",
-                "views_7d", "engagement_rate_7d", "country"]
+                "top_category_30d", "category", "views_7d", "engagement_rate_7d"]
         sample = report.training_sample[[c for c in cols if c in report.training_sample.columns]]
         tab = Table(*sample.columns, title="a sample of the newest day")
         for row in sample.itertuples(index=False):
-            tab.add_row(*[_fmt(v.item() if hasattr(v, "item") else v) for v in row])
+            tab.add_row(*[_fmt(v) for v in row])
         console.print(tab)
     if report.pit is not None:
         p = report.pit
