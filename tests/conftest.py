@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import psycopg
@@ -51,6 +52,14 @@ def _isolated_env(base: Settings, suffix: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def settings(stack: Settings) -> Iterator[Settings]:
     """An isolated, migrated namespace on the running stack, exported to the environment."""
+    with isolated_namespace(stack) as isolated:
+        yield isolated
+
+
+@contextmanager
+def isolated_namespace(stack: Settings) -> Iterator[Settings]:
+    """A fresh namespace (database, topics, bucket, Redis db), exported while in use; the
+    previous environment comes back after. For tests whose subject clears its namespace."""
     from feedstore.migrate import migrate
     from feedstore.stack import services
 
