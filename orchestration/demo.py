@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import sys
 import threading
 import time
@@ -755,33 +754,17 @@ def render(report: DemoReport, console: Console, settings: Settings | None = Non
     for name, uri in report.lake_uris.items():
         console.print(f"{name:<14} {uri}", highlight=False, soft_wrap=True)
     console.print(f"{'step logs':<14} {report.log_dir}", highlight=False, soft_wrap=True)
-    console.print("Read the lake:  eval \"$(./run stack env)\"; .venv/bin/python -c "
-                  "'import duckdb' … or pyarrow with feedstore.s3.arrow_fs()", highlight=False, soft_wrap=True)
+    training = report.lake_uris.get("training sets", "").removeprefix("s3://")
+    console.print("Read the lake:  .venv/bin/python -c \"import pyarrow.dataset as ds; from feedstore.s3 import "
+                  f"arrow_fs; print(ds.dataset('{training}', filesystem=arrow_fs(), format='parquet', "
+                  "partitioning='hive').to_table().num_rows)\"", highlight=False, soft_wrap=True)
     console.print("Dagster UI:     ./run dagster            → http://127.0.0.1:3000 (this run's assets are "
                   "in its catalog)", highlight=False, soft_wrap=True)
     console.print("Feature server: ./run serve --port 6566  (or: eval \"$(./run stack env)\"; "
                   ".venv/bin/feast -c feature_repo serve)", highlight=False, soft_wrap=True)
-    console.print("                curl -s localhost:6566/get-online-features -d '{\"feature_service\": "
+    console.print("                curl -s -H 'Content-Type: application/json' localhost:6566/get-online-features "
+                  "-d '{\"feature_service\": "
                   f"\"ranking\", \"entities\": {{\"user_id\": [{report.user_id}], \"item_id\": [1]}}}}'",
                   highlight=False, soft_wrap=True)
     console.rule(f"{_mark(report.ok)} [bold]{'demo complete' if report.ok else 'demo finished with inconsistencies'}")
 
-
-def summary(report: DemoReport) -> dict[str, Any]:
-    """The figures the demo checks, as JSON (``feedstore demo --json``)."""
-    t = report.tiers
-    return {
-        "ok": report.ok, "scale": report.scale, "days": [d.isoformat() for d in report.days],
-        "generated": report.generated, "consumed": report.consumed,
-        "tiers": None if t is None else {k: v for k, v in t.__dict__.items()},
-        "dlq": dict(report.dlq), "bad_events_sent": dict(report.bad_events_sent),
-        "checks": [c.__dict__ for c in report.checks],
-        "online": {c.view: {"entities": c.entities, "mismatches": len(c.mismatches)} for c in report.online},
-        "pit": None if report.pit is None else {"rows": report.pit.rows, "values": report.pit.values,
-                                                 "mismatches": len(report.pit.mismatches)},
-        "data_docs": str(report.data_docs) if report.data_docs else None,
-    }
-
-
-def dumps(report: DemoReport) -> str:
-    return json.dumps(summary(report), indent=2, default=str)
