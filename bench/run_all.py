@@ -74,7 +74,7 @@ def run_script(topic: str, args: list[str], quick: bool) -> tuple[bool, float, s
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
         proc = subprocess.run([sys.executable, str(script), *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
     seconds = time.monotonic() - started
     if quick:
         if proc.returncode == 0 and target.exists():
@@ -189,7 +189,7 @@ NORMALISERS: dict[str, Callable[[dict], list[dict]]] = {
 def _git_date(path: Path) -> str | None:
     try:
         out = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%cI %h", "--", str(path)],
-                             capture_output=True, text=True, timeout=10).stdout.strip()
+                             capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return out or None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import sys
 import threading
 import time
@@ -221,13 +222,14 @@ def _route_logging(sink: _LogSink) -> Callable[[], None]:
 # ---- steps ------------------------------------------------------------------------------------
 
 def require_local(settings: Settings) -> None:
-    hosts = {
-        "FEED_POSTGRES_DSN": urlsplit(settings.postgres_dsn).hostname,
-        "FEED_REDIS_URL": urlsplit(settings.redis_url).hostname,
-        "FEED_S3_ENDPOINT": urlsplit(settings.s3_endpoint).hostname,
-        **{"FEED_KAFKA_BOOTSTRAP": h.rsplit(":", 1)[0] for h in settings.kafka_bootstrap.split(",")},
-    }
-    remote = {k: v for k, v in hosts.items() if v not in LOOPBACK}
+    hosts = [
+        ("FEED_POSTGRES_DSN", urlsplit(settings.postgres_dsn).hostname),
+        ("FEED_REDIS_URL", urlsplit(settings.redis_url).hostname),
+        ("FEED_S3_ENDPOINT", urlsplit(settings.s3_endpoint).hostname),
+        *[("FEED_KAFKA_BOOTSTRAP", h.strip().rsplit(":", 1)[0].strip("[]"))
+          for h in settings.kafka_bootstrap.split(",")],
+    ]
+    remote = {k: v for k, v in hosts if v not in LOOPBACK}
     if remote:
         names = ", ".join(f"{k} ({v})" for k, v in remote.items())
         raise RuntimeError(f"the demo replaces the data of the namespace it runs in, and {names} "
@@ -640,7 +642,7 @@ def _text(value: Any) -> str:
         value = value.item()
     if isinstance(value, pd.Timestamp | datetime):
         return f"{value:%m-%d %H:%M:%S}"
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if isinstance(value, float):
         return f"{value:,.4g}"
