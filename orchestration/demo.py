@@ -731,6 +731,11 @@ def render(report: DemoReport, console: Console, settings: Settings | None = Non
     console.print(f"{_mark(report.online_equal)} online values equal the materialised Parquet rows of "
                   f"{report.days[-1]}, and rows past their view's TTL are not served (live/compared: {agree})",
                   highlight=False, soft_wrap=True)
+    for c in report.online:
+        for entity, name, got, want in c.mismatches[:3]:
+            console.print(f"  {c.view} {entity} {name}: online {_fmt(got)}, lake {_fmt(want)}", highlight=False)
+        if not c.entities:
+            console.print(f"  {c.view}: no rows to compare", highlight=False)
 
     console.rule("[bold]Training set (get_historical_features, point in time)")
     if report.training_counts is not None:
