@@ -192,18 +192,34 @@ def ingest(
     IngestConsumer(settings, options, metrics).run()
 
 
-@app.command()
-def demo() -> None:
-    """The main job end to end on the `small` feed: stack, schema, data, features, training set."""
-    stack_up()
-    migrate()
-    generate(scale=ScaleName.small, seed=0, days=None, end=None, events_to=EventsTo.kafka, file=None)
-
-
 class ScaleName(str, Enum):
     tiny = "tiny"
     small = "small"
     seed = "seed"
+
+
+@app.command()
+def demo(
+    scale: ScaleName = typer.Option(ScaleName.small, help="Feed size: tiny (seconds), small (a minute or two)."),
+    seed: int = typer.Option(0, min=0, help="Generator seed."),
+    no_bad_events: bool = typer.Option(False, "--no-bad-events", help="Send only valid events (empty DLQ)."),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="Run even when FEED_* point off this machine "
+                                      "(the demo replaces the data of its namespace)."),
+) -> None:
+    """The main job end to end: stack, feed into Kafka, consumer, daily Dagster assets, then every tier read back."""
+    from orchestration.demo import DemoOptions, StepFailed, render, run
+    from orchestration.instance import dagster_home
+
+    options = DemoOptions(scale=scale.value, seed=seed, defects=not no_bad_events, allow_remote=allow_remote,
+                          dagster_home=dagster_home())
+    out = Console(width=None if sys.stdout.isatty() else 120)
+    try:
+        report = run(options, console=out)
+    except StepFailed as exc:
+        fail(str(exc), code=1)
+    render(report, out)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 class EventsTo(str, Enum):

@@ -4,6 +4,9 @@ overrides the environment for that resource only."""
 
 from __future__ import annotations
 
+import re
+import uuid
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -93,12 +96,26 @@ class FeastResource(_FromSettings):
 
 
 class GreatExpectationsResource(dg.ConfigurableResource):
-    """Runs a suite of ``expectations/`` on a frame, an Arrow table or an ``s3://`` prefix."""
+    """Runs a suite of ``expectations/`` on a frame, an Arrow table or an ``s3://`` prefix.
+    With ``docs_dir``, each validation also writes its Data Docs site in a folder of it."""
+
+    docs_dir: str | None = None
 
     def validate(self, suite: str, data: Any, **params: Any):
         from expectations import validate
 
-        return validate(suite, data, **params)
+        docs = None
+        if self.docs_dir:
+            docs = Path(self.docs_dir) / docs_folder(suite, data)
+        return validate(suite, data, docs_dir=docs, **params)
+
+
+def docs_folder(suite: str, data: Any) -> str:
+    """``suite--features-user_embedding-dt-2026-01-01`` for a lake prefix, ``suite--<random>`` else."""
+    if isinstance(data, str):
+        where = data.split("://", 1)[-1].split("/", 1)[-1]
+        return f"{suite}--" + (re.sub(r"[^A-Za-z0-9_.]+", "-", where).strip("-") or "root")
+    return f"{suite}--{type(data).__name__.lower()}-{uuid.uuid4().hex[:8]}"
 
 
 def resources() -> dict[str, dg.ConfigurableResource]:

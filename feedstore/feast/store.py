@@ -47,6 +47,11 @@ def apply(fs: FeatureStore) -> None:
     repo_path = Path(fs.repo_path).resolve()
     if str(repo_path) not in sys.path:
         sys.path.insert(0, str(repo_path))
+    # The repo's modules read settings (the bucket in source paths) when imported; a cached
+    # import would apply the first namespace's paths to every later one in this process.
+    for name, module in list(sys.modules.items()):
+        if Path(getattr(module, "__file__", None) or "/").resolve().is_relative_to(repo_path):
+            del sys.modules[name]
     with contextlib.chdir(repo_path):
         repo = parse_repo(repo_path)
     fs.apply([*repo.entities, *repo.data_sources, *repo.feature_views, *repo.stream_feature_views,

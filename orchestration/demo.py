@@ -1,0 +1,777 @@
+"""``feedstore demo``: the main job end to end on a generated feed, and what it left in each tier.
+
+Stack up and schema → clear the previous demo's data → ``feast apply`` → generate users, items
+and events (plus a few malformed ones) into Kafka → run the consumer until the topic is drained
+→ run the daily Dagster assets for each generated day, oldest first → read every tier back and
+print it. Each step logs to its own file under ``<stack dir>/demo/`` and a failing step names
+that file. The demo replaces the data of the namespace it runs in (the local stack's default
+one, or whatever ``FEED_*`` names), so it refuses non-local endpoints unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import sys
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pandas as pd
+import structlog
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from feedstore.settings import Settings, get_settings
+from orchestration import audit, lake
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# Prefixes the demo's run writes to the bucket; cleared before each run.
+DEMO_PREFIXES = (lake.LANDED, lake.ARCHIVE, lake.FEATURES, lake.TRAINING, lake.CATALOG_ITEMS, "snapshots")
+TRAINING_NAME = "ranking_daily"
+DUPLICATE = "duplicate"
+USER_FEATURES_SHOWN = [
+    "user_activity_features:interactions_7d", "user_activity_features:like_rate_7d",
+    "user_activity_features:avg_dwell_ms_7d", "user_activity_features:top_category_30d",
+    "user_profile_features:age_range", "user_profile_features:country", "user_profile_features:following_count",
+    "user_profile_features:preferred_categories", "user_embedding:user_embedding",
+    "user_realtime_features:rt_interactions_1h", "user_realtime_features:rt_last_event_type",
+    "user_realtime_features:rt_last_item_id",
+]
+ITEM_FEATURES_SHOWN = ["item_catalog_features:category", "item_catalog_features:media_type",
+                       "item_engagement_features:views_7d", "item_engagement_features:engagement_rate_7d"]
+ONLINE_VIEWS = ["user_activity_features", "user_profile_features", "user_embedding", "user_candidates",
+                "item_engagement_features", "item_embedding", "item_catalog_features"]
+PIT_VIEWS = ["user_activity_features", "user_profile_features", "item_engagement_features"]
+ONLINE_SAMPLE = 500
+PIT_SAMPLE = 2_000
+
+
+@dataclass
+class DemoOptions:
+    scale: str = "small"
+    seed: int = 0
+    log_dir: Path | None = None        # default: <stack dir>/demo
+    dagster_home: Path | None = None   # None: an ephemeral Dagster instance
+    defects: bool = True               # also send malformed events, to fill the DLQ
+    idle_seconds: float = 3.0          # the consumer stops after the topic was empty this long
+    stall_seconds: float = 180.0       # ... and the demo gives up if nothing moves for this long
+    allow_remote: bool = False
+
+
+@dataclass
+class CheckOutcome:
+    day: str
+    asset: str
+    check: str
+    passed: bool
+    rows: int | None
+    docs: str | None
+
+
+@dataclass
+class DemoReport:
+    scale: str
+    window: tuple[datetime, datetime]
+    days: list[date]
+    generated: dict[str, int] = field(default_factory=dict)
+    sent_to_kafka: int = 0
+    bad_events_sent: Counter = field(default_factory=Counter)   # by DLQ reason
+    resent: int = 0                                              # duplicates of generated events
+    consumed: dict[str, int] = field(default_factory=dict)
+    dlq: Counter = field(default_factory=Counter)
+    tiers: audit.TierCounts | None = None
+    archive: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[CheckOutcome] = field(default_factory=list)
+    user_id: int | None = None
+    user_features: dict[str, Any] = field(default_factory=dict)
+    candidates: pd.DataFrame | None = None
+    candidates_note: str | None = None
+    online: list[audit.OnlineComparison] = field(default_factory=list)
+    training_counts: pd.DataFrame | None = None
+    training_sample: pd.DataFrame | None = None
+    pit: audit.PitComparison | None = None
+    data_docs: Path | None = None
+    log_dir: Path | None = None
+    lake_uris: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def events(self) -> int:
+        return self.generated.get("events", 0)
+
+    @property
+    def tiers_equal(self) -> bool:
+        return self.tiers is not None and self.tiers.equal(self.events)
+
+    @property
+    def checks_passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    @property
+    def online_equal(self) -> bool:
+        return bool(self.online) and all(not c.mismatches and c.entities for c in self.online)
+
+    @property
+    def dlq_as_sent(self) -> bool:
+        return self.dlq == self.bad_events_sent
+
+    @property
+    def ok(self) -> bool:
+        return (self.tiers_equal and self.checks_passed and self.online_equal and self.dlq_as_sent
+                and self.pit is not None and not self.pit.mismatches)
+
+
+class StepFailed(RuntimeError):
+    def __init__(self, step: str, log: Path, cause: BaseException) -> None:
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        super().__init__(f"step '{step}' failed: {first}  (log: {log})")
+        self.step, self.log, self.cause = step, log, cause
+
+
+class _LogSink(io.TextIOBase):
+    """Where stray output goes while the demo runs: the current step's log file."""
+
+    def __init__(self, fallback) -> None:
+        self.target = None
+        self.fallback = fallback
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            (self.target or self.fallback).write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            (self.target or self.fallback).flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+class _Steps:
+    def __init__(self, console: Console, log_dir: Path, sink: _LogSink) -> None:
+        self.console, self.log_dir, self.sink = console, log_dir, sink
+        self.number = 0
+
+    @contextlib.contextmanager
+    def step(self, name: str, title: str) -> Iterator[dict[str, str]]:
+        """Runs a block with its output in ``NN-name.log``; prints ✓ with a note, or ✗ with the log."""
+        self.number += 1
+        path = self.log_dir / f"{self.number:02d}-{name}.log"
+        note: dict[str, str] = {}
+        started = time.monotonic()
+        self.console.print(f"[bold cyan]{self.number}.[/] {title}")
+        with open(path, "w", buffering=1) as log_file:
+            self.sink.target = log_file
+            try:
+                yield note
+            except BaseException as exc:
+                traceback.print_exc(file=log_file)
+                elapsed = time.monotonic() - started
+                self.console.print(f"   [bold red]✗ {name} failed[/] after {elapsed:.1f}s: "
+                                   f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}",
+                                   highlight=False, soft_wrap=True)
+                self.console.print(f"     log: {path}", highlight=False, soft_wrap=True)
+                raise StepFailed(name, path, exc) from exc
+            finally:
+                self.sink.target = None
+        text = f"   [green]✓[/] {time.monotonic() - started:.1f}s"
+        if note.get("text"):
+            text += f"  {note['text']}"
+        self.console.print(text, highlight=False)
+
+
+def _progress(console: Console) -> Progress:
+    # Output is routed to the step logs already; rich must not take sys.stdout/err over.
+    return Progress(SpinnerColumn(), TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=True, redirect_stdout=False,
+                    redirect_stderr=False)
+
+
+def _route_logging(sink: _LogSink) -> Callable[[], None]:
+    """structlog and the logging module into ``sink`` for the run; returns the undo."""
+    import logging
+
+    from feedstore.logs import configure_logging
+
+    configure_logging(json=True)
+    saved = structlog.get_config()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sink), cache_logger_on_first_use=False)
+    handlers = [h for h in logging.root.handlers if isinstance(h, logging.StreamHandler)
+                and not isinstance(h, logging.FileHandler)]
+    streams = [h.setStream(sink) for h in handlers]
+
+    def undo() -> None:
+        structlog.configure(**saved)
+        for h, s in zip(handlers, streams, strict=True):
+            h.setStream(s)
+    return undo
+
+
+# ---- steps ------------------------------------------------------------------------------------
+
+def require_local(settings: Settings) -> None:
+    hosts = [
+        ("FEED_POSTGRES_DSN", urlsplit(settings.postgres_dsn).hostname),
+        ("FEED_REDIS_URL", urlsplit(settings.redis_url).hostname),
+        ("FEED_S3_ENDPOINT", urlsplit(settings.s3_endpoint).hostname),
+        *[("FEED_KAFKA_BOOTSTRAP", h.strip().rsplit(":", 1)[0].strip("[]"))
+          for h in settings.kafka_bootstrap.split(",")],
+    ]
+    remote = {k: v for k, v in hosts if v not in LOOPBACK}
+    if remote:
+        names = ", ".join(f"{k} ({v})" for k, v in remote.items())
+        raise RuntimeError(f"the demo replaces the data of the namespace it runs in, and {names} "
+                           "is not this machine: pass --allow-remote if that is what you want")
+
+
+def start_stack(settings: Settings) -> str:
+    from feedstore.db import connect
+    from feedstore.migrate import migrate
+    from feedstore.stack import services
+
+    started = [s.name for s in services(settings) if s.up()]
+    with connect(settings) as conn:
+        applied = migrate(conn)
+    return (f"started {', '.join(started)}" if started else "all services already running") + \
+        f"; migrations applied: {len(applied)}"
+
+
+def clear_previous(settings: Settings) -> str:
+    """Empties what a previous demo left, so this run's counts are this run's: activity in
+    Postgres, the demo's prefixes in the bucket, hot counters and online rows in Redis; and moves
+    the consumer group past anything still unread in the topic."""
+    import redis
+
+    from feedstore.db import connect
+
+    with connect(settings) as conn:
+        conn.execute("TRUNCATE user_activity")
+        conn.commit()
+    deleted = 0
+    for prefix in DEMO_PREFIXES:
+        keys = lake.list_keys(f"{prefix}/", settings)
+        lake.delete_keys(keys, settings)
+        deleted += len(keys)
+    r = redis.Redis.from_url(settings.redis_url)
+    try:
+        keys = audit.redis_keys(r, "user:*") + audit.redis_keys(r, f"{audit.PROJECT}:*")
+        for i in range(0, len(keys), 1_000):
+            r.unlink(*keys[i:i + 1_000])
+    finally:
+        r.close()
+    audit.skip_to_end(settings, settings.topic_activity, settings.consumer_group)
+    return f"{deleted} objects, {len(keys)} Redis keys removed; user_activity emptied"
+
+
+def apply_feast(settings: Settings) -> str:
+    from feedstore.feast.store import apply, store
+
+    fs = store(settings)
+    apply(fs)
+    return f"{len(fs.list_feature_views())} feature views, {len(fs.list_feature_services())} feature services"
+
+
+class _Bars:
+    """The seeding progress protocol, drawn with rich."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress, self.tasks = progress, {}
+
+    def start(self, name: str, total: int) -> None:
+        self.tasks[name] = self.progress.add_task(name, total=total)
+
+    def advance(self, name: str, rows: int) -> None:
+        self.progress.advance(self.tasks[name], rows)
+
+    def finish(self, name: str) -> None:
+        task = self.tasks[name]
+        self.progress.update(task, total=self.progress.tasks[task].completed)
+
+
+def generate_feed(spec, settings: Settings, console: Console) -> dict[str, int]:
+    from ingestion.seeding import generate
+
+    with _progress(console) as progress:
+        report = generate(spec, settings, events_to="kafka", progress=_Bars(progress))
+    return dict(report.rows)
+
+
+def send_bad_events(spec, settings: Settings, sample: int = 60) -> Counter:
+    """Malformed and invalid events (one of each kind the validator knows, but the 10 MB one)
+    plus re-sent duplicates, derived from real generated events; returns how many of each
+    reason were sent (``duplicate`` ones are stored once, the rest go to the DLQ)."""
+    from ingestion import generator as gen
+    from ingestion.defects import inject_defects
+    from ingestion.producer import ProducerError, key_for_line, make_producer, send
+    from ingestion.rules import REPLAY_MAX_EVENT_AGE_SECONDS, Reason
+
+    first_day = next(gen.iter_event_chunks(spec)).slice(0, sample)
+    lines = gen.event_json(first_day).to_pylist()
+    mixed, reasons = inject_defects(lines, copies=1, duplicates=5, max_age_seconds=REPLAY_MAX_EVENT_AGE_SECONDS,
+                                    seed=spec.seed)
+    bad = [(line, r) for line, r in zip(mixed, reasons, strict=True) if r is not None and r is not Reason.TOO_LARGE]
+    report = send(make_producer(settings), settings.topic_activity, ((key_for_line(x), x) for x, _ in bad))
+    if not report.ok:
+        raise ProducerError(f"{report.failed} of {report.sent} bad events not delivered: {dict(report.errors)}")
+    return Counter(str(r) for _, r in bad)
+
+
+def ingest(settings: Settings, expected: int, options: DemoOptions, console: Console) -> dict[str, int]:
+    """The consumer in replay mode (the feed spans days) with the Feast push on, until drained."""
+    from ingestion.consumer import IngestConsumer, Options
+
+    consumer = IngestConsumer(settings.model_copy(update={"ingest_feast_push": True}),
+                              Options(until_idle=options.idle_seconds, replay=True))
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            consumer.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="demo-ingest", daemon=True)
+    thread.start()
+    last, moved = -1, time.monotonic()
+    try:
+        with _progress(console) as progress:
+            task = progress.add_task("messages consumed", total=expected)
+            while thread.is_alive():
+                thread.join(0.25)
+                done = consumer.stats.messages
+                progress.update(task, completed=done)
+                if done != last:
+                    last, moved = done, time.monotonic()
+                elif time.monotonic() - moved > options.stall_seconds:
+                    consumer.stop()
+                    thread.join(30)
+                    raise RuntimeError(f"ingestion stalled at {done} of {expected} messages for "
+                                       f"{options.stall_seconds:.0f}s (a store retrying? see this log)")
+    except KeyboardInterrupt:
+        consumer.stop()
+        thread.join(30)
+        raise
+    if failure:
+        raise failure[0]
+    s = consumer.stats
+    if s.messages < expected:
+        raise RuntimeError(f"the consumer stopped after {s.messages} of {expected} messages")
+    return {"messages": s.messages, "stored": s.stored, "duplicates": s.duplicates, "rejected": s.rejected,
+            "batches": s.batches}
+
+
+def generated_days(spec, now: datetime | None = None) -> list[date]:
+    """The UTC days the feed touches that are over: a daily partition exists once its day has
+    ended, so today's events stay in the hot, warm and landed tiers until tomorrow's run."""
+    now = now or datetime.now(timezone.utc)
+    first, last = spec.start.date(), (spec.end - timedelta(microseconds=1)).date()
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    return [d for d in days if lake.day_end(d) <= now]
+
+
+def run_pipeline(days: list[date], docs_dir: Path, options: DemoOptions, console: Console,
+                 report: DemoReport) -> None:
+    """Every asset and blocking check of the daily job, one partition at a time, oldest first;
+    Data Docs for the last day's validations."""
+    import dagster as dg
+
+    from orchestration.definitions import ASSETS, CHECKS
+    from orchestration.resources import GreatExpectationsResource, resources
+
+    instance = _dagster_instance(options)
+    with _progress(console) as progress:
+        task = progress.add_task("daily partitions", total=len(days))
+        for day in days:
+            progress.update(task, description=f"partition {day}")
+            docs = docs_dir if day == days[-1] else None
+            result = dg.materialize([*ASSETS, *CHECKS], partition_key=day.isoformat(), instance=instance,
+                                    resources={**resources(), "gx": GreatExpectationsResource(
+                                        docs_dir=str(docs) if docs else None)},
+                                    raise_on_error=False)
+            _collect(day, result, report)
+            if not result.success:
+                raise RuntimeError(f"partition {day}: {_failures(result)}")
+            progress.advance(task)
+            progress.console.print(f"   [green]✓[/] partition {day}: "
+                                   f"{len(result.get_asset_materialization_events())} assets, "
+                                   f"{sum(1 for c in report.checks if c.day == day.isoformat())} checks", highlight=False)
+
+
+def _dagster_instance(options: DemoOptions):
+    import dagster as dg
+
+    if options.dagster_home is None:
+        return dg.DagsterInstance.ephemeral()
+    from dagster._core.instance.ref import InstanceRef
+
+    from orchestration.instance import prepare_home
+
+    home = prepare_home(options.dagster_home)
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+
+
+def _meta_value(meta: dict, name: str) -> Any:
+    value = meta.get(name)
+    return getattr(value, "value", getattr(value, "text", value))
+
+
+def _collect(day: date, result, report: DemoReport) -> None:
+    for ev in result.get_asset_check_evaluations():
+        meta = dict(ev.metadata)
+        rows = _meta_value(meta, "row_count") or _meta_value(meta, "archive_rows")
+        report.checks.append(CheckOutcome(day.isoformat(), ev.asset_key.to_user_string(), ev.check_name,
+                                          bool(ev.passed), rows, _meta_value(meta, "data_docs")))
+    for ev in result.get_asset_materialization_events():
+        mat = ev.event_specific_data.materialization
+        if mat.asset_key.to_user_string() == "activity_archive":
+            meta = {k: _meta_value(mat.metadata, k) for k in mat.metadata}
+            report.archive.append({"day": day.isoformat(), **{k: meta.get(k) for k in (
+                "source", "landed_rows", "archive_rows", "duplicates_dropped", "postgres_rows", "reconciled")}})
+
+
+def _failures(result) -> str:
+    failed = [f"{e.step_key}: {e.step_failure_data.error.message.strip().splitlines()[0]}"
+              for e in result.get_step_failure_events()]
+    checks = [f"{e.asset_key.to_user_string()}/{e.check_name}" for e in result.get_asset_check_evaluations()
+              if not e.passed]
+    parts = ([f"failed steps {'; '.join(failed)}"] if failed else []) + \
+            ([f"failed checks {', '.join(checks)}"] if checks else [])
+    return "; ".join(parts) or "the run did not succeed"
+
+
+# ---- reading it back -------------------------------------------------------------------------
+
+def pick_user(settings: Settings, fs, since: datetime) -> int | None:
+    """The most active user since ``since`` with the most views served online (candidates and
+    realtime features are the ones with short TTLs)."""
+    from feedstore.db import connect
+
+    with connect(settings) as conn:
+        users = [r[0] for r in conn.execute(
+            'SELECT user_id FROM user_activity WHERE "timestamp" >= %s GROUP BY user_id '
+            "ORDER BY count(*) DESC, user_id LIMIT 20", (since,)).fetchall()]
+    if not users:
+        return None
+    found = fs.get_online_features(
+        features=["user_candidates:candidate_item_ids", "user_realtime_features:rt_interactions_1h",
+                  "user_activity_features:interactions_7d"],
+        entity_rows=[{"user_id": u} for u in users]).to_dict()
+    served = [sum(found[n][i] is not None for n in ("candidate_item_ids", "rt_interactions_1h", "interactions_7d"))
+              for i in range(len(users))]
+    return int(users[max(range(len(users)), key=lambda i: (served[i], -i))])
+
+
+def online_view(fs, user_id: int, day: date, settings: Settings,
+                top: int = 10) -> tuple[dict[str, Any], pd.DataFrame, str | None]:
+    """What serving code gets: the user's features and the top candidates with their item
+    features. When the candidates are past their TTL (12 h from the end of the day they were
+    computed for), the newest ones in the lake are shown instead, and the third value says so."""
+    user = fs.get_online_features(features=[*USER_FEATURES_SHOWN, "user_candidates:candidate_item_ids",
+                                            "user_candidates:candidate_scores"],
+                                  entity_rows=[{"user_id": user_id}]).to_dict()
+    values = {ref: user[ref.split(":", 1)[1]][0] for ref in USER_FEATURES_SHOWN}
+    ids, scores, expired = user["candidate_item_ids"][0], user["candidate_scores"][0], None
+    if ids is None:
+        rows = audit.lake_rows("user_candidates", [day], settings)
+        rows = rows[rows.user_id == user_id]
+        if len(rows):
+            ttl = fs.get_feature_view("user_candidates").ttl
+            stamped = pd.Timestamp(rows.event_timestamp.iloc[0])
+            ids, scores = list(rows.candidate_item_ids.iloc[0]), list(rows.candidate_scores.iloc[0])
+            expired = (f"user_candidates of {day} (event time {stamped:%Y-%m-%d %H:%M} UTC, TTL {ttl}) are past "
+                       f"their TTL, so get_online_features returns none; these are the lake's")
+    ids, scores = [int(i) for i in (ids or [])[:top]], [float(x) for x in (scores or [])[:top]]
+    items = pd.DataFrame({"item_id": ids, "score": scores})
+    if ids:
+        found = fs.get_online_features(features=ITEM_FEATURES_SHOWN,
+                                       entity_rows=[{"item_id": int(i)} for i in ids]).to_df()
+        items = items.merge(found, on="item_id", how="left")
+    return values, items, expired
+
+
+def read_training(days: list[date], settings: Settings) -> pd.DataFrame:
+    parts = []
+    for day in days:
+        prefix = lake.day_prefix(f"{lake.TRAINING}/{TRAINING_NAME}", day)
+        if lake.parquet_keys(prefix, settings):
+            parts.append(lake.read_table(prefix, settings).to_pandas().assign(ds=day.isoformat()))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def label_balance(training: pd.DataFrame) -> pd.DataFrame:
+    counts = training.pivot_table(index="ds", columns="sample_type", values="label", aggfunc="size", fill_value=0)
+    counts["rows"] = counts.sum(axis=1)
+    counts["positive_share"] = counts.get("positive", 0) / counts["rows"]
+    return counts.reset_index()
+
+
+def read_back(report: DemoReport, settings: Settings) -> None:
+    from feedstore.feast.store import store
+
+    fs = store(settings)
+    report.tiers = audit.tier_counts(settings, archived_until=lake.day_end(report.days[-1]))
+    last = report.days[-1]
+    report.online = [audit.compare_online(fs, view, last, settings, limit=ONLINE_SAMPLE) for view in ONLINE_VIEWS]
+    report.user_id = pick_user(settings, fs, report.window[1] - timedelta(hours=1))
+    if report.user_id is not None:
+        report.user_features, report.candidates, report.candidates_note = online_view(
+            fs, report.user_id, last, settings)
+    training = read_training(report.days, settings)
+    if training.empty:
+        raise RuntimeError("no training rows were written")
+    report.training_counts = label_balance(training)
+    newest = training[training.ds == training.ds.max()]
+    report.training_sample = newest.sample(n=min(8, len(newest)), random_state=0).sort_values("event_timestamp")
+    sample = training.sample(n=min(PIT_SAMPLE, len(training)), random_state=1).reset_index(drop=True)
+    report.pit = audit.compare_point_in_time(fs, sample, PIT_VIEWS, report.days, settings)
+    report.lake_uris = {name: lake.s3_uri(f"{root}/", settings) for name, root in (
+        ("landed events", lake.LANDED), ("daily archive", lake.ARCHIVE), ("features", lake.FEATURES),
+        ("training sets", f"{lake.TRAINING}/{TRAINING_NAME}"))}
+
+
+def write_docs_index(report: DemoReport, docs_dir: Path) -> Path | None:
+    """One page linking each validation's Data Docs (GX builds one site per validation)."""
+    pages = [c for c in report.checks if c.docs]
+    if not pages:
+        return None
+    rows = "\n".join(
+        f'<tr><td>{c.asset}</td><td>{c.check}</td><td>{"passed" if c.passed else "FAILED"}</td>'
+        f'<td>{c.rows if c.rows is not None else ""}</td>'
+        f'<td><a href="{Path(c.docs).relative_to(docs_dir)}">Data Docs</a></td></tr>' for c in pages)
+    index = docs_dir / "index.html"
+    index.write_text(f"<!doctype html><title>feedstore demo: validations of {pages[0].day}</title>"
+                     f"<h1>Validations of partition {pages[0].day}</h1><table border=1 cellpadding=4>"
+                     f"<tr><th>asset</th><th>check</th><th>result</th><th>rows</th><th></th></tr>{rows}</table>")
+    return index
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+def run(options: DemoOptions | None = None, console: Console | None = None,
+        settings: Settings | None = None) -> DemoReport:
+    """The whole demo; raises ``StepFailed`` (with the step's log) when a step fails."""
+    from ingestion.generator import spec_for
+
+    options = options or DemoOptions()
+    settings = settings or get_settings()
+    console = console or Console(file=sys.stdout)
+    log_dir = Path(options.log_dir or settings.stack_dir / "demo").resolve()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    docs_dir = log_dir / "data_docs"
+    spec = spec_for(options.scale, seed=options.seed)
+    days = generated_days(spec)
+    report = DemoReport(options.scale, (spec.start, spec.end), days, log_dir=log_dir)
+    console.print(f"[bold]feedstore demo[/] — {options.scale} feed, events {spec.start:%Y-%m-%d %H:%M} → "
+                  f"{spec.end:%Y-%m-%d %H:%M} UTC ({len(days)} daily partitions); step logs in {log_dir}",
+                  highlight=False, soft_wrap=True)
+    sink = _LogSink(sys.__stderr__)
+    steps = _Steps(console, log_dir, sink)
+    undo = _route_logging(sink)
+    try:
+        with contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
+            _steps(steps, spec, days, docs_dir, options, settings, console, report)
+    finally:
+        undo()
+    return report
+
+
+def _steps(steps: _Steps, spec, days: list[date], docs_dir: Path, options: DemoOptions, settings: Settings,
+           console: Console, report: DemoReport) -> None:
+    with steps.step("stack", "Local stack and schema") as note:
+        note["text"] = start_stack(settings)
+    with steps.step("reset", f"Clear the previous demo's data (database {_dbname(settings)}, bucket "
+                             f"{settings.s3_bucket}, Redis {settings.redis_url})") as note:
+        if not options.allow_remote:
+            require_local(settings)
+        note["text"] = clear_previous(settings)
+    with steps.step("feast-apply", "feast apply (feature_repo/ into the SQL registry)") as note:
+        note["text"] = apply_feast(settings)
+    with steps.step("generate", f"Generate the {options.scale} feed: users and items into Postgres and S3, "
+                                f"events into Kafka {settings.topic_activity}") as note:
+        report.generated = generate_feed(spec, settings, console)
+        report.sent_to_kafka = report.generated["events"]
+        note["text"] = ", ".join(f"{k} {v:,}" for k, v in report.generated.items())
+    if options.defects:
+        with steps.step("bad-events", "Send malformed, invalid and duplicate events too") as note:
+            sent = send_bad_events(spec, settings)
+            report.resent = sent.pop(DUPLICATE, 0)
+            report.bad_events_sent = sent
+            report.sent_to_kafka += sum(sent.values()) + report.resent
+            note["text"] = f"{sum(sent.values())} bad events of {len(sent)} kinds, {report.resent} re-sent duplicates"
+    dlq_start = audit.high_watermarks(settings, settings.topic_dlq)
+    with steps.step("ingest", "Consume into Postgres, S3 Parquet, Redis and Feast (replay mode) until drained") as note:
+        report.consumed = ingest(settings, report.sent_to_kafka, options, console)
+        report.dlq = audit.dead_letter_reasons(settings, dlq_start, audit.high_watermarks(settings, settings.topic_dlq))
+        c = report.consumed
+        note["text"] = (f"{c['messages']:,} messages in {c['batches']} batches: {c['stored']:,} stored, "
+                        f"{c['duplicates']:,} duplicates, {c['rejected']:,} to the DLQ")
+    with steps.step("pipeline", f"Dagster daily assets and their checks for {days[0]} … {days[-1]}") as note:
+        docs_dir.mkdir(parents=True, exist_ok=True)
+        run_pipeline(days, docs_dir, options, console, report)
+        report.data_docs = write_docs_index(report, docs_dir)
+        note["text"] = f"{len(report.checks)} checks, {sum(c.passed for c in report.checks)} passed"
+    with steps.step("read-back", "Read every tier back") as note:
+        read_back(report, settings)
+        note["text"] = "consistent" if report.ok else "INCONSISTENT (see below)"
+
+
+def _dbname(settings: Settings) -> str:
+    return urlsplit(settings.postgres_dsn).path.lstrip("/")
+
+
+# ---- printing ---------------------------------------------------------------------------------
+
+def _fmt(value: Any) -> str:
+    return escape(_text(value))
+
+
+def _text(value: Any) -> str:
+    if hasattr(value, "item") and not hasattr(value, "__len__"):
+        value = value.item()
+    if isinstance(value, pd.Timestamp | datetime):
+        return f"{value:%m-%d %H:%M:%S}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if hasattr(value, "__len__") and not isinstance(value, str):
+        value = list(value)
+        if len(value) > 6:
+            return "[" + ", ".join(_text(v) for v in value[:3]) + f", … {len(value)} values]"
+        return "[" + ", ".join(_text(v) for v in value) + "]"
+    return str(value)
+
+
+def _mark(ok: bool) -> str:
+    return "[green]✓[/]" if ok else "[bold red]✗[/]"
+
+
+def render(report: DemoReport, console: Console, settings: Settings | None = None) -> None:
+    s = settings or get_settings()
+    t = report.tiers
+    console.rule("[bold]What landed where")
+    tiers = Table("tier", "where", "events", "")
+    tiers.add_row("generated", f"{report.scale} feed", _fmt(report.events), "")
+    tiers.add_row("Kafka", f"topic {s.topic_activity}, this run",
+                  _fmt(report.consumed.get("messages")), f"incl. {sum(report.bad_events_sent.values())} bad, "
+                  f"{report.resent} re-sent")
+    tiers.add_row("cold (landed)", report.lake_uris.get("landed events", ""), _fmt(t.landed_distinct),
+                  f"{t.landed_rows:,} rows with re-sent duplicates")
+    tiers.add_row("warm", f"Postgres {_dbname(s)}.user_activity", _fmt(t.postgres_distinct),
+                  f"{t.postgres_rows:,} rows")
+    tiers.add_row("cold (archive)", report.lake_uris.get("daily archive", ""), _fmt(t.archive_rows),
+                  f"days {report.days[0]} … {report.days[-1]}: Postgres has {t.postgres_archived:,}; "
+                  "a day is archived once it is over")
+    tiers.add_row("hot", "Redis user:* counters", _fmt(t.hot_events), f"{t.hot_users:,} users")
+    console.print(tiers)
+    console.print(f"{_mark(report.tiers_equal)} every tier holds each of the {report.events:,} generated events "
+                  "once (the archive: those of the days that are over)", highlight=False, soft_wrap=True)
+    online = Table("feature view", "entities in Redis", title="Feast online store (Redis)")
+    for view, n in t.online_keys.items():
+        online.add_row(view, f"{n:,}")
+    console.print(online)
+
+    console.rule("[bold]Dead-letter queue")
+    dlq = Table("reason", "messages", title=f"topic {s.topic_dlq}, this run")
+    for reason, n in sorted(report.dlq.items()):
+        dlq.add_row(reason, str(n))
+    console.print(dlq)
+    console.print(f"{_mark(report.dlq_as_sent)} {sum(report.dlq.values())} dead letters, each with the reason it "
+                  "was sent for", highlight=False)
+
+    console.rule("[bold]Validation (Great Expectations, blocking Dagster checks)")
+    checks = Table("asset", "check", *[d.isoformat() for d in report.days])
+    by_key: dict[tuple[str, str], dict[str, CheckOutcome]] = {}
+    for c in report.checks:
+        by_key.setdefault((c.asset, c.check), {})[c.day] = c
+    for (asset, check), per_day in by_key.items():
+        cells = []
+        for d in report.days:
+            c = per_day.get(d.isoformat())
+            cells.append("" if c is None else f"{'[green]pass[/]' if c.passed else '[red]FAIL[/]'}"
+                         + (f" {c.rows:,}" if isinstance(c.rows, int) else ""))
+        checks.add_row(asset, check, *cells)
+    console.print(checks)
+    if report.archive:
+        console.print("archive reconciliation: " + "; ".join(
+            f"{a['day']} {a['archive_rows']:,} rows = Postgres {a['postgres_rows']:,}"
+            f"{'' if a['reconciled'] else ' [red]MISMATCH[/]'}" for a in report.archive), highlight=False)
+    console.print(f"{_mark(report.checks_passed)} {sum(c.passed for c in report.checks)} of {len(report.checks)} "
+                  "checks passed", highlight=False)
+    if report.data_docs:
+        console.print(f"Data Docs ({report.days[-1]}): {report.data_docs}", highlight=False, soft_wrap=True)
+
+    console.rule(f"[bold]Serving: get_online_features for user {report.user_id}")
+    feats = Table("feature", "value")
+    for ref, value in report.user_features.items():
+        feats.add_row(ref, _fmt(value))
+    console.print(feats)
+    if report.candidates is not None and len(report.candidates):
+        cand = Table("rank", *report.candidates.columns, title="top candidates (user_candidates + item views)")
+        for i, row in enumerate(report.candidates.itertuples(index=False), 1):
+            cand.add_row(str(i), *[_fmt(v) for v in row])
+        console.print(cand)
+    if report.candidates_note:
+        console.print(f"[yellow]note:[/] {escape(report.candidates_note)}", highlight=False, soft_wrap=True)
+    agree = ", ".join(f"{c.view} {c.live}/{c.entities}" for c in report.online)
+    console.print(f"{_mark(report.online_equal)} online values equal the materialised Parquet rows of "
+                  f"{report.days[-1]}, and rows past their view's TTL are not served (live/compared: {agree})",
+                  highlight=False, soft_wrap=True)
+    for c in report.online:
+        for entity, name, got, want in c.mismatches[:3]:
+            console.print(f"  {c.view} {entity} {name}: online {_fmt(got)}, lake {_fmt(want)}", highlight=False)
+        if not c.entities:
+            console.print(f"  {c.view}: no rows to compare", highlight=False)
+
+    console.rule("[bold]Training set (get_historical_features, point in time)")
+    if report.training_counts is not None:
+        bal = Table(*report.training_counts.columns, title="rows per day and label balance")
+        for row in report.training_counts.itertuples(index=False):
+            bal.add_row(*[_fmt(v) for v in row])
+        console.print(bal)
+    if report.training_sample is not None:
+        cols = ["user_id", "item_id", "event_timestamp", "label", "sample_type", "interactions_7d", "like_rate_7d",
+                "top_category_30d", "category", "views_7d", "engagement_rate_7d"]
+        sample = report.training_sample[[c for c in cols if c in report.training_sample.columns]]
+        tab = Table(*sample.columns, title="a sample of the newest day")
+        for row in sample.itertuples(index=False):
+            tab.add_row(*[_fmt(v) for v in row])
+        console.print(tab)
+    if report.pit is not None:
+        p = report.pit
+        console.print(f"{_mark(not p.mismatches)} {p.rows:,} training rows checked against a hand-made "
+                      f"point-in-time join of the Parquet features ({p.values:,} values, {len(p.mismatches)} "
+                      f"differ; {p.with_features:,} rows have features)", highlight=False, soft_wrap=True)
+
+    console.rule("[bold]Where things are")
+    for name, uri in report.lake_uris.items():
+        console.print(f"{name:<14} {uri}", highlight=False, soft_wrap=True)
+    console.print(f"{'step logs':<14} {report.log_dir}", highlight=False, soft_wrap=True)
+    training = report.lake_uris.get("training sets", "").removeprefix("s3://")
+    console.print("Read the lake:  .venv/bin/python -c \"import pyarrow.dataset as ds; from feedstore.s3 import "
+                  f"arrow_fs; print(ds.dataset('{training}', filesystem=arrow_fs(), format='parquet', "
+                  "partitioning='hive').to_table().num_rows)\"", highlight=False, soft_wrap=True)
+    console.print("Dagster UI:     ./run dagster            → http://127.0.0.1:3000 (this run's assets are "
+                  "in its catalog)", highlight=False, soft_wrap=True)
+    console.print("Feature server: ./run serve --port 6566  (or: eval \"$(./run stack env)\"; "
+                  ".venv/bin/feast -c feature_repo serve)", highlight=False, soft_wrap=True)
+    console.print("                curl -s -H 'Content-Type: application/json' localhost:6566/get-online-features "
+                  "-d '{\"feature_service\": "
+                  f"\"ranking\", \"entities\": {{\"user_id\": [{report.user_id}], \"item_id\": [1]}}}}'",
+                  highlight=False, soft_wrap=True)
+    console.rule(f"{_mark(report.ok)} [bold]{'demo complete' if report.ok else 'demo finished with inconsistencies'}")
+
