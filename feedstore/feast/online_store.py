@@ -54,12 +54,25 @@ TS_FIELD = b"_ts"
 PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE = FieldStatus.PRESENT, FieldStatus.NOT_FOUND, FieldStatus.OUTSIDE_MAX_AGE
 
 WRITE_SCRIPT = b"""
-local cur = redis.call('HGET', KEYS[1], '_ts')
-if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], '_ts', ARGV[1], unpack(ARGV, 3))
-if tonumber(ARGV[2]) > 0 then redis.call('PEXPIREAT', KEYS[1], ARGV[2]) else redis.call('PERSIST', KEYS[1]) end
-return 1
+local nf = tonumber(ARGV[1])
+local args = {'_ts', 0}
+for j = 1, nf do args[1 + 2 * j] = ARGV[1 + j] end
+local pos, written = 2 + nf, 0
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('HGET', key, '_ts')
+  if not cur or tonumber(cur) < tonumber(ARGV[pos]) then
+    args[2] = ARGV[pos]
+    for j = 1, nf do args[2 + 2 * j] = ARGV[pos + 1 + j] end
+    redis.call('HSET', key, unpack(args))
+    if tonumber(ARGV[pos + 1]) > 0 then redis.call('PEXPIREAT', key, ARGV[pos + 1]) else redis.call('PERSIST', key) end
+    written = written + 1
+  end
+  pos = pos + 2 + nf
+end
+return written
 """
+"""Rows ``KEYS[i]``; ``ARGV``: field count, field names, then per row event time (µs), expiry
+(epoch ms, 0 = none) and the values. A row is written only when newer than the stored one."""
 
 class TTLRedisOnlineStoreConfig(RedisOnlineStoreConfig):
     """Feast's Redis settings (``connection_string``, ``redis_type``...) plus write tuning."""
@@ -71,6 +84,8 @@ class TTLRedisOnlineStoreConfig(RedisOnlineStoreConfig):
     """Rows per pipelined round trip when writing Arrow tables."""
     write_workers: int = 2
     """Threads writing chunks concurrently (encoding overlaps the round trips)."""
+    write_rows_per_call: int = 200
+    """Rows per newer-wins script call on a single Redis (fewer replies, less per-call work)."""
 
 
 def ttl_micros(view: FeatureView) -> int:
@@ -105,30 +120,37 @@ class TTLRedisOnlineStore(RedisOnlineStore):
         return self._script_sha
 
     def _send_rows(self, client, keys: list[bytes], ts: list[bytes], exp: list[bytes],
-                   columns: list[tuple[bytes, list[bytes]]]) -> int:
-        """One EVALSHA per row; returns how many rows were newer than what Redis held."""
+                   columns: list[tuple[bytes, list[bytes]]], rows_per_call: int = 200) -> int:
+        """Newer-wins writes, ``rows_per_call`` rows per script call on a single Redis (one per
+        call on a cluster, where one call's keys must share a slot); returns rows written."""
         if not keys:
             return 0
         sha = self._sha(client)
-        nargs = 6 + 2 * len(columns)
+        names = [name for name, _ in columns]
         if isinstance(client, Redis):
-            head = b"*%d\r\n$7\r\nEVALSHA\r\n" % nargs + resp.bulk(sha) + b"$1\r\n1\r\n"
-            cells = [[resp.bulk(name) + resp.bulk_header(len(v)) + v + resp.CRLF for v in values]
-                     for name, values in columns]
-            payload = b"".join(itertools.chain.from_iterable(zip(
-                itertools.repeat(head, len(keys)),
-                map(resp.bulk, keys), map(resp.bulk, ts), map(resp.bulk, exp), *cells)))
-            replies = resp.execute_packed(client, payload, len(keys))
+            names_part = resp.bulk(b"%d" % len(names)) + b"".join(map(resp.bulk, names))
+            cells = [list(map(resp.bulk, values)) for _, values in columns]
+            rows = list(map(b"".join, zip(map(resp.bulk, ts), map(resp.bulk, exp), *cells)))
+            key_cells = list(map(resp.bulk, keys))
+            parts = []
+            for start in range(0, len(keys), rows_per_call):
+                n = len(key_cells[start:start + rows_per_call])
+                parts.append(b"*%d\r\n$7\r\nEVALSHA\r\n" % (4 + len(names) + n * (3 + len(names)))
+                             + resp.bulk(sha) + resp.bulk(b"%d" % n))
+                parts.extend(key_cells[start:start + n])
+                parts.append(names_part)
+                parts.extend(rows[start:start + n])
+            replies = resp.execute_packed(client, b"".join(parts), -(-len(keys) // rows_per_call))
         else:
-            commands = [[b"EVALSHA", sha, b"1", k, t, e,
-                         *itertools.chain.from_iterable((name, values[i]) for name, values in columns)]
+            commands = [[b"EVALSHA", sha, b"1", k, b"%d" % len(names), *names, t, e,
+                         *(values[i] for _, values in columns)]
                         for i, (k, t, e) in enumerate(zip(keys, ts, exp))]
             replies = resp.execute_commands(client, commands)
         errors = [r for r in replies if isinstance(r, Exception)]
         if errors:
             if any(isinstance(e, NoScriptError) for e in errors):
                 self._script_sha = None  # server restarted or flushed scripts; rows are idempotent
-                return self._send_rows(client, keys, ts, exp, columns)
+                return self._send_rows(client, keys, ts, exp, columns, rows_per_call)
             raise errors[0]
         return sum(int(r) for r in replies)
 
@@ -195,6 +217,7 @@ class TTLRedisOnlineStore(RedisOnlineStore):
             written = self._send_rows(
                 client, keys, [str(t).encode() for t in ts.tolist()], [str(e).encode() for e in exp.tolist()],
                 [(name.encode(), codec.encode_column(chunk.column(name), vt)) for name, vt in features],
+                store_config.write_rows_per_call,
             )
             if progress:
                 progress(chunk.num_rows)
