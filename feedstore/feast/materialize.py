@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Literal
 
+import pyarrow as pa
 import structlog
 from feast import FeatureStore
 from feast.infra.common.materialization_job import MaterializationJobStatus, MaterializationTask
@@ -37,6 +38,8 @@ from feedstore.feast.online_store import TTLRedisOnlineStore
 
 log = structlog.get_logger(__name__)
 
+STREAM_BATCH_ROWS = 50_000
+
 ROWS_WRITTEN = Counter(
     "feedstore_feast_materialized_rows", "Rows materialized into the online store", ["view"]
 )
@@ -49,17 +52,21 @@ class ArrowOnlineOutputNode(LocalOutputNode):
         online = context.online_store
         if not isinstance(online, TTLRedisOnlineStore) or not self.feature_view.online:
             return super().execute(context)
-        table = self.get_single_table(context).data
-        output = ArrowTableValue(data=table)
-        context.node_outputs[self.name] = output
-        if table.num_rows == 0:
-            return output
+        data = self.get_single_table(context).data
+        batches = data if isinstance(data, pa.RecordBatchReader) else [data]
         started = time.perf_counter()
-        written = online.write_arrow(context.repo_config, self.feature_view, table)
+        rows = written = 0
+        for batch in batches:
+            table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+            if table.num_rows:
+                written += online.write_arrow(context.repo_config, self.feature_view, table)
+                rows += table.num_rows
+                ROWS_WRITTEN.labels(self.feature_view.name).inc(table.num_rows)
         seconds = time.perf_counter() - started
-        ROWS_WRITTEN.labels(self.feature_view.name).inc(table.num_rows)
-        log.info("materialize.view", view=self.feature_view.name, rows=table.num_rows, newer=written,
-                 seconds=round(seconds, 3), rows_per_s=round(table.num_rows / max(seconds, 1e-9)))
+        output = ArrowTableValue(data=table if isinstance(data, pa.Table) else pa.table({}))
+        context.node_outputs[self.name] = output
+        log.info("materialize.view", view=self.feature_view.name, rows=rows, newer=written,
+                 seconds=round(seconds, 3), rows_per_s=round(rows / max(seconds, 1e-9)))
         if self.feature_view.offline:
             context.offline_store.offline_write_batch(
                 config=context.repo_config, feature_view=self.feature_view, table=table, progress=lambda _: None
@@ -75,10 +82,9 @@ class LatestRowsNode(LocalNode):
     the stock run time and well over 1 GB. Same rows, same column names, same order of ties
     (event time, then created time, newest first)."""
 
-    def __init__(self, name: str, source: FileSource, column_info, start: datetime, end: datetime,
-                 latest_only: bool) -> None:
+    def __init__(self, name: str, view, column_info, start: datetime, end: datetime, latest_only: bool) -> None:
         super().__init__(name)
-        self.source, self.column_info = source, column_info
+        self.view, self.source, self.column_info = view, view.batch_source, column_info
         self.start, self.end, self.latest_only = start, end, latest_only
 
     def sql(self) -> str:
@@ -98,17 +104,31 @@ class LatestRowsNode(LocalNode):
         return query
 
     def execute(self, context: ExecutionContext) -> ArrowTableValue:
+        """Streams record batches when only our online store consumes them (peak memory is then
+        DuckDB's window, not also a full copy of the result)."""
         import ibis
 
         ensure_duckdb_s3()
         cur = ibis.get_backend().con.cursor()
-        try:
-            cur.execute("SET TimeZone = 'UTC'")
-            table = cur.execute(self.sql(), {"path": self.source.path, "start": _utc(self.start),
-                                             "end": _utc(self.end)}).fetch_arrow_table()
-        finally:
-            cur.close()
-        output = ArrowTableValue(data=table)
+        cur.execute("SET TimeZone = 'UTC'")
+        result = cur.execute(self.sql(), {"path": self.source.path, "start": _utc(self.start), "end": _utc(self.end)})
+        view = self.view
+        if isinstance(context.online_store, TTLRedisOnlineStore) and view.online and not view.offline:
+            reader = result.to_arrow_reader(STREAM_BATCH_ROWS)
+
+            def batches():
+                try:
+                    yield from reader
+                finally:
+                    cur.close()
+
+            data = pa.RecordBatchReader.from_batches(reader.schema, batches())
+        else:
+            try:
+                data = result.to_arrow_table()
+            finally:
+                cur.close()
+        output = ArrowTableValue(data=data)
         context.node_outputs[self.name] = output
         return output
 
@@ -129,7 +149,7 @@ class ArrowFeatureBuilder(LocalFeatureBuilder):
     def build_source_node(self, view):
         if not isinstance(self.task, MaterializationTask) or not _plain_parquet_view(view):
             return super().build_source_node(view)
-        node = LatestRowsNode("source", view.batch_source, self.get_column_info(view), self.task.start_time,
+        node = LatestRowsNode("source", view, self.get_column_info(view), self.task.start_time,
                               self.task.end_time, self._should_dedupe(view))
         self.nodes.append(node)
         return node
