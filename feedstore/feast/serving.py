@@ -61,6 +61,8 @@ def install_inline_online_route(app, fs) -> bool:
                 include_feature_view_version_metadata=request.include_feature_view_version_metadata)
             return JSONResponse(content=convert_response_to_dict(response.proto))
 
+    # this module postpones annotations; FastAPI needs the model class itself to read the body
+    get_online_features.__annotations__ = {"request": GetOnlineFeaturesRequest, "return": JSONResponse}
     app.router.add_api_route("/get-online-features", get_online_features, methods=["POST"])
     app.router.routes.insert(0, app.router.routes.pop())
     return True
