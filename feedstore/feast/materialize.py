@@ -19,6 +19,7 @@ from typing import Literal
 import pyarrow as pa
 import structlog
 from feast import FeatureStore
+from feast.data_format import ParquetFormat
 from feast.infra.common.materialization_job import MaterializationJobStatus, MaterializationTask
 from feast.infra.compute_engines.dag.context import ExecutionContext
 from feast.infra.compute_engines.local.arrow_table_value import ArrowTableValue
@@ -28,7 +29,6 @@ from feast.infra.compute_engines.local.job import LocalMaterializationJob
 from feast.infra.compute_engines.local.local_node import LocalNode
 from feast.infra.compute_engines.local.nodes import LocalOutputNode
 from feast.infra.offline_stores.file_source import FileSource
-from feast.data_format import ParquetFormat
 from feast.infra.registry.base_registry import BaseRegistry
 from prometheus_client import Counter
 

@@ -17,7 +17,6 @@ Selected in ``feature_store.yaml`` with ``type: feedstore.feast.online_store.TTL
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 import structlog
 from feast import Entity, FeatureView, RepoConfig, utils
-from feast.online_response import OnlineResponse
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
+from feast.online_response import OnlineResponse
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnlineFeaturesResponse
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto

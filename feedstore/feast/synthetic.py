@@ -19,7 +19,7 @@ from feast.types import Array, Float32, Float64, Int64, String
 from feedstore.feast.sources import partition_key
 from feedstore.s3 import arrow_fs, bucket_path
 from feedstore.settings import Settings, get_settings
-from ingestion.rules import AGE_RANGES, CATEGORIES, COUNTRIES, EMBEDDING_DIM, LANGUAGES, MEDIA_TYPES, EVENT_TYPES
+from ingestion.rules import AGE_RANGES, CATEGORIES, COUNTRIES, EMBEDDING_DIM, EVENT_TYPES, LANGUAGES, MEDIA_TYPES
 
 _VOCAB = {
     "age_range": AGE_RANGES, "country": COUNTRIES, "language": LANGUAGES, "media_type": MEDIA_TYPES,

@@ -121,10 +121,9 @@ def tie_view(fs, settings):
     """A view whose source has a created column: two rows per timestamp, the later-created wins."""
     from datetime import timedelta
 
-    from feast import Field, FileSource
+    from feast import FeatureView, Field, FileSource
     from feast.data_format import ParquetFormat
     from feast.types import Float64, Int64
-    from feast import FeatureView
 
     from feedstore.feast.sources import feature_glob
 
