@@ -191,7 +191,7 @@ def encode_column(arr: pa.Array | pa.ChunkedArray, value_type: ValueType) -> lis
 
 # ---- entity keys -------------------------------------------------------------------------
 
-def _key_part(value: object) -> str:
+def key_part(value: object) -> str:
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, str):
@@ -202,7 +202,7 @@ def _key_part(value: object) -> str:
 def entity_text(join_keys: Sequence[str], values: Sequence[object]) -> str:
     """``user_id=42`` (composite keys sorted by name); strings are %-quoted so braces never appear."""
     pairs = sorted(zip(join_keys, values)) if len(join_keys) > 1 else zip(join_keys, values)
-    return ",".join(f"{k}={_key_part(v)}" for k, v in pairs)
+    return ",".join(f"{k}={key_part(v)}" for k, v in pairs)
 
 
 def proto_value(v: ValueProto) -> object:
@@ -258,12 +258,24 @@ def micros_to_datetime(us: int) -> datetime:
     return datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc).replace(microsecond=us % 1_000_000)
 
 
-def timestamp_proto_bytes(us: int) -> bytes:
-    """``google.protobuf.Timestamp`` bytes for epoch microseconds."""
-    seconds, micros = divmod(us, 1_000_000)
-    out = b"\x08" + varint(seconds) if seconds else b""
-    if micros:
-        out += b"\x10" + varint(micros * 1000)
+def timestamp_cells(us: list[int]) -> list[bytes]:
+    """``FeatureVector.event_timestamps`` entries (tag, length, ``Timestamp``) for epoch µs,
+    the varints computed for the whole list at once."""
+    if len(us) < 64:  # numpy's per-call overhead beats the per-value loop below this
+        out = []
+        for t in us:
+            s, m = divmod(t, 1_000_000)
+            body = (b"\x08" + varint(s) if s else b"") + (b"\x10" + varint(m * 1000) if m else b"")
+            out.append(b"\x1a" + _len_prefix(len(body)) + body)
+        return out
+    seconds, micros = np.divmod(np.asarray(us, dtype=np.int64), 1_000_000)
+    sec_buf, sec_off = _varints(seconds)
+    ns_buf, ns_off = _varints(micros * 1000)
+    so, no = sec_off.tolist(), ns_off.tolist()
+    out = []
+    for i, (s, m) in enumerate(zip(seconds.tolist(), micros.tolist())):
+        body = (b"\x08" + sec_buf[so[i]:so[i + 1]] if s else b"") + (b"\x10" + ns_buf[no[i]:no[i + 1]] if m else b"")
+        out.append(b"\x1a" + _len_prefix(len(body)) + body)
     return out
 
 

@@ -5,6 +5,8 @@ Feast's ``duckdb`` store reads through ibis' default DuckDB backend and ignores
 subclass first loads httpfs from the wheel and creates the S3 secret on that backend (once per
 backend), so the SDK and the ``feast`` CLI (``materialize``, ``materialize-incremental``) both
 work without any per-process setup.
+``get_historical_features`` runs as one ASOF-join query (``feedstore.feast.historical``), with
+stock Feast as the fallback for what that does not cover.
 Selected in ``feature_store.yaml`` with ``type: feedstore.feast.offline_store.S3DuckDBOfflineStore``.
 """
 
@@ -13,8 +15,15 @@ from __future__ import annotations
 import functools
 import threading
 
+import pandas as pd
+import structlog
+from feast import FeatureView, RepoConfig
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
+from feast.infra.offline_stores.offline_store import RetrievalJob
+from feast.infra.registry.base_registry import BaseRegistry
 from pydantic import StrictStr
+
+log = structlog.get_logger(__name__)
 
 _lock = threading.Lock()
 _configured: set[int] = set()
@@ -50,6 +59,35 @@ def _configured_first(method):
 class S3DuckDBOfflineStore(DuckDBOfflineStore):
     pull_latest_from_table_or_query = _configured_first(DuckDBOfflineStore.pull_latest_from_table_or_query)
     pull_all_from_table_or_query = _configured_first(DuckDBOfflineStore.pull_all_from_table_or_query)
-    get_historical_features = _configured_first(DuckDBOfflineStore.get_historical_features)
     offline_write_batch = _configured_first(DuckDBOfflineStore.offline_write_batch)
     write_logged_features = _configured_first(DuckDBOfflineStore.write_logged_features)
+
+    @staticmethod
+    def get_historical_features(config: RepoConfig, feature_views: list[FeatureView], feature_refs: list[str],
+                                entity_df: pd.DataFrame | str, registry: BaseRegistry, project: str,
+                                full_feature_names: bool = False,
+                                filter_by_created_timestamp: bool = False) -> RetrievalJob:
+        import ibis
+        from feast.infra.offline_stores.duckdb import _write_data_source
+        from feast.infra.offline_stores.offline_store import RetrievalMetadata
+        from feast.on_demand_feature_view import OnDemandFeatureView
+
+        from feedstore.feast import historical
+
+        ensure_duckdb_s3()
+        odfvs = OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry)
+        query = None
+        if not any(o.mode == "substrait" for o in odfvs):
+            query = historical.plan(feature_views, feature_refs, entity_df, full_feature_names,
+                                    filter_by_created_timestamp)
+        if query is None:
+            log.info("historical.stock_fallback", views=[v.name for v in feature_views])
+            return DuckDBOfflineStore.get_historical_features(
+                config, feature_views, feature_refs, entity_df, registry, project, full_feature_names,
+                filter_by_created_timestamp)
+        lo, hi = historical.ts_range(query.entity[query.entity_ts])
+        metadata = RetrievalMetadata(
+            features=feature_refs, keys=[c for c in query.entity.column_names if c != query.entity_ts],
+            min_event_timestamp=lo, max_event_timestamp=hi)
+        return historical.AsofRetrievalJob(query, ibis.get_backend().con, odfvs, full_feature_names, metadata,
+                                           _write_data_source, str(config.repo_path))

@@ -17,7 +17,7 @@ Selected in ``feature_store.yaml`` with ``type: feedstore.feast.online_store.TTL
 
 from __future__ import annotations
 
-import itertools
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,12 +29,23 @@ import pyarrow as pa
 import structlog
 from feast import Entity, FeatureView, RepoConfig, utils
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
+from feast.online_response import OnlineResponse
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnlineFeaturesResponse
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from redis import Redis
+from redis.exceptions import NoScriptError
 
 from feedstore.feast import codec, resp
+from feedstore.feast import response as response_module
+
+try:
+    from feast.metrics import track_feature_statuses as _track_feature_statuses
+except ImportError:  # metrics are optional in Feast
+    _track_feature_statuses = None
+
+_collector = threading.local()
+"""While our ``get_online_features`` runs: the raw cells per output feature name."""
 
 log = structlog.get_logger(__name__)
 
@@ -42,13 +53,25 @@ TS_FIELD = b"_ts"
 PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE = FieldStatus.PRESENT, FieldStatus.NOT_FOUND, FieldStatus.OUTSIDE_MAX_AGE
 
 WRITE_SCRIPT = b"""
-local cur = redis.call('HGET', KEYS[1], '_ts')
-if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], '_ts', ARGV[1], unpack(ARGV, 3))
-if tonumber(ARGV[2]) > 0 then redis.call('PEXPIREAT', KEYS[1], ARGV[2]) else redis.call('PERSIST', KEYS[1]) end
-return 1
+local nf = tonumber(ARGV[1])
+local args = {'_ts', 0}
+for j = 1, nf do args[1 + 2 * j] = ARGV[1 + j] end
+local pos, written = 2 + nf, 0
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('HGET', key, '_ts')
+  if not cur or tonumber(cur) < tonumber(ARGV[pos]) then
+    args[2] = ARGV[pos]
+    for j = 1, nf do args[2 + 2 * j] = ARGV[pos + 1 + j] end
+    redis.call('HSET', key, unpack(args))
+    if tonumber(ARGV[pos + 1]) > 0 then redis.call('PEXPIREAT', key, ARGV[pos + 1]) else redis.call('PERSIST', key) end
+    written = written + 1
+  end
+  pos = pos + 2 + nf
+end
+return written
 """
-
+"""Rows ``KEYS[i]``; ``ARGV``: field count, field names, then per row event time (µs), expiry
+(epoch ms, 0 = none) and the values. A row is written only when newer than the stored one."""
 
 class TTLRedisOnlineStoreConfig(RedisOnlineStoreConfig):
     """Feast's Redis settings (``connection_string``, ``redis_type``...) plus write tuning."""
@@ -60,6 +83,8 @@ class TTLRedisOnlineStoreConfig(RedisOnlineStoreConfig):
     """Rows per pipelined round trip when writing Arrow tables."""
     write_workers: int = 2
     """Threads writing chunks concurrently (encoding overlaps the round trips)."""
+    write_rows_per_call: int = 200
+    """Rows per newer-wins script call on a single Redis (fewer replies, less per-call work)."""
 
 
 def ttl_micros(view: FeatureView) -> int:
@@ -94,30 +119,37 @@ class TTLRedisOnlineStore(RedisOnlineStore):
         return self._script_sha
 
     def _send_rows(self, client, keys: list[bytes], ts: list[bytes], exp: list[bytes],
-                   columns: list[tuple[bytes, list[bytes]]]) -> int:
-        """One EVALSHA per row; returns how many rows were newer than what Redis held."""
+                   columns: list[tuple[bytes, list[bytes]]], rows_per_call: int = 200) -> int:
+        """Newer-wins writes, ``rows_per_call`` rows per script call on a single Redis (one per
+        call on a cluster, where one call's keys must share a slot); returns rows written."""
         if not keys:
             return 0
         sha = self._sha(client)
-        nargs = 6 + 2 * len(columns)
+        names = [name for name, _ in columns]
         if isinstance(client, Redis):
-            head = b"*%d\r\n$7\r\nEVALSHA\r\n" % nargs + resp.bulk(sha) + b"$1\r\n1\r\n"
-            cells = [[resp.bulk(name) + resp.bulk_header(len(v)) + v + resp.CRLF for v in values]
-                     for name, values in columns]
-            payload = b"".join(itertools.chain.from_iterable(zip(
-                itertools.repeat(head, len(keys)),
-                map(resp.bulk, keys), map(resp.bulk, ts), map(resp.bulk, exp), *cells)))
-            replies = resp.execute_packed(client, payload, len(keys))
+            names_part = resp.bulk(b"%d" % len(names)) + b"".join(map(resp.bulk, names))
+            cells = [list(map(resp.bulk, values)) for _, values in columns]
+            rows = list(map(b"".join, zip(map(resp.bulk, ts), map(resp.bulk, exp), *cells)))
+            key_cells = list(map(resp.bulk, keys))
+            parts = []
+            for start in range(0, len(keys), rows_per_call):
+                n = len(key_cells[start:start + rows_per_call])
+                parts.append(b"*%d\r\n$7\r\nEVALSHA\r\n" % (4 + len(names) + n * (3 + len(names)))
+                             + resp.bulk(sha) + resp.bulk(b"%d" % n))
+                parts.extend(key_cells[start:start + n])
+                parts.append(names_part)
+                parts.extend(rows[start:start + n])
+            replies = resp.execute_packed(client, b"".join(parts), -(-len(keys) // rows_per_call))
         else:
-            commands = [[b"EVALSHA", sha, b"1", k, t, e,
-                         *itertools.chain.from_iterable((name, values[i]) for name, values in columns)]
+            commands = [[b"EVALSHA", sha, b"1", k, b"%d" % len(names), *names, t, e,
+                         *(values[i] for _, values in columns)]
                         for i, (k, t, e) in enumerate(zip(keys, ts, exp))]
             replies = resp.execute_commands(client, commands)
         errors = [r for r in replies if isinstance(r, Exception)]
         if errors:
-            if any("NOSCRIPT" in str(e) for e in errors):
+            if any(isinstance(e, NoScriptError) for e in errors):
                 self._script_sha = None  # server restarted or flushed scripts; rows are idempotent
-                return self._send_rows(client, keys, ts, exp, columns)
+                return self._send_rows(client, keys, ts, exp, columns, rows_per_call)
             raise errors[0]
         return sum(int(r) for r in replies)
 
@@ -184,6 +216,7 @@ class TTLRedisOnlineStore(RedisOnlineStore):
             written = self._send_rows(
                 client, keys, [str(t).encode() for t in ts.tolist()], [str(e).encode() for e in exp.tolist()],
                 [(name.encode(), codec.encode_column(chunk.column(name), vt)) for name, vt in features],
+                store_config.write_rows_per_call,
             )
             if progress:
                 progress(chunk.num_rows)
@@ -243,6 +276,21 @@ class TTLRedisOnlineStore(RedisOnlineStore):
 
         return await asyncio.to_thread(self.online_read, config, table, entity_keys, requested_features)
 
+    def get_online_features(self, config: RepoConfig, features, entity_rows, registry, project: str,
+                            full_feature_names: bool = False,
+                            include_feature_view_version_metadata: bool = False) -> OnlineResponse:
+        """Feast's method; the response it returns converts to Python from the raw cells read here
+        (once per distinct entity, not once per row)."""
+        cells: dict[str, tuple[list[bytes | None], list[int] | None]] = {}
+        _collector.cells = cells
+        try:
+            response = super().get_online_features(
+                config, features, entity_rows, registry, project, full_feature_names,
+                include_feature_view_version_metadata)
+        finally:
+            _collector.cells = None
+        return response_module.CellOnlineResponse(response.proto, response._feature_types, cells)
+
     def _read_features_per_fv(
         self,
         config: RepoConfig,
@@ -257,26 +305,23 @@ class TTLRedisOnlineStore(RedisOnlineStore):
         parsed once per feature instead of once per cell (the bulk of Feast's read time)."""
         work = []
         keys: list[bytes] = []
+        texts: dict[int, list[str]] = {}
+        prefix = codec.key_prefix(config.project)
         for table, requested in grouped_refs:
-            entity_rows, idxs, output_len = utils._get_unique_entities(
-                table, join_key_values, entity_name_to_join_key_map
-            )
-            view = view_name(table, config)
-            prefix, suffix = codec.key_prefix(config.project), codec.key_suffix(view)
-            view_keys = [
-                f"{prefix}{codec.entity_text(list(row), [codec.proto_value(v) for v in row.values()])}{suffix}".encode()
-                for row in entity_rows
-            ]
-            work.append((table, list(requested), idxs, output_len, len(keys), len(view_keys)))
-            keys.extend(view_keys)
+            entities, order, output_len = _unique_entities(
+                table, join_key_values, entity_name_to_join_key_map, texts)
+            suffix = codec.key_suffix(view_name(table, config))
+            work.append((table, list(requested), order, output_len, len(keys), len(entities)))
+            keys.extend([f"{prefix}{e}{suffix}".encode() for e in entities])
         if not work:
             return
         replies = self._hmget_grouped(config, keys, work)
         now = _now_micros()
-        for table, requested, idxs, output_len, start, count in work:
+        collector = getattr(_collector, "cells", None)
+        for table, requested, order, output_len, start, count in work:
             self._append_vectors(
-                online_features_response, table, requested, replies[start:start + count], idxs,
-                output_len, now, full_feature_names, include_feature_view_version_metadata,
+                online_features_response, table, requested, replies[start:start + count], order,
+                output_len, now, full_feature_names, include_feature_view_version_metadata, collector,
             )
 
     def _hmget_grouped(self, config: RepoConfig, keys: list[bytes], work) -> list:
@@ -291,7 +336,7 @@ class TTLRedisOnlineStore(RedisOnlineStore):
             for fields, view_keys in per_view:
                 head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
                 tail = b"".join(map(resp.bulk, fields))
-                parts.extend(head + resp.bulk(k) + tail for k in view_keys)
+                parts.extend([head + resp.bulk(k) + tail for k in view_keys])
             replies = resp.execute_packed(client, b"".join(parts), len(keys))
         else:
             replies = resp.execute_commands(
@@ -302,13 +347,14 @@ class TTLRedisOnlineStore(RedisOnlineStore):
         return replies
 
     @staticmethod
-    def _append_vectors(response, table, requested, replies, idxs, output_len, now,
-                        full_feature_names, include_version) -> None:
+    def _append_vectors(response, table, requested, replies, order, output_len, now,
+                        full_feature_names, include_version, collector) -> None:
         ttl = ttl_micros(table)
         cutoff = now - ttl if ttl else None
-        n = len(replies)
-        status = [NOT_FOUND] * n
-        ts_cells = [b"\x1a\x00"] * n
+        rows: list = [None] * len(replies)     # the replies of present entities
+        status = [NOT_FOUND] * len(replies)
+        present_ts: list[int] = []
+        present_at: list[int] = []
         for u, reply in enumerate(replies):
             raw_ts = reply[-1]
             if raw_ts is None:
@@ -318,20 +364,23 @@ class TTLRedisOnlineStore(RedisOnlineStore):
                 status[u] = OUTSIDE_MAX_AGE
                 continue
             status[u] = PRESENT
-            tsb = codec.timestamp_proto_bytes(ts)
-            ts_cells[u] = b"\x1a" + codec._len_prefix(len(tsb)) + tsb
+            rows[u] = reply
+            present_ts.append(ts)
+            present_at.append(u)
+        ts_cells = [b"\x1a\x00"] * len(replies)
+        for u, cell in zip(present_at, codec.timestamp_cells(present_ts)):
+            ts_cells[u] = cell
 
-        order = [0] * output_len
-        for u, destinations in enumerate(idxs):
-            for p in destinations:
-                order[p] = u
-        ts_part = b"".join([ts_cells[u] for u in order])
-        status_part = b"\x12" + codec._len_prefix(output_len) + bytes([status[u] for u in order])
+        if order is None:
+            ts_part = b"".join(ts_cells)
+            status_part = b"\x12" + codec._len_prefix(output_len) + bytes(status)
+        else:
+            ts_part = b"".join([ts_cells[u] for u in order])
+            status_part = b"\x12" + codec._len_prefix(output_len) + bytes([status[u] for u in order])
 
         table_name = table.projection.name_to_use()
-        response.metadata.feature_names.val.extend(
-            [f"{table_name}__{f}" if full_feature_names else f for f in requested]
-        )
+        names = [f"{table_name}__{f}" if full_feature_names else f for f in requested]
+        response.metadata.feature_names.val.extend(names)
         if include_version:
             clean = table.projection.name_alias or table.projection.name
             if clean not in [m.name for m in response.metadata.feature_view_metadata]:
@@ -340,21 +389,17 @@ class TTLRedisOnlineStore(RedisOnlineStore):
                 meta.version = getattr(table, "current_version_number", 0) or 0
 
         len_prefix = codec._len_prefix
-        present = 0
-        for j in range(len(requested)):
-            cells = []
-            for u, reply in enumerate(replies):
-                v = reply[j] if status[u] == PRESENT else None
-                cells.append(b"\x0a" + len_prefix(len(v)) + v if v else b"\x0a\x00")
-                present += status[u] == PRESENT
-            vector = response.results.add()
-            vector.MergeFromString(b"".join([cells[u] for u in order]) + status_part + ts_part)
-        try:
-            from feast.metrics import track_feature_statuses
-
-            track_feature_statuses(table.name, present, len(requested) * n - present)
-        except Exception:  # noqa: BLE001 - metrics are optional in Feast
-            pass
+        for j, name in enumerate(names):
+            column = [r[j] or None if r is not None else None for r in rows]
+            cells = [b"\x0a" + len_prefix(len(v)) + v if v else b"\x0a\x00" for v in column]
+            body = b"".join(cells) if order is None else b"".join([cells[u] for u in order])
+            response.results.add().MergeFromString(body + status_part + ts_part)
+            if collector is not None:
+                collector[name] = (column, order)
+        if _track_feature_statuses is not None:
+            present = len(present_at) * len(requested) if order is None else \
+                sum(status[u] == PRESENT for u in order) * len(requested)
+            _track_feature_statuses(table.name, present, len(requested) * output_len - present)
 
     async def _read_features_per_fv_async(self, config, grouped_refs, join_key_values,
                                           entity_name_to_join_key_map, online_features_response,
@@ -401,6 +446,38 @@ class TTLRedisOnlineStore(RedisOnlineStore):
     def teardown(self, config: RepoConfig, tables: Sequence[FeatureView], entities: Sequence[Entity]) -> None:
         for table in tables:
             self.delete_table(config, table)
+
+
+def _unique_entities(table: FeatureView, join_key_values, entity_name_to_join_key_map,
+                     texts: dict[int, list[str]]) -> tuple[list[str], list[int] | None, int]:
+    """Feast's ``_get_unique_entities`` as entity texts: the distinct entities of a view, and for
+    each output row the index of its entity (``None`` when every row is distinct). ``texts``
+    caches each key column's texts across the views of one call."""
+    values = utils._get_table_entity_values(table, entity_name_to_join_key_map, join_key_values)
+    expected = set(entity_name_to_join_key_map.values()) - {"__dummy_id"}
+    if any(k not in values or not values[k] for k in expected) and not any(values.values()):
+        raise KeyError(f"Missing join key values for keys: {sorted(k for k in expected if k not in values)}. "
+                       f"Provided join_key_values: {list(join_key_values)}")
+    names = list(values)
+    if not names:
+        return [], None, 0
+    columns = []
+    for name in names:
+        column = values[name]
+        cached = texts.get(id(column))
+        if cached is None:
+            cached = texts[id(column)] = [codec.key_part(codec.proto_value(v)) for v in column]
+        columns.append(cached)
+    if len(names) == 1:
+        head = names[0] + "="
+        row_texts = [head + t for t in columns[0]]
+    else:
+        row_texts = [codec.entity_text(names, parts) for parts in zip(*columns)]
+    first: dict[str, int] = {}
+    order = [first.setdefault(t, len(first)) for t in row_texts]
+    if len(first) == len(order):
+        return row_texts, None, len(order)
+    return list(first), order, len(order)
 
 
 def _slices(data: pa.Table, rows: int) -> Iterator[pa.Table]:

@@ -19,7 +19,7 @@ from feast.types import Array, Float32, Float64, Int64, String
 from feedstore.feast.sources import partition_key
 from feedstore.s3 import arrow_fs, bucket_path
 from feedstore.settings import Settings, get_settings
-from ingestion.rules import AGE_RANGES, CATEGORIES, COUNTRIES, EMBEDDING_DIM, LANGUAGES, MEDIA_TYPES, EVENT_TYPES
+from ingestion.rules import AGE_RANGES, CATEGORIES, COUNTRIES, EMBEDDING_DIM, EVENT_TYPES, LANGUAGES, MEDIA_TYPES
 
 _VOCAB = {
     "age_range": AGE_RANGES, "country": COUNTRIES, "language": LANGUAGES, "media_type": MEDIA_TYPES,
@@ -69,11 +69,12 @@ def frame(view: FeatureView, ids: np.ndarray, timestamps_us: np.ndarray, seed: i
     return pa.table(columns)
 
 
-def write(view_name: str, table: pa.Table, settings: Settings | None = None, part: str = "part-0") -> list[str]:
+def write(view_name: str, table: pa.Table, settings: Settings | None = None, part: str = "part-0",
+          ts_column: str = "event_timestamp") -> list[str]:
     """Writes one file per day under the contract's ``dt=`` partitions; returns the keys."""
     s = settings or get_settings()
     fs = arrow_fs(s)
-    days = pc.strftime(table["event_timestamp"], format="%Y-%m-%d", locale="C")
+    days = pc.strftime(table[ts_column], format="%Y-%m-%d", locale="C")
     keys = []
     for day in pc.unique(days).to_pylist():
         from datetime import date

@@ -11,7 +11,6 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.utils import _columns_to_proto_values
 from feast.value_type import ValueType as V
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from feedstore.feast import codec
 
@@ -51,13 +50,18 @@ def test_varints_match_protobuf():
     assert [Value.FromString(b"\x20" + b).int64_val for b in codec._split(buf, offsets)] == values.tolist()
 
 
-def test_timestamp_bytes_equal_protobuf():
-    for dt in [datetime(2026, 3, 1, 12, 0, 1, 123456, tzinfo=timezone.utc), datetime(1970, 1, 1, tzinfo=timezone.utc)]:
-        ts = Timestamp()
-        ts.FromDatetime(dt)
-        us = codec.datetime_to_micros(dt)
-        assert codec.timestamp_proto_bytes(us) == ts.SerializeToString()
-        assert codec.micros_to_datetime(us) == dt
+def test_timestamp_cells_equal_protobuf():
+    from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesResponse
+
+    dts = [datetime(2026, 3, 1, 12, 0, 1, 123456, tzinfo=timezone.utc), datetime(1970, 1, 1, tzinfo=timezone.utc),
+           datetime(2026, 3, 1, tzinfo=timezone.utc), datetime(1969, 12, 31, 23, 59, 59, 5, tzinfo=timezone.utc)]
+    us = [codec.datetime_to_micros(dt) for dt in dts]
+    expected = GetOnlineFeaturesResponse.FeatureVector()
+    for dt in dts:
+        expected.event_timestamps.add().FromDatetime(dt)
+    assert b"".join(codec.timestamp_cells(us)) == expected.SerializeToString()
+    assert b"".join(codec.timestamp_cells(us * 20)) == expected.SerializeToString() * 20   # the vectorised path
+    assert [codec.micros_to_datetime(u) for u in us] == dts
 
 
 def test_entity_keys_are_readable_and_brace_free():
