@@ -32,12 +32,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from feedstore.feast.sources import FEATURES
 from feedstore.settings import Settings, get_settings
 from orchestration import audit, lake
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # Prefixes the demo's run writes to the bucket; cleared before each run.
-DEMO_PREFIXES = (lake.LANDED, lake.ARCHIVE, lake.FEATURES, lake.TRAINING, lake.CATALOG_ITEMS, "snapshots")
+DEMO_PREFIXES = (lake.LANDED, lake.ARCHIVE, FEATURES, lake.TRAINING, lake.CATALOG_ITEMS, "snapshots")
 TRAINING_NAME = "ranking_daily"
 DUPLICATE = "duplicate"
 USER_FEATURES_SHOWN = [
@@ -537,7 +538,7 @@ def read_back(report: DemoReport, settings: Settings) -> None:
     sample = training.sample(n=min(PIT_SAMPLE, len(training)), random_state=1).reset_index(drop=True)
     report.pit = audit.compare_point_in_time(fs, sample, PIT_VIEWS, report.days, settings)
     report.lake_uris = {name: lake.s3_uri(f"{root}/", settings) for name, root in (
-        ("landed events", lake.LANDED), ("daily archive", lake.ARCHIVE), ("features", lake.FEATURES),
+        ("landed events", lake.LANDED), ("daily archive", lake.ARCHIVE), ("features", FEATURES),
         ("training sets", f"{lake.TRAINING}/{TRAINING_NAME}"))}
 
 
