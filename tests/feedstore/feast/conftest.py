@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,26 +18,36 @@ FEAST = str(Path(sys.executable).parent / "feast")
 REPO = PROJECT_ROOT / "feature_repo"
 
 
+@pytest.fixture(scope="package")
+def settings(stack: Settings) -> Iterator[Settings]:
+    """A namespace of this package's own: its synthetic tables under ``features/`` must not
+    be read by the pipeline's tests, whose Feast sources glob the same prefix."""
+    from feedstore.sandbox import sandbox
+
+    with sandbox("feast") as isolated:
+        yield isolated
+
+
 def feast_cli(settings: Settings, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     env = {**os.environ, **settings.feast_env()}
     return subprocess.run([FEAST, "-c", str(REPO), *args], env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def feast_applied(settings: Settings) -> subprocess.CompletedProcess:
     result = feast_cli(settings, "apply")
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def feast_planned(feast_applied, settings: Settings) -> subprocess.CompletedProcess:
     """``feast plan`` right after ``apply``, before any test materializes or pushes."""
     return feast_cli(settings, "plan")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def fs(feast_planned, settings: Settings) -> FeatureStore:
     from feedstore.feast.store import store
 
