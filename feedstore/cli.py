@@ -260,7 +260,7 @@ def generate(
 
     from ingestion.generator import spec_for
     from ingestion.producer import ProducerError
-    from ingestion.seeding import SeedingError
+    from ingestion.seeding import RichProgress, SeedingError
     from ingestion.seeding import generate as run
 
     if events_to is EventsTo.file and file is None:
@@ -270,24 +270,10 @@ def generate(
     except ValueError as exc:
         fail(str(exc))
 
-    class Bars:
-        def __init__(self, progress) -> None:
-            self.progress, self.tasks = progress, {}
-
-        def start(self, name: str, total: int) -> None:
-            self.tasks[name] = self.progress.add_task(name, total=total)
-
-        def advance(self, name: str, rows: int) -> None:
-            self.progress.advance(self.tasks[name], rows)
-
-        def finish(self, name: str) -> None:
-            task = self.tasks[name]
-            self.progress.update(task, total=self.progress.tasks[task].completed)
-
     started = time.monotonic()
     try:
         with _rich_progress() as progress:
-            report = run(spec, events_to=events_to.value, path=file, progress=Bars(progress))
+            report = run(spec, events_to=events_to.value, path=file, progress=RichProgress(progress))
     except (SeedingError, ProducerError, ValueError, OSError, psycopg.Error) as exc:
         fail(str(exc).strip().splitlines()[0])
     elapsed = time.monotonic() - started

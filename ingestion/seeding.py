@@ -75,6 +75,23 @@ class Progress:
         """The total given to ``start`` was an estimate; what was done is the total."""
 
 
+class RichProgress(Progress):
+    """The progress protocol drawn as rich bars on a ``rich.progress.Progress``."""
+
+    def __init__(self, progress) -> None:
+        self.progress, self.tasks = progress, {}
+
+    def start(self, name: str, total: int) -> None:
+        self.tasks[name] = self.progress.add_task(name, total=total)
+
+    def advance(self, name: str, rows: int) -> None:
+        self.progress.advance(self.tasks[name], rows)
+
+    def finish(self, name: str) -> None:
+        task = self.tasks[name]
+        self.progress.update(task, total=self.progress.tasks[task].completed)
+
+
 def snapshot_date(spec: gen.GenerationSpec) -> str:
     """The UTC day the snapshot closes: ``end`` is exclusive, so midnight belongs to the day before."""
     return (spec.end - timedelta(microseconds=1)).date().isoformat()

@@ -284,28 +284,11 @@ def apply_feast(settings: Settings) -> str:
     return f"{len(fs.list_feature_views())} feature views, {len(fs.list_feature_services())} feature services"
 
 
-class _Bars:
-    """The seeding progress protocol, drawn with rich."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress, self.tasks = progress, {}
-
-    def start(self, name: str, total: int) -> None:
-        self.tasks[name] = self.progress.add_task(name, total=total)
-
-    def advance(self, name: str, rows: int) -> None:
-        self.progress.advance(self.tasks[name], rows)
-
-    def finish(self, name: str) -> None:
-        task = self.tasks[name]
-        self.progress.update(task, total=self.progress.tasks[task].completed)
-
-
 def generate_feed(spec, settings: Settings, console: Console) -> dict[str, int]:
-    from ingestion.seeding import generate
+    from ingestion.seeding import RichProgress, generate
 
     with _progress(console) as progress:
-        report = generate(spec, settings, events_to="kafka", progress=_Bars(progress))
+        report = generate(spec, settings, events_to="kafka", progress=RichProgress(progress))
     return dict(report.rows)
 
 
