@@ -128,14 +128,13 @@ def open_store(which: str):
 def bench_view():
     from datetime import timedelta
 
+    from entities import item  # noqa: E402 - feature_repo on sys.path
     from feast import FeatureView, Field, FileSource
     from feast.data_format import ParquetFormat
     from feast.types import Array, Float32, Float64, Int64, String
 
     from feedstore.feast.sources import feature_glob
     from feedstore.settings import get_settings
-
-    from entities import item  # noqa: E402 - feature_repo on sys.path
 
     return FeatureView(
         name=BENCH_VIEW, entities=[item], ttl=timedelta(days=7), online=True,
@@ -268,14 +267,18 @@ def child_http(which: str, requests_n: int, users: int, online_items: int, port:
                   for _ in range(requests_n + 200)]
         for body in bodies[:200]:  # warm-up
             session.post(url, data=body)
-        samples = []
+        samples, reconnects = [], 0
         for body in bodies[200:]:
             t0 = time.perf_counter()
-            r = session.post(url, data=body)
-            samples.append((time.perf_counter() - t0) * 1000)
+            try:
+                r = session.post(url, data=body)
+            except requests.ConnectionError:  # server closed the kept-alive connection (worker recycled)
+                reconnects += 1
+                r = session.post(url, data=body)
+            samples.append((time.perf_counter() - t0) * 1000)  # the retry's time counts
             if r.status_code != 200:
                 raise RuntimeError(r.text[:500])
-        return _percentiles(samples)
+        return {**_percentiles(samples), "reconnects": reconnects}
     finally:
         proc.terminate()
         proc.wait(30)
@@ -399,6 +402,11 @@ def _median_of(runs: list[dict]) -> dict:
     return out
 
 
+def _save(results: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2))
+
+
 def _interleaved(console, label: str, variants: dict[str, tuple], reps: int) -> dict[str, dict]:
     """Runs every variant ``reps`` times, alternating, and keeps per-field medians."""
     runs: dict[str, list[dict]] = {name: [] for name in variants}
@@ -410,7 +418,6 @@ def _interleaved(console, label: str, variants: dict[str, tuple], reps: int) -> 
 
 
 def run_all(args, skip, console) -> None:
-    from rich.table import Table
 
     env = namespace_env()
     with console.status("preparing namespace and data…"):
@@ -429,6 +436,7 @@ def run_all(args, skip, console) -> None:
         for which, r in got.items():
             r["rows_per_s"] = args.items / r["seconds"]
             results[f"materialize_{which}"] = r
+            _save(results)
     if "online" not in skip:
         for n in (1, 500):
             calls = str(args.online_calls if n == 1 else max(200, args.online_calls // 4))
@@ -436,17 +444,18 @@ def run_all(args, skip, console) -> None:
                         ("online", which, str(n), calls, str(args.users), str(args.online_items), "1" if tuned else "0")
                         for which in ("stock", "ours") for tuned in (False, True)}
             results.update(_interleaved(console, f"online 1 user × {n}", variants, args.reps))
+            _save(results)
     if "http" not in skip:
         variants = {f"http_{which}": ("http", which, str(args.http_requests), str(args.users), str(args.online_items),
                                       str(port)) for which, port in (("stock", 16566), ("ours", 16567))}
         results.update(_interleaved(console, "http", variants, args.http_reps))
+        _save(results)
     if "historical" not in skip:
         variants = {f"historical_{which}": ("historical", which, str(args.entity_rows), str(args.hist_entities),
                                             str(meta["now_us"])) for which in ("bare", "ours", "stock")}
         results.update(_interleaved(console, "historical", variants, args.reps))
     results["loadavg_end"] = _load()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2))
+    _save(results)
     console.print(summary_table(results, args))
     console.print(f"medians of {args.reps} interleaved runs (materialize {args.materialize_reps}, "
                   f"http {args.http_reps}); load average {results['loadavg_start']} → {results['loadavg_end']}")
@@ -476,7 +485,8 @@ def summary_table(results: dict, args):
         o, s = results["http_ours"], results["http_stock"]
         table.add_row(f"HTTP {args.http_requests:,} requests (keep-alive)",
                       f"p50 {o['p50_ms']:.2f} / p99 {o['p99_ms']:.2f} / max {o['max_ms']:.0f} ms, {o['over_50ms']:.0f} >50ms",
-                      f"p50 {s['p50_ms']:.2f} / p99 {s['p99_ms']:.2f} / max {s['max_ms']:.0f} ms, {s['over_50ms']:.0f} >50ms",
+                      f"p50 {s['p50_ms']:.2f} / p99 {s['p99_ms']:.2f} / max {s['max_ms']:.0f} ms, {s['over_50ms']:.0f} >50ms"
+                      f", {s.get('reconnects', 0):.0f} dropped connections",
                       f"p99 {o['p99_ms'] / s['p99_ms']:.2f}x", "p99 ≤3 ms, none >50 ms")
     if "historical_ours" in results:
         o, s, b = results["historical_ours"], results["historical_stock"], results["historical_bare"]

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from feast import FeatureView
 from feast.data_format import ParquetFormat
 from feast.infra.offline_stores.file_source import FileSource
@@ -96,7 +97,8 @@ class Plan:
         """Only what the join needs goes to DuckDB: keys, the UTC timestamp and the row number."""
         names = sorted({k for v in self.views for k in v.keys.values()})
         cols = {n: self.entity[n] for n in names}
-        cols[ENTITY_TS] = _utc(self.entity[self.entity_ts])
+        # the features' type (µs, UTC): an ASOF join on mismatched types is many times slower
+        cols[ENTITY_TS] = pc.cast(_utc(self.entity[self.entity_ts]), pa.timestamp("us", tz="UTC"), safe=False)
         cols[ROW] = pa.array(np.arange(self.entity.num_rows, dtype=np.int64))
         return pa.table(cols)
 
