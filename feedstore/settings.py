@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     activity_retention_days: int = 30
     candidates_per_user: int = 100
     candidate_pool_size: int = 5_000
+    # DuckDB's default is 80% of RAM; a bound makes the big joins spill to disk instead.
+    pipeline_duckdb_memory_limit: str = "4GB"
 
     @property
     def s3_host_port(self) -> str:

@@ -132,7 +132,8 @@ def read_table(prefix: str, settings: Settings | None = None, columns: list[str]
 
 def duckdb_connection(settings: Settings | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     """In-memory DuckDB with S3 configured and UTC as the session time zone (day arithmetic)."""
-    con = duckdb.connect(config={"memory_limit": memory_limit} if memory_limit else {})
+    limit = memory_limit or (settings or get_settings()).pipeline_duckdb_memory_limit
+    con = duckdb.connect(config={"memory_limit": limit})
     configure_duckdb(con, settings)
     con.execute("SET TimeZone = 'UTC'")
     return con

@@ -191,38 +191,40 @@ def item_embeddings(con, day: date, settings: Settings) -> pa.Table:
     return pa.table([rows["item_id"], ts, _embedding_array(matrix)], schema=ITEM_EMBEDDING)
 
 
-_ENGAGED_PAIRS = """
+_WEIGHTED_SUMS = ", ".join(f"sum(e.content_embedding[{i}] * p.weight) AS d{i}" for i in range(1, EMBEDDING_DIM + 1))
+_USER_EMBEDDING_SUMS = """
 WITH pairs AS (
     SELECT user_id, item_id,
-        greatest(coalesce(sum(dwell_time_ms) FILTER (WHERE event_type = 'view'), 0), $min_weight) AS weight
+        greatest(coalesce(sum(dwell_time_ms) FILTER (WHERE event_type = 'view'), 0), $min_weight)::DOUBLE AS weight
     FROM activity WHERE "timestamp" >= $start30 AND "timestamp" < $end
     GROUP BY user_id, item_id
     HAVING bool_or(list_contains($engaged, event_type))
         OR max(dwell_time_ms) FILTER (WHERE event_type = 'view') >= $long_dwell
 )
-SELECT p.user_id, p.weight, e.content_embedding FROM pairs p JOIN content_embeddings e USING (item_id)
-ORDER BY p.user_id, p.item_id
+SELECT p.user_id, sum(p.weight) AS weight, """ + _WEIGHTED_SUMS + """
+FROM pairs p JOIN content_embeddings e USING (item_id)
+GROUP BY p.user_id ORDER BY p.user_id
 """
 
 
 def user_embeddings(con, day: date, settings: Settings) -> pa.Table:
     """Dwell-weighted mean of the content embeddings of the items each user engaged with in 30
-    days (liked, shared, commented, or viewed for a long dwell), scaled to unit length."""
+    days (liked, shared, commented, or viewed for a long dwell), scaled to unit length.
+
+    The weighted sums are aggregated inside DuckDB, one row per user: materialising the
+    (user, item, embedding) pairs first peaked at 9.8 GiB at seed scale (≈10M pairs)."""
     sources.activity(con, day, 30, settings)
     sources.content_embeddings(con, settings)
     w = _windows(day)
-    pairs = lake.fetch(con, _ENGAGED_PAIRS, {"start30": w["start30"], "end": w["end"],
-                                             "min_weight": MIN_ENGAGED_WEIGHT_MS, "long_dwell": LONG_DWELL_MS,
-                                             "engaged": list(ENGAGEMENT_TYPES)})
-    if pairs.num_rows == 0:
+    sums = lake.fetch(con, _USER_EMBEDDING_SUMS, {"start30": w["start30"], "end": w["end"],
+                                                  "min_weight": MIN_ENGAGED_WEIGHT_MS, "long_dwell": LONG_DWELL_MS,
+                                                  "engaged": list(ENGAGEMENT_TYPES)})
+    if sums.num_rows == 0:
         return USER_EMBEDDING.empty_table()
-    users = pairs["user_id"].to_numpy()
-    weights = pairs["weight"].to_numpy().astype(np.float64)
-    weighted = _matrix(pairs["content_embedding"]).astype(np.float64) * weights[:, None]
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    sums = np.add.reduceat(weighted, starts, axis=0) / np.add.reduceat(weights, starts)[:, None]
-    matrix = l2_normalise(sums).astype(np.float32)
-    return pa.table([pa.array(users[starts]), pa.array(np.full(len(starts), lake.day_end(day)), TS),
+    users = sums["user_id"].to_numpy()
+    dims = np.column_stack([sums[f"d{i}"].to_numpy() for i in range(1, EMBEDDING_DIM + 1)])
+    matrix = l2_normalise(dims / sums["weight"].to_numpy()[:, None]).astype(np.float32)
+    return pa.table([pa.array(users), pa.array(np.full(len(users), lake.day_end(day)), TS),
                      _embedding_array(matrix)], schema=USER_EMBEDDING)
 
 
