@@ -8,6 +8,7 @@ import dagster as dg
 
 from feedstore.feast.sources import feature_prefix
 from orchestration import lake
+from orchestration.assets.features import refresh_prefix
 from orchestration.partitions import daily, partition_day
 from orchestration.resources import GreatExpectationsResource, S3Resource
 
@@ -18,8 +19,9 @@ def _archive_params(day: date) -> dict:
     return {"ingested_at": (lake.day_start(day), lake.day_end(day))}
 
 
-# asset -> (suite, where its rows are, extra suite parameters or a function of the day giving them)
-SUITES: dict[str, tuple[str, str, dict | Callable[[date], dict]]] = {
+# asset -> (suite, where its rows are (a root with dt=<day>/ folders, or the day's prefix as a function),
+#           extra suite parameters or a function of the day giving them)
+SUITES: dict[str, tuple[str, str | Callable[[date], str], dict | Callable[[date], dict]]] = {
     "activity_archive": ("activity_events", lake.ARCHIVE, _archive_params),
     "item_catalog_snapshot": ("items", feature_prefix("item_catalog_features"), {}),
     "user_profile_snapshot": ("users", feature_prefix("user_profile_features"), {}),
@@ -30,16 +32,21 @@ SUITES: dict[str, tuple[str, str, dict | Callable[[date], dict]]] = {
     "user_embeddings": ("user_features", feature_prefix("user_embedding"), {"views": ("user_embedding",)}),
     "item_embeddings": ("item_features", feature_prefix("item_embedding"), {"views": ("item_embedding",)}),
     "user_candidates": ("user_features", feature_prefix("user_candidates"), {"views": ("user_candidates",)}),
+    "user_candidates_refresh": ("user_features", refresh_prefix, {"views": ("user_candidates",)}),
 }
 
 
-def suite_check(asset: str, suite: str, root: str, params: dict | Callable[[date], dict]) -> dg.AssetChecksDefinition:
+def suite_check(asset: str, suite: str, where: str | Callable[[date], str],
+                params: dict | Callable[[date], dict]) -> dg.AssetChecksDefinition:
+    prefix = where if callable(where) else (lambda day: lake.day_prefix(where, day))
+    shown = f"{where}/dt=<partition>/" if isinstance(where, str) else f"{where.__name__}(<partition>)"
+
     @dg.asset_check(asset=asset, name=f"{suite}_suite", blocking=True, partitions_def=daily,
-                    description=f"Great Expectations suite `{suite}` on {root}/dt=<partition>/")
+                    description=f"Great Expectations suite `{suite}` on {shown}")
     def _check(context: dg.AssetCheckExecutionContext, gx: GreatExpectationsResource,
                s3: S3Resource) -> dg.AssetCheckResult:
         day = partition_day(context)
-        target = lake.s3_uri(lake.day_prefix(root, day), s3.settings())
+        target = lake.s3_uri(prefix(day), s3.settings())
         return result(gx.validate(suite, target, **(params(day) if callable(params) else params)))
     return _check
 

@@ -59,6 +59,14 @@ def copy_out(conn: psycopg.Connection, query: sql.Composable, params: tuple, typ
     return table
 
 
+def interacted_pairs(conn: psycopg.Connection, start, end) -> pa.Table:
+    """Distinct (user_id, item_id) of the events landed in Postgres in ``[start, end)``: the hot
+    tier holds the hours the archive does not have yet."""
+    query = sql.SQL("SELECT DISTINCT user_id, item_id FROM user_activity "
+                    "WHERE {} >= %s AND {} < %s").format(sql.Identifier("timestamp"), sql.Identifier("timestamp"))
+    return copy_out(conn, query, (start, end), {"user_id": pa.int64(), "item_id": pa.int64()})
+
+
 def epoch_us(column: str) -> sql.Composable:
     return sql.SQL("(extract(epoch FROM {}) * 1000000)::bigint").format(sql.Identifier(column))
 

@@ -11,6 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from feedstore import db
+from feedstore.feast import sources as feast_sources
 from feedstore.settings import Settings
 from ingestion.rules import CATEGORIES, EMBEDDING_DIM, ENGAGEMENT_TYPES, LONG_DWELL_MS
 from orchestration import lake, sources
@@ -23,6 +25,7 @@ EMBEDDING = pa.list_(pa.float32())
 MIN_ENGAGED_WEIGHT_MS = 1_000      # a like with no recorded view still counts for an embedding
 POPULARITY_BLEND = 0.2             # candidate score = 0.8 cosine + 0.2 normalised log popularity
 CANDIDATE_USER_CHUNK = 4_096
+CANDIDATE_REFRESH_AFTER = timedelta(hours=12)   # the user_candidates view's TTL
 
 USER_ACTIVITY_FEATURES = pa.schema([
     pa.field("user_id", pa.int64()), pa.field("event_timestamp", TS),
@@ -228,9 +231,11 @@ def user_embeddings(con, day: date, settings: Settings) -> pa.Table:
                      _embedding_array(matrix)], schema=USER_EMBEDDING)
 
 
-def user_candidates(con, day: date, settings: Settings) -> pa.Table:
+def user_candidates(con, day: date, settings: Settings, as_of: datetime | None = None) -> pa.Table:
     """Top items per user among the most viewed of the week: cosine of the embeddings blended with
-    popularity, without the items the user already interacted with in those 7 days."""
+    popularity, without the items the user interacted with in the 7 days before ``as_of`` (the end
+    of ``day`` by default; later for the midday refresh, whose last hours come from Postgres)."""
+    as_of = as_of or lake.day_end(day)
     for view, schema in (("user_embedding", USER_EMBEDDING), ("item_embedding", ITEM_EMBEDDING),
                          ("item_engagement_features", ITEM_ENGAGEMENT_FEATURES)):
         sources.features(con, view, day, settings, schema)
@@ -245,8 +250,26 @@ def user_candidates(con, day: date, settings: Settings) -> pa.Table:
     seen = lake.fetch(con, """
         SELECT DISTINCT a.user_id, a.item_id FROM activity a
         WHERE a."timestamp" >= $start AND a."timestamp" < $end""",
-        {"start": _windows(day)["start7"], "end": lake.day_end(day)})
-    return _rank(users, pool, seen, settings.candidates_per_user, lake.day_end(day))
+        {"start": as_of - timedelta(days=7), "end": lake.day_end(day)})
+    if as_of > lake.day_end(day):
+        with db.connect(settings) as conn:
+            seen = pa.concat_tables([seen, sources.interacted_pairs(conn, lake.day_end(day), as_of)],
+                                    promote_options="permissive")
+    return _rank(users, pool, seen, settings.candidates_per_user, as_of)
+
+
+def refresh_time(day: date) -> datetime:
+    """When partition ``day``'s midday candidates are stamped: half-way to the next daily rows, so
+    the 12h online view never runs dry between two daily runs."""
+    return lake.day_end(day) + CANDIDATE_REFRESH_AFTER
+
+
+def refresh_prefix(day: date) -> str:
+    """``features/user_candidates/dt=<next day>T12/``: read by the view's ``dt=*`` glob, never
+    replaced by the daily partition's own writer."""
+    stamp = refresh_time(day)
+    return lake.day_prefix(feast_sources.feature_prefix("user_candidates"), stamp.date()).rstrip("/") \
+        + f"T{stamp:%H}/"
 
 
 def _rank(users: pa.Table, pool: pa.Table, seen: pa.Table, k: int, ts: datetime) -> pa.Table:
@@ -325,5 +348,20 @@ user_candidates_asset = _feature_asset(
     ["user_embeddings", "item_embeddings", "item_engagement_features", _archive(7)],
     "Top items per user (12h online view): embedding similarity blended with popularity, unseen items only.")
 
+
+
+@dg.asset(partitions_def=daily, group_name="features", kinds={"duckdb", "s3"},
+          deps=["user_embeddings", "item_embeddings", "item_engagement_features", _archive(7)],
+          description="Midday refresh of the day's candidates (stamped 12h after them), excluding what users "
+                      "interacted with since; runs on its own schedule, 12h after the daily one.")
+def user_candidates_refresh(context: dg.AssetExecutionContext, s3: S3Resource) -> dg.MaterializeResult:
+    day, settings = partition_day(context), s3.settings()
+    with s3.duckdb() as con:
+        table = user_candidates(con, day, settings, as_of=refresh_time(day))
+    uri = lake.write_partition(table, refresh_prefix(day), settings)
+    return dg.MaterializeResult(metadata={"dagster/row_count": table.num_rows, "view": "user_candidates",
+                                          "as_of": refresh_time(day).isoformat(), "uri": dg.MetadataValue.path(uri)})
+
+
 ASSETS = [user_activity_features_asset, item_engagement_features_asset, item_embeddings_asset,
-          user_embeddings_asset, user_candidates_asset]
+          user_embeddings_asset, user_candidates_asset, user_candidates_refresh]

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from orchestration import lake
+from orchestration.assets.features import refresh_time
 from orchestration.checks import result
 from orchestration.partitions import daily, partition_day
 from orchestration.resources import FeastResource, GreatExpectationsResource, S3Resource
@@ -38,6 +39,18 @@ def online_features(context: dg.AssetExecutionContext, feast: FeastResource) -> 
     start, end = materialize_window(day)
     feast.materialize(start, end, list(BATCH_VIEWS))
     return dg.MaterializeResult(metadata={"views": list(BATCH_VIEWS), "start": start.isoformat(),
+                                          "end": end.isoformat()})
+
+
+@dg.asset(
+    partitions_def=daily, group_name="serving", kinds={"feast", "redis"}, deps=["user_candidates_refresh"],
+    description="Materialises the midday candidates into Redis, half-way through the 12h view's TTL.",
+)
+def online_candidates_refresh(context: dg.AssetExecutionContext, feast: FeastResource) -> dg.MaterializeResult:
+    day = partition_day(context)
+    start, end = lake.day_end(day) + timedelta(microseconds=1), refresh_time(day)
+    feast.materialize(start, end, ["user_candidates"])
+    return dg.MaterializeResult(metadata={"views": ["user_candidates"], "start": start.isoformat(),
                                           "end": end.isoformat()})
 
 

@@ -51,3 +51,38 @@ def test_rerun_and_backfill_keep_the_freshest_values(online_day, tiny_feed, sett
     assert _online(USERS) == before
     old_activity, _ = _offline(older, settings)
     assert before["interactions_30d"] != [int(old_activity.loc[u, "interactions_30d"]) for u in USERS]
+
+
+def test_midday_refresh_drops_what_users_touched_since_and_reaches_redis(online_day, tiny_feed, settings):
+    import uuid
+
+    import pandas as pd
+    import psycopg
+
+    from orchestration.assets.features import refresh_prefix, refresh_time
+    from tests.orchestration.conftest import _event_table, load_events
+
+    day, _ = online_day
+    daily = lake.read_table(lake.feature_prefix("user_candidates", day), settings).to_pandas().set_index("user_id")
+    user = int(daily.index[0])
+    touched = int(daily.loc[user, "candidate_item_ids"][0])
+    event = tiny_feed.events.iloc[[0]].assign(
+        event_id=str(uuid.uuid4()), user_id=user, item_id=touched, event_type="like", dwell_time_ms=None,
+        timestamp=pd.Timestamp(lake.day_end(day)) + pd.Timedelta(hours=3))
+    with psycopg.connect(settings.postgres_dsn) as conn:
+        conn.execute("SELECT ensure_activity_partitions(%s, %s)", (lake.day_end(day).date(), lake.day_end(day).date()))
+        load_events(_event_table(event), conn)
+        try:
+            result = materialize(day, ["user_candidates_refresh", "online_candidates_refresh"])
+        finally:
+            conn.execute("DELETE FROM user_activity WHERE event_id = %s", (event.event_id.iloc[0],))
+    assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    refreshed = lake.read_table(refresh_prefix(day), settings).to_pandas().set_index("user_id")
+    assert (refreshed.event_timestamp == pd.Timestamp(refresh_time(day))).all()
+    assert touched not in refreshed.loc[user, "candidate_item_ids"]
+    others = daily.index[1:]
+    assert [list(v) for v in refreshed.loc[others, "candidate_item_ids"]] == \
+        [list(v) for v in daily.loc[others, "candidate_item_ids"]]
+    served = FeastResource().store().get_online_features(
+        features=["user_candidates:candidate_item_ids"], entity_rows=[{"user_id": user}]).to_dict()
+    assert served["candidate_item_ids"][0] == list(refreshed.loc[user, "candidate_item_ids"])
