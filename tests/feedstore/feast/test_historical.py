@@ -111,6 +111,22 @@ def test_no_value_comes_from_the_future(fs, history):
     assert checked > 50
 
 
+
+def test_every_view_is_planned_as_an_asof_join(fs, history, settings):
+    """Not a nested-loop join: DuckDB picks one when it underestimates the entity side."""
+    from feedstore.feast import historical
+    from feedstore.s3 import configure_duckdb
+
+    _, entity = history
+    query = historical.plan([fs.get_feature_view(n) for n in VIEWS], FEATURES, entity, False, False)
+    con = duckdb.connect()
+    configure_duckdb(con, settings)
+    sql = query.sql()
+    query.prepare(con)
+    plan = "\n".join(row[1] for row in con.execute("EXPLAIN " + sql, query.params).fetchall())
+    assert plan.count("ASOF_JOIN") == len(VIEWS), plan
+    assert "NESTED_LOOP_JOIN" not in plan, plan
+
 # ---- Feast's semantics, ours beside stock on the same inputs ---------------------------------
 
 HOUR_US = 3_600_000_000
