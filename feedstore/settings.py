@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     feast_materialize_chunk_rows: int = 5_000
     feast_materialize_workers: int = 2
     serve_gc_threshold: int = 50_000
+    # Feast's DuckDB connection (offline store: get_historical_features, materialization reads).
+    feast_duckdb_memory_limit: str = "2GB"
 
     # Daily pipeline (orchestration/). Dagster keeps its own storage in Postgres when this DSN is
     # set, else in SQLite under $DAGSTER_HOME.

@@ -30,16 +30,20 @@ _configured: set[int] = set()
 
 
 def ensure_duckdb_s3() -> None:
-    """Idempotent: httpfs + S3 secret on ``ibis.get_backend()`` (the connection Feast uses)."""
+    """Idempotent: httpfs + S3 secret on ``ibis.get_backend()`` (the connection Feast uses), and a
+    memory limit: DuckDB's default (80% of RAM) let one training-set join of 1.8M rows hold 7.5 GiB
+    where 2 GiB and spilling were as fast."""
     import ibis
 
     from feedstore.s3 import configure_duckdb
+    from feedstore.settings import get_settings
 
     backend = ibis.get_backend()
     with _lock:
         if id(backend) in _configured:
             return
         configure_duckdb(backend.con)
+        backend.con.execute("SET memory_limit = $1", [get_settings().feast_duckdb_memory_limit])
         _configured.add(id(backend))
 
 
