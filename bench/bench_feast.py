@@ -145,7 +145,7 @@ def bench_view():
     )
 
 
-def setup_data(args) -> dict:
+def setup_data(args, with_bench_view: bool = True) -> dict:
     import numpy as np
 
     from feedstore.feast import synthetic
@@ -163,7 +163,7 @@ def setup_data(args) -> dict:
     now = time.time_ns() // 1000
     hour = 3_600_000_000
     step = 250_000
-    for start in range(0, args.items, step):
+    for start in range(0, args.items if with_bench_view else 0, step):
         ids = np.arange(start, min(args.items, start + step)) + 1
         synthetic.write(BENCH_VIEW, synthetic.frame(view, ids, np.full(len(ids), now - hour), seed=start),
                         part=f"p{start}")
@@ -234,7 +234,6 @@ def child_online(which: str, items_per_call: int, calls: int, users: int, online
 
 def child_http(which: str, requests_n: int, users: int, online_items: int, port: int) -> dict:
     import numpy as np
-    import requests
 
     env = {**os.environ}
     if which == "ours":
@@ -247,41 +246,73 @@ def child_http(which: str, requests_n: int, users: int, online_items: int, port:
     env.update(get_settings().feast_env())
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        session = requests.Session()
-        session.headers["Content-Type"] = "application/json"
-        url = f"http://127.0.0.1:{port}/get-online-features"
+        client = _KeepAliveClient(port)
         deadline = time.monotonic() + 120
         while True:
             try:
-                if session.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                if client.request("GET", "/health")[0] == 200:
                     break
-            except requests.ConnectionError:
-                pass
+            except OSError:
+                client.close()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{which} server did not start")
             time.sleep(0.5)
         rng = np.random.default_rng(1)
         bodies = [json.dumps({"feature_service": "ranking",
                               "entities": {"user_id": [int(rng.integers(1, users + 1))],
-                                           "item_id": [int(rng.integers(1, online_items + 1))]}})
+                                           "item_id": [int(rng.integers(1, online_items + 1))]}}).encode()
                   for _ in range(requests_n + 200)]
         for body in bodies[:200]:  # warm-up
-            session.post(url, data=body)
-        samples, reconnects = [], 0
+            client.post_json("/get-online-features", body)
+        samples = []
+        client.reconnects = 0
         for body in bodies[200:]:
             t0 = time.perf_counter()
-            try:
-                r = session.post(url, data=body)
-            except requests.ConnectionError:  # server closed the kept-alive connection (worker recycled)
-                reconnects += 1
-                r = session.post(url, data=body)
-            samples.append((time.perf_counter() - t0) * 1000)  # the retry's time counts
-            if r.status_code != 200:
-                raise RuntimeError(r.text[:500])
-        return {**_percentiles(samples), "reconnects": reconnects}
+            status, data = client.post_json("/get-online-features", body)
+            samples.append((time.perf_counter() - t0) * 1000)  # a reconnect's time counts
+            if status != 200:
+                raise RuntimeError(data[:500])
+        return {**_percentiles(samples), "reconnects": client.reconnects}
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+class _KeepAliveClient:
+    """One kept-alive HTTP/1.1 connection (stdlib ``http.client``): ``requests`` adds ~0.7 ms of
+    client-side Python per request, more than a lean server's whole answer. Both servers are
+    measured with it. A connection the server drops (stock recycles its worker) is reopened once
+    and counted."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn = None
+        self.reconnects = 0
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        import http.client
+
+        for attempt in (0, 1):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            try:
+                self.conn.request(method, path, body, headers or {})
+                response = self.conn.getresponse()
+                return response.status, response.read()
+            except (http.client.RemoteDisconnected, ConnectionError, http.client.BadStatusLine):
+                self.close()
+                if attempt:
+                    raise
+                self.reconnects += 1
+        raise AssertionError("unreachable")
+
+    def post_json(self, path: str, body: bytes):
+        return self.request("POST", path, body, {"Content-Type": "application/json"})
 
 
 def child_historical(which: str, entity_rows: int, hist_entities: int, now_us: int) -> dict:
@@ -402,9 +433,21 @@ def _median_of(runs: list[dict]) -> dict:
     return out
 
 
+_RUN_FIELDS = {"args", "machine_cpus", "loadavg_start", "loadavg_end", "kept_from_previous_run", "previous_args"}
+
+
 def _save(results: dict) -> None:
+    """Writes this run's figures over the previous file's: measurements a ``--skip`` left out
+    keep the previous run's figures, listed under ``kept_from_previous_run`` (with that run's args)."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2))
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    kept = {k: v for k, v in previous.items() if k not in results and k not in _RUN_FIELDS}
+    merged = {**results, **kept}
+    if kept:
+        merged["kept_from_previous_run"] = sorted(set(kept) | set(previous.get("kept_from_previous_run", [])) - set(results))
+        merged["previous_args"] = previous.get("previous_args", previous.get("args")) \
+            if previous.get("kept_from_previous_run") else previous.get("args")
+    RESULTS.write_text(json.dumps(merged, indent=2))
 
 
 def _interleaved(console, label: str, variants: dict[str, tuple], reps: int) -> dict[str, dict]:
@@ -422,7 +465,7 @@ def run_all(args, skip, console) -> None:
     env = namespace_env()
     with console.status("preparing namespace and data…"):
         prepare_namespace(env)
-        meta = setup_data(args)
+        meta = setup_data(args, with_bench_view="materialize" not in skip)
     results: dict = {"args": vars(args), "machine_cpus": os.cpu_count(), "loadavg_start": _load()}
     online_views = ["user_activity_features", "user_profile_features", "user_embedding", "user_candidates",
                     "user_realtime_features", "item_catalog_features", "item_embedding", "item_engagement_features"]
@@ -456,7 +499,7 @@ def run_all(args, skip, console) -> None:
         results.update(_interleaved(console, "historical", variants, args.reps))
     results["loadavg_end"] = _load()
     _save(results)
-    console.print(summary_table(results, args))
+    console.print(summary_table(json.loads(RESULTS.read_text()), args))
     console.print(f"medians of {args.reps} interleaved runs (materialize {args.materialize_reps}, "
                   f"http {args.http_reps}); load average {results['loadavg_start']} → {results['loadavg_end']}")
     console.print(f"results: {RESULTS}")

@@ -314,7 +314,7 @@ class TTLRedisOnlineStore(RedisOnlineStore):
         """Every view's HMGETs in one pipeline; per view the raw cells of each distinct entity."""
         work = []
         keys: list[bytes] = []
-        texts: dict[int, list[str]] = {}
+        texts: dict = {}
         prefix = codec.key_prefix(config.project)
         for table, requested in grouped_refs:
             entities, order, output_len = _unique_entities(
@@ -515,11 +515,11 @@ def _view_cells(table: FeatureView, requested: list[str], replies: list, order: 
 
 
 def _unique_entities(table: FeatureView, join_key_values, entity_name_to_join_key_map,
-                     texts: dict[int, list[str]], key_part: Callable[[Any], str] = _proto_key_part,
+                     texts: dict, key_part: Callable[[Any], str] = _proto_key_part,
                      ) -> tuple[list[str], list[int] | None, int]:
     """Feast's ``_get_unique_entities`` as entity texts: the distinct entities of a view, and for
     each output row the index of its entity (``None`` when every row is distinct). ``texts``
-    caches each key column's texts across the views of one call."""
+    caches, across the views of one call, each key column's texts and each key set's result."""
     values = utils._get_table_entity_values(table, entity_name_to_join_key_map, join_key_values)
     expected = set(entity_name_to_join_key_map.values()) - {"__dummy_id"}
     if any(k not in values or not values[k] for k in expected) and not any(values.values()):
@@ -528,6 +528,14 @@ def _unique_entities(table: FeatureView, join_key_values, entity_name_to_join_ke
     names = list(values)
     if not names:
         return [], None, 0
+    done_key = (tuple(names), tuple(id(values[n]) for n in names))
+    done = texts.get(done_key)
+    if done is None:
+        done = texts[done_key] = _distinct(names, values, texts, key_part)
+    return done
+
+
+def _distinct(names: list[str], values: dict, texts: dict, key_part: Callable[[Any], str]):
     columns = []
     for name in names:
         column = values[name]
