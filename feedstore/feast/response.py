@@ -120,6 +120,21 @@ def _numeric_list(tag: bytes, dtype: str) -> Callable[[list[bytes]], list | None
     return decode
 
 
+def _lists(kind: str) -> Callable[[list[bytes]], list | None]:
+    """List values of any length (tags, candidate ids): every cell framed as a ``Value`` of one
+    ``FeatureVector`` and parsed in one call, instead of one parse per cell."""
+    def decode(cells: list[bytes]) -> list | None:
+        body = b"".join([b"\x0a" + _len_varint(len(c)) + c for c in cells])
+        values = GetOnlineFeaturesResponse.FeatureVector.FromString(body).values
+        out = []
+        for v in values:
+            if v.WhichOneof("val") != kind:
+                return None
+            out.append(list(getattr(v, kind).val))
+        return out
+    return decode
+
+
 _BULK: dict[ValueType, Callable[[list[bytes]], list | None]] = {
     ValueType.INT64: _packed(0x20, Int64List),
     ValueType.INT32: _packed(0x18, Int32List),
@@ -130,6 +145,11 @@ _BULK: dict[ValueType, Callable[[list[bytes]], list | None]] = {
     ValueType.BYTES: _length_delimited(0x0A, BytesList),
     ValueType.FLOAT_LIST: _numeric_list(b"\x82\x01", "<f4"),
     ValueType.DOUBLE_LIST: _numeric_list(b"\x7a", "<f8"),
+    ValueType.STRING_LIST: _lists("string_list_val"),
+    ValueType.BYTES_LIST: _lists("bytes_list_val"),
+    ValueType.INT64_LIST: _lists("int64_list_val"),
+    ValueType.INT32_LIST: _lists("int32_list_val"),
+    ValueType.BOOL_LIST: _lists("bool_list_val"),
 }
 
 
