@@ -184,3 +184,21 @@ def test_real_server_answers_like_feasts_app(fs, served):
     conn.request("GET", "/health")
     assert conn.getresponse().status == 200  # Feast's other endpoints stay behind ours
     conn.close()
+
+
+def test_audit_logging_leaves_the_request_to_feasts_route(fs, served_rows, monkeypatch):
+    from feast import metrics as feast_metrics
+    from feast.feature_server import get_app
+
+    from feedstore.feast import serving
+
+    import feast.feature_server
+
+    monkeypatch.setattr(feast_metrics, "_config", feast_metrics._MetricsFlags(audit_logging=True))
+    audited = []
+    monkeypatch.setattr(feast.feature_server, "_emit_online_audit", lambda *args: audited.append(args[-2]))
+    app = get_app(fs)
+    assert serving.install_inline_online_route(app, fs)
+    status, got = post(app, BODIES[0])
+    assert status == 200 and got["metadata"]["feature_names"][:2] == ["user_id", "item_id"]
+    assert audited == ["success"]  # Feast's handler answered and wrote its audit record
