@@ -33,6 +33,7 @@ from feast.online_response import OnlineResponse
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnlineFeaturesResponse
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.value_type import ValueType
 from redis import Redis
 from redis.exceptions import NoScriptError
 
@@ -45,7 +46,7 @@ except ImportError:  # metrics are optional in Feast
     _track_feature_statuses = None
 
 _collector = threading.local()
-"""While our ``get_online_features`` runs: the raw cells per output feature name."""
+"""While Feast's path runs in our ``get_online_features``: the views read, for ``to_dict``."""
 
 log = structlog.get_logger(__name__)
 
@@ -279,17 +280,55 @@ class TTLRedisOnlineStore(RedisOnlineStore):
     def get_online_features(self, config: RepoConfig, features, entity_rows, registry, project: str,
                             full_feature_names: bool = False,
                             include_feature_view_version_metadata: bool = False) -> OnlineResponse:
-        """Feast's method; the response it returns converts to Python from the raw cells read here
-        (once per distinct entity, not once per row)."""
-        cells: dict[str, tuple[list[bytes | None], list[int] | None]] = {}
-        _collector.cells = cells
+        """Feast's method. Plain requests (views read by integer or string join keys, no
+        on-demand views or request data) take a direct path whose response builds its proto only
+        when asked for it: ``to_dict`` converts the raw cells read here, once per distinct
+        entity. Anything else goes through Feast's path, with the same reads."""
+        columns = _columnar(entity_rows)
+        plan = _plain_request(registry, project, features, full_feature_names, columns)
+        if plan is not None:
+            return self._read_plain(config, columns, *plan, full_feature_names,
+                                    include_feature_view_version_metadata)
+        views: list[response_module.ViewCells] = []
+        _collector.views = views
         try:
             response = super().get_online_features(
                 config, features, entity_rows, registry, project, full_feature_names,
                 include_feature_view_version_metadata)
         finally:
-            _collector.cells = None
-        return response_module.CellOnlineResponse(response.proto, response._feature_types, cells)
+            _collector.views = None
+        return response_module.CellOnlineResponse(response._feature_types, views, proto=response.proto)
+
+    def _read_plain(self, config: RepoConfig, columns: dict[str, list], grouped_refs, entity_name_to_join_key_map,
+                    entity_type_map, full_feature_names: bool, include_version: bool) -> OnlineResponse:
+        started = time.monotonic()
+        views = self._read_views(config, grouped_refs, columns, entity_name_to_join_key_map, codec.key_part,
+                                 full_feature_names)
+        _track_read(started)
+        entities = {k: (v, entity_type_map[k]) for k, v in columns.items()}
+        return response_module.CellOnlineResponse(self._build_feature_types(grouped_refs), views, entities=entities,
+                                                  include_version=include_version)
+
+    def _read_views(self, config: RepoConfig, grouped_refs, join_key_values, entity_name_to_join_key_map,
+                    key_part: Callable[[Any], str], full_feature_names: bool) -> list[response_module.ViewCells]:
+        """Every view's HMGETs in one pipeline; per view the raw cells of each distinct entity."""
+        work = []
+        keys: list[bytes] = []
+        texts: dict = {}
+        prefix = codec.key_prefix(config.project)
+        for table, requested in grouped_refs:
+            entities, order, output_len = _unique_entities(
+                table, join_key_values, entity_name_to_join_key_map, texts, key_part)
+            suffix = codec.key_suffix(view_name(table, config))
+            work.append((table, list(requested), order, output_len, len(keys), len(entities)))
+            keys.extend([f"{prefix}{e}{suffix}".encode() for e in entities])
+        if not work:
+            return []
+        replies = self._hmget_grouped(config, keys, work)
+        now = _now_micros()
+        return [_view_cells(table, requested, replies[start:start + count], order, output_len, now,
+                            full_feature_names)
+                for table, requested, order, output_len, start, count in work]
 
     def _read_features_per_fv(
         self,
@@ -301,28 +340,15 @@ class TTLRedisOnlineStore(RedisOnlineStore):
         full_feature_names: bool,
         include_feature_view_version_metadata: bool,
     ) -> None:
-        """All views in one pipeline; the response vectors are assembled as protobuf bytes and
-        parsed once per feature instead of once per cell (the bulk of Feast's read time)."""
-        work = []
-        keys: list[bytes] = []
-        texts: dict[int, list[str]] = {}
-        prefix = codec.key_prefix(config.project)
-        for table, requested in grouped_refs:
-            entities, order, output_len = _unique_entities(
-                table, join_key_values, entity_name_to_join_key_map, texts)
-            suffix = codec.key_suffix(view_name(table, config))
-            work.append((table, list(requested), order, output_len, len(keys), len(entities)))
-            keys.extend([f"{prefix}{e}{suffix}".encode() for e in entities])
-        if not work:
-            return
-        replies = self._hmget_grouped(config, keys, work)
-        now = _now_micros()
-        collector = getattr(_collector, "cells", None)
-        for table, requested, order, output_len, start, count in work:
-            self._append_vectors(
-                online_features_response, table, requested, replies[start:start + count], order,
-                output_len, now, full_feature_names, include_feature_view_version_metadata, collector,
-            )
+        """Feast's path (entity values as protos): the same pipelined read, the vectors appended
+        to Feast's response as protobuf bytes."""
+        views = self._read_views(config, grouped_refs, join_key_values, entity_name_to_join_key_map,
+                                 _proto_key_part, full_feature_names)
+        for view in views:
+            response_module.append_view(online_features_response, view, include_feature_view_version_metadata)
+        collector = getattr(_collector, "views", None)
+        if collector is not None:
+            collector.extend(views)
 
     def _hmget_grouped(self, config: RepoConfig, keys: list[bytes], work) -> list:
         """One round trip for every view's HMGETs (each view asks for its own fields)."""
@@ -345,61 +371,6 @@ class TTLRedisOnlineStore(RedisOnlineStore):
             if isinstance(r, Exception):
                 raise r
         return replies
-
-    @staticmethod
-    def _append_vectors(response, table, requested, replies, order, output_len, now,
-                        full_feature_names, include_version, collector) -> None:
-        ttl = ttl_micros(table)
-        cutoff = now - ttl if ttl else None
-        rows: list = [None] * len(replies)     # the replies of present entities
-        status = [NOT_FOUND] * len(replies)
-        present_ts: list[int] = []
-        present_at: list[int] = []
-        for u, reply in enumerate(replies):
-            raw_ts = reply[-1]
-            if raw_ts is None:
-                continue
-            ts = int(raw_ts)
-            if cutoff is not None and ts <= cutoff:
-                status[u] = OUTSIDE_MAX_AGE
-                continue
-            status[u] = PRESENT
-            rows[u] = reply
-            present_ts.append(ts)
-            present_at.append(u)
-        ts_cells = [b"\x1a\x00"] * len(replies)
-        for u, cell in zip(present_at, codec.timestamp_cells(present_ts)):
-            ts_cells[u] = cell
-
-        if order is None:
-            ts_part = b"".join(ts_cells)
-            status_part = b"\x12" + codec._len_prefix(output_len) + bytes(status)
-        else:
-            ts_part = b"".join([ts_cells[u] for u in order])
-            status_part = b"\x12" + codec._len_prefix(output_len) + bytes([status[u] for u in order])
-
-        table_name = table.projection.name_to_use()
-        names = [f"{table_name}__{f}" if full_feature_names else f for f in requested]
-        response.metadata.feature_names.val.extend(names)
-        if include_version:
-            clean = table.projection.name_alias or table.projection.name
-            if clean not in [m.name for m in response.metadata.feature_view_metadata]:
-                meta = response.metadata.feature_view_metadata.add()
-                meta.name = clean
-                meta.version = getattr(table, "current_version_number", 0) or 0
-
-        len_prefix = codec._len_prefix
-        for j, name in enumerate(names):
-            column = [r[j] or None if r is not None else None for r in rows]
-            cells = [b"\x0a" + len_prefix(len(v)) + v if v else b"\x0a\x00" for v in column]
-            body = b"".join(cells) if order is None else b"".join([cells[u] for u in order])
-            response.results.add().MergeFromString(body + status_part + ts_part)
-            if collector is not None:
-                collector[name] = (column, order)
-        if _track_feature_statuses is not None:
-            present = len(present_at) * len(requested) if order is None else \
-                sum(status[u] == PRESENT for u in order) * len(requested)
-            _track_feature_statuses(table.name, present, len(requested) * output_len - present)
 
     async def _read_features_per_fv_async(self, config, grouped_refs, join_key_values,
                                           entity_name_to_join_key_map, online_features_response,
@@ -448,11 +419,107 @@ class TTLRedisOnlineStore(RedisOnlineStore):
             self.delete_table(config, table)
 
 
+def _proto_key_part(value: ValueProto) -> str:
+    return codec.key_part(codec.proto_value(value))
+
+
+def _track_read(started: float) -> None:
+    try:
+        from feast.metrics import _config, track_online_store_read
+    except ImportError:
+        return
+    if _config.online_features:
+        track_online_store_read(time.monotonic() - started)
+
+
+def _columnar(entity_rows) -> dict[str, list] | None:
+    """Entity rows as columns (Feast accepts both shapes); ``None`` when they are not plain."""
+    if isinstance(entity_rows, list):
+        if not entity_rows or not all(isinstance(r, dict) for r in entity_rows):
+            return None
+        names = list(entity_rows[0])
+        if any(len(r) != len(names) for r in entity_rows):
+            return None
+        try:
+            return {k: [r[k] for r in entity_rows] for k in names}
+        except KeyError:
+            return None
+    if isinstance(entity_rows, dict) and all(isinstance(v, list) for v in entity_rows.values()):
+        return entity_rows
+    return None
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _plain_column(values: list, value_type: ValueType) -> bool:
+    """Values the direct path keys exactly as Feast's proto conversion would (else Feast's path)."""
+    if value_type == ValueType.INT64:
+        return all(type(v) is int for v in values) and _INT64[0] <= min(values) and max(values) <= _INT64[1]
+    if value_type == ValueType.STRING:
+        return all(type(v) is str for v in values)
+    return False
+
+
+def _plain_request(registry, project: str, features, full_feature_names: bool, columns: dict[str, list] | None):
+    """Feast's cached request resolution, when the request needs nothing but feature view reads."""
+    if not columns:
+        return None
+    try:
+        ctx = utils._get_cached_request_context(registry, project, features, full_feature_names)
+    except Exception:  # noqa: BLE001 - Feast's path raises its own error for the same request
+        return None
+    (_, odfvs, entity_name_to_join_key_map, entity_type_map, join_keys, grouped_refs, _, request_data,
+     entityless) = ctx[:9]
+    if odfvs or request_data or entityless or getattr(features, "precompute_online", False):
+        return None
+    n = len(next(iter(columns.values())))
+    if n == 0 or any(len(v) != n for v in columns.values()):
+        return None
+    if any(k not in join_keys or not _plain_column(v, entity_type_map.get(k)) for k, v in columns.items()):
+        return None
+    return grouped_refs, entity_name_to_join_key_map, entity_type_map
+
+
+def _view_cells(table: FeatureView, requested: list[str], replies: list, order: list[int] | None,
+                output_len: int, now: int, full_feature_names: bool) -> response_module.ViewCells:
+    """One view's replies as columns of raw cells per distinct entity, with statuses and event
+    times; a value past the view's TTL is ``OUTSIDE_MAX_AGE`` and its cells are dropped."""
+    ttl = ttl_micros(table)
+    cutoff = now - ttl if ttl else None
+    status = [NOT_FOUND] * len(replies)
+    ts = [0] * len(replies)
+    absent = (None,) * (len(requested) + 1)
+    live = list(replies)
+    for u, reply in enumerate(replies):
+        raw_ts = reply[-1]
+        if raw_ts is None:
+            continue
+        t = int(raw_ts)
+        if cutoff is not None and t <= cutoff:
+            status[u] = OUTSIDE_MAX_AGE
+            live[u] = absent
+            continue
+        status[u] = PRESENT
+        ts[u] = t
+    columns = list(zip(*live))[:-1] if live else [()] * len(requested)
+    table_name = table.projection.name_to_use()
+    names = [f"{table_name}__{f}" if full_feature_names else f for f in requested]
+    if _track_feature_statuses is not None:
+        present = status.count(PRESENT) if order is None else sum(status[u] == PRESENT for u in order)
+        _track_feature_statuses(table.name, present * len(requested), len(requested) * (output_len - present))
+    return response_module.ViewCells(
+        names=names, columns=columns, status=status, ts=ts, order=order, output_len=output_len,
+        meta_name=table.projection.name_alias or table.projection.name,
+        version=getattr(table, "current_version_number", 0) or 0)
+
+
 def _unique_entities(table: FeatureView, join_key_values, entity_name_to_join_key_map,
-                     texts: dict[int, list[str]]) -> tuple[list[str], list[int] | None, int]:
+                     texts: dict, key_part: Callable[[Any], str] = _proto_key_part,
+                     ) -> tuple[list[str], list[int] | None, int]:
     """Feast's ``_get_unique_entities`` as entity texts: the distinct entities of a view, and for
     each output row the index of its entity (``None`` when every row is distinct). ``texts``
-    caches each key column's texts across the views of one call."""
+    caches, across the views of one call, each key column's texts and each key set's result."""
     values = utils._get_table_entity_values(table, entity_name_to_join_key_map, join_key_values)
     expected = set(entity_name_to_join_key_map.values()) - {"__dummy_id"}
     if any(k not in values or not values[k] for k in expected) and not any(values.values()):
@@ -461,12 +528,20 @@ def _unique_entities(table: FeatureView, join_key_values, entity_name_to_join_ke
     names = list(values)
     if not names:
         return [], None, 0
+    done_key = (tuple(names), tuple(id(values[n]) for n in names))
+    done = texts.get(done_key)
+    if done is None:
+        done = texts[done_key] = _distinct(names, values, texts, key_part)
+    return done
+
+
+def _distinct(names: list[str], values: dict, texts: dict, key_part: Callable[[Any], str]):
     columns = []
     for name in names:
         column = values[name]
         cached = texts.get(id(column))
         if cached is None:
-            cached = texts[id(column)] = [codec.key_part(codec.proto_value(v)) for v in column]
+            cached = texts[id(column)] = [key_part(v) for v in column]
         columns.append(cached)
     if len(names) == 1:
         head = names[0] + "="

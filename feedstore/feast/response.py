@@ -12,15 +12,22 @@ maps, JSON, timestamps...) go through Feast's converter, so the result is the sa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from feast.online_response import TIMESTAMP_POSTFIX, OnlineResponse
+from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnlineFeaturesResponse
 from feast.protos.feast.types.Value_pb2 import BoolList, BytesList, Int32List, Int64List, StringList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-from feast.type_map import feast_value_type_to_python_type
+from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 from feast.value_type import ValueType
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from feedstore.feast import codec
+
+PRESENT = FieldStatus.PRESENT
 
 _SCALARS = frozenset({"bytes_val", "string_val", "int32_val", "int64_val", "double_val", "float_val", "bool_val"})
 _LISTS = frozenset({"bytes_list_val", "string_list_val", "int32_list_val", "int64_list_val", "double_list_val",
@@ -113,6 +120,21 @@ def _numeric_list(tag: bytes, dtype: str) -> Callable[[list[bytes]], list | None
     return decode
 
 
+def _lists(kind: str) -> Callable[[list[bytes]], list | None]:
+    """List values of any length (tags, candidate ids): every cell framed as a ``Value`` of one
+    ``FeatureVector`` and parsed in one call, instead of one parse per cell."""
+    def decode(cells: list[bytes]) -> list | None:
+        body = b"".join([b"\x0a" + _len_varint(len(c)) + c for c in cells])
+        values = GetOnlineFeaturesResponse.FeatureVector.FromString(body).values
+        out = []
+        for v in values:
+            if v.WhichOneof("val") != kind:
+                return None
+            out.append(list(getattr(v, kind).val))
+        return out
+    return decode
+
+
 _BULK: dict[ValueType, Callable[[list[bytes]], list | None]] = {
     ValueType.INT64: _packed(0x20, Int64List),
     ValueType.INT32: _packed(0x18, Int32List),
@@ -123,47 +145,145 @@ _BULK: dict[ValueType, Callable[[list[bytes]], list | None]] = {
     ValueType.BYTES: _length_delimited(0x0A, BytesList),
     ValueType.FLOAT_LIST: _numeric_list(b"\x82\x01", "<f4"),
     ValueType.DOUBLE_LIST: _numeric_list(b"\x7a", "<f8"),
+    ValueType.STRING_LIST: _lists("string_list_val"),
+    ValueType.BYTES_LIST: _lists("bytes_list_val"),
+    ValueType.INT64_LIST: _lists("int64_list_val"),
+    ValueType.INT32_LIST: _lists("int32_list_val"),
+    ValueType.BOOL_LIST: _lists("bool_list_val"),
 }
 
 
-def decode_cells(column: list[bytes | None], feature_type: ValueType | None) -> list:
-    """Python values of serialised ``Value`` cells (``None`` for a missing one), converted in bulk
-    when every cell has the declared type's exact shape, else one by one as Feast does."""
-    present = [c for c in column if c is not None]
+def decode_cells(column: Sequence[bytes | None], feature_type: ValueType | None) -> list:
+    """Python values of serialised ``Value`` cells (``None`` or empty for a missing one), converted
+    in bulk when every cell has the declared type's exact shape, else one by one as Feast does."""
+    present = [c for c in column if c]
     bulk = _BULK.get(feature_type) if present else None
     values = bulk(present) if bulk is not None else None
     if values is None:
         parse = ValueProto.FromString
-        return [None if c is None else python_value(parse(c), feature_type) for c in column]
+        return [python_value(parse(c), feature_type) if c else None for c in column]
     if len(present) == len(column):
         return values
     it = iter(values)
-    return [None if c is None else next(it) for c in column]
+    return [next(it) if c else None for c in column]
 
 
 def _expand(values: list, order: list[int] | None) -> list:
     if order is None:
         return values
-    if any(isinstance(v, list) for v in values):
+    first = next((v for v in values if v is not None), None)
+    if isinstance(first, list):
         return [list(v) if isinstance(v, list) else v for v in map(values.__getitem__, order)]
     return list(map(values.__getitem__, order))
 
 
+@dataclass(slots=True)
+class ViewCells:
+    """One feature view's read: per distinct entity, the serialised ``Value`` of each feature
+    (``None`` or empty when missing), its ``FieldStatus`` and event time (epoch µs, 0 when not
+    present); ``order`` maps output rows to distinct entities (``None``: one to one)."""
+
+    names: list[str]
+    columns: list[Sequence[bytes | None]]
+    status: list[int]
+    ts: list[int]
+    order: list[int] | None
+    output_len: int
+    meta_name: str
+    version: int
+
+
+def append_view(response: GetOnlineFeaturesResponse, view: ViewCells, include_version: bool) -> None:
+    """Appends the view's ``FeatureVector`` s as protobuf bytes, one parse per feature instead of a
+    ``Value`` object per cell."""
+    order, status = view.order, view.status
+    present_at = [u for u, s in enumerate(status) if s == PRESENT]
+    ts_cells = [b"\x1a\x00"] * len(status)
+    for u, cell in zip(present_at, codec.timestamp_cells([view.ts[u] for u in present_at])):
+        ts_cells[u] = cell
+    if order is None:
+        ts_part = b"".join(ts_cells)
+        status_part = b"\x12" + codec._len_prefix(view.output_len) + bytes(status)
+    else:
+        ts_part = b"".join([ts_cells[u] for u in order])
+        status_part = b"\x12" + codec._len_prefix(view.output_len) + bytes([status[u] for u in order])
+    response.metadata.feature_names.val.extend(view.names)
+    if include_version and view.meta_name not in [m.name for m in response.metadata.feature_view_metadata]:
+        meta = response.metadata.feature_view_metadata.add()
+        meta.name = view.meta_name
+        meta.version = view.version
+    len_prefix = codec._len_prefix
+    for column in view.columns:
+        cells = [b"\x0a" + len_prefix(len(v)) + v if v else b"\x0a\x00" for v in column]
+        body = b"".join(cells) if order is None else b"".join([cells[u] for u in order])
+        response.results.add().MergeFromString(body + status_part + ts_part)
+
+
 class CellOnlineResponse(OnlineResponse):
-    def __init__(self, proto, feature_types: dict[str, ValueType] | None, cells: dict[str, Cells]) -> None:
-        super().__init__(proto, feature_types=feature_types)
-        self._cells = cells
+    """Feast's ``OnlineResponse`` over the cells read. Given the entity columns, the proto is
+    built the first time ``.proto`` is read (``to_dict``/``to_df`` never need it); given Feast's
+    proto (on-demand views, request data...), ``to_dict`` follows that proto and takes the cells
+    of the features it finds in the views."""
+
+    def __init__(self, feature_types: dict[str, ValueType] | None, views: list[ViewCells], *,
+                 entities: dict[str, tuple[list, ValueType]] | None = None, proto=None,
+                 include_version: bool = False) -> None:
+        if proto is None and entities is None:
+            raise ValueError("a CellOnlineResponse needs Feast's proto or the entity columns")
+        self._feature_types = feature_types or {}
+        self._views = views
+        self._entities = entities
+        self._include_version = include_version
+        self._proto = proto
+
+    @property
+    def proto(self) -> GetOnlineFeaturesResponse:
+        if self._proto is None:
+            self._proto = self._build_proto()
+        return self._proto
+
+    @proto.setter
+    def proto(self, value: GetOnlineFeaturesResponse) -> None:
+        self._proto = value
+
+    def _build_proto(self) -> GetOnlineFeaturesResponse:
+        """What Feast's ``_populate_result_rows_from_columnar`` + the view reads produce."""
+        response = GetOnlineFeaturesResponse(results=[])
+        for name, (values, value_type) in (self._entities or {}).items():
+            response.metadata.feature_names.val.append(name)
+            response.results.append(GetOnlineFeaturesResponse.FeatureVector(
+                values=python_values_to_proto_values(values, value_type),
+                statuses=[PRESENT] * len(values), event_timestamps=[Timestamp()] * len(values)))
+        for view in self._views:
+            append_view(response, view, self._include_version)
+        return response
 
     def to_dict(self, include_event_timestamps: bool = False) -> dict[str, Any]:
+        if self._entities is None:
+            return self._to_dict_along_proto(include_event_timestamps)
+        out: dict[str, list[Any]] = {}
+        for name, (values, _) in self._entities.items():
+            out[name] = list(values)
+            if include_event_timestamps:
+                out[name + TIMESTAMP_POSTFIX] = [0] * len(values)
+        for view in self._views:
+            seconds = [t // 1_000_000 for t in view.ts] if include_event_timestamps else None
+            for name, column in zip(view.names, view.columns):
+                out[name] = _expand(decode_cells(column, self._feature_types.get(name)), view.order)
+                if seconds is not None:
+                    out[name + TIMESTAMP_POSTFIX] = _expand(seconds, view.order)
+        return out
+
+    def _to_dict_along_proto(self, include_event_timestamps: bool) -> dict[str, Any]:
+        cells = {name: (column, view.order) for view in self._views for name, column in zip(view.names, view.columns)}
         out: dict[str, list[Any]] = {}
         for name, vector in zip(self.proto.metadata.feature_names.val, self.proto.results):
             feature_type = self._feature_types.get(name)
-            cells = self._cells.get(name)
-            if cells is None:
+            found = cells.get(name)
+            if found is None:
                 out[name] = [python_value(v, feature_type) for v in vector.values]
             else:
-                column, order = cells
-                out[name] = _expand(decode_cells(column, feature_type), order)
+                out[name] = _expand(decode_cells(found[0], feature_type), found[1])
             if include_event_timestamps:
                 out[name + TIMESTAMP_POSTFIX] = [ts.seconds for ts in vector.event_timestamps]
         return out

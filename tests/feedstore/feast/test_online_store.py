@@ -197,3 +197,29 @@ def test_online_read_api_applies_the_ttl(fs, online_tables):
     assert ts is not None and list(values["item_embedding"].float_list_val.val) == \
         _latest(online_tables["item_embedding"], "item_id")[1001]["item_embedding"]
     assert rows[1] == (None, None)
+
+
+@pytest.mark.parametrize("full_names", [False, True])
+def test_direct_path_answers_exactly_as_feasts_path(fs, online_tables, redis_client, full_names):
+    """Plain int keys take the direct path (proto built lazily); numpy ints take Feast's path
+    (entity protos, ``_read_features_per_fv``). Both, and Feast's own converter, must agree."""
+    from feast.online_response import OnlineResponse
+
+    redis_client.hset("feed_ranking:{user_id=12}:user_embedding", "_ts", str(_now_us() - 25 * HOUR_US))
+    users, items = [12, 12, 999, 4], [1001, 1001, 1002, 77777]  # expired, repeated, unknown user, unknown item
+    kwargs = {"features": fs.get_feature_service("ranking"), "full_feature_names": full_names,
+              "include_feature_view_version_metadata": full_names}
+    direct = fs.get_online_features(entity_rows=[{"user_id": u, "item_id": i} for u, i in zip(users, items)],
+                                    **kwargs)
+    feasts = fs.get_online_features(entity_rows={"user_id": [np.int64(u) for u in users],
+                                                 "item_id": [np.int64(i) for i in items]}, **kwargs)
+    assert direct._entities is not None and feasts._entities is None  # each took the path meant
+    assert direct.to_dict() == feasts.to_dict() == OnlineResponse(feasts.proto, feasts._feature_types).to_dict()
+    assert direct.to_dict(True) == feasts.to_dict(True)
+    assert direct.proto == feasts.proto
+    assert direct.to_df().equals(feasts.to_df())
+    got = direct.to_dict()
+    emb = "user_embedding__user_embedding" if full_names else "user_embedding"
+    assert got[emb][:3] == [None, None, None] and got[emb][3] is not None
+    statuses = direct.proto.results[list(direct.proto.metadata.feature_names.val).index(emb)].statuses
+    assert list(statuses) == [4, 4, 3, 1]  # OUTSIDE_MAX_AGE, OUTSIDE_MAX_AGE, NOT_FOUND, PRESENT

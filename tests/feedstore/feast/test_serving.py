@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from feedstore.feast import synthetic
 from feedstore.feast.materialize import materialize
@@ -35,13 +43,25 @@ def post(app, body: dict) -> tuple[int, dict]:
     return status, json.loads(body) if body.startswith((b"{", b"[")) else body
 
 
-def test_inline_route_answers_like_feasts(fs, settings):
-    import time
+BODIES = [
+    {"feature_service": "ranking", "entities": {"user_id": [301, 999], "item_id": [302, 303]}},
+    {"features": ["user_embedding:user_embedding", "item_catalog_features:category"],
+     "entities": {"user_id": [304], "item_id": [305]}, "full_feature_names": True},
+    # pydantic coerces "true"; msgspec rejects it, so Feast's own route answers
+    {"feature_service": "ranking", "entities": {"user_id": [301], "item_id": [302]}, "full_feature_names": "true"},
+    # a string for an int key: Feast's read path (entity protos) inside our endpoint
+    {"feature_service": "ranking", "entities": {"user_id": ["301"], "item_id": [302]}},
+]
+BAD = [
+    {"features": ["no_such_view:x"], "entities": {"user_id": [1]}},        # Feast's error, raised in our endpoint
+    {"feature_service": "no_such_service", "entities": {"user_id": [1]}},
+    {"feature_service": "ranking"},                                        # no entities: FastAPI's 422
+]
+
+
+@pytest.fixture(scope="module")
+def served_rows(fs, settings):
     from datetime import datetime, timedelta, timezone
-
-    from feast.feature_server import get_app
-
-    from feedstore.feast.serving import install_inline_online_route
 
     now = time.time_ns() // 1000
     for seed, name in enumerate(["user_embedding", "item_catalog_features"]):
@@ -51,19 +71,134 @@ def test_inline_route_answers_like_feasts(fs, settings):
     end = datetime.now(timezone.utc)
     materialize(fs, ["user_embedding", "item_catalog_features"], end - timedelta(hours=1), end)
 
+
+def test_inline_route_answers_like_feasts(fs, served_rows):
+    from feast.feature_server import get_app
+
+    from feedstore.feast.serving import install_inline_online_route
+
     stock_app, ours_app = get_app(fs), get_app(fs)
     assert install_inline_online_route(ours_app, fs)
     assert ours_app.router.routes[0].path == "/get-online-features"
-    bodies = [
-        {"feature_service": "ranking", "entities": {"user_id": [301, 999], "item_id": [302, 303]}},
-        {"features": ["user_embedding:user_embedding", "item_catalog_features:category"],
-         "entities": {"user_id": [304], "item_id": [305]}, "full_feature_names": True},
-    ]
-    for body in bodies:
+    answers = []
+    for body in BODIES:
         (a_status, a), (b_status, b) = post(stock_app, body), post(ours_app, body)
         assert a_status == b_status == 200
         assert a == b
-    assert "PRESENT" in b["results"][-1]["statuses"]
-    bad = {"features": ["no_such_view:x"], "entities": {"user_id": [1]}}
-    (a_status, a), (b_status, b) = post(stock_app, bad), post(ours_app, bad)
-    assert a_status == b_status != 200 and a == b
+        answers.append(b)
+    assert answers[1]["results"][-1]["statuses"] == ["PRESENT"]  # item 305's category
+    for bad in BAD:
+        (a_status, a), (b_status, b) = post(stock_app, bad), post(ours_app, bad)
+        assert a_status == b_status != 200 and a == b
+
+
+def test_inline_route_keeps_feasts_request_metrics(fs, served_rows, monkeypatch):
+    from feast import metrics as feast_metrics
+    from feast.feature_server import get_app
+
+    from feedstore.feast.serving import install_inline_online_route
+
+    monkeypatch.setattr(feast_metrics, "_config", feast_metrics.build_metrics_flags())
+    app = get_app(fs)
+    assert install_inline_online_route(app, fs)
+
+    def count(status: str) -> float:
+        return feast_metrics.request_count.labels(endpoint="/get-online-features", status=status)._value.get()
+
+    ok, failed = count("success"), count("error")
+    assert post(app, BODIES[0])[0] == 200
+    assert post(app, BAD[0])[0] != 200
+    assert (count("success"), count("error")) == (ok + 1, failed + 1)
+
+
+def test_feature_services_are_cached_until_the_registry_refreshes(fs):
+    from feedstore.feast.serving import FeatureServices
+
+    services = FeatureServices(fs)
+    first = services.get("ranking")
+    assert services.get("ranking") is first
+    fs.refresh_registry()
+    again = services.get("ranking")
+    assert again is not first and again == first
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(settings, served_rows):
+    """``feedstore serve`` as users run it: its own process, real uvicorn, the session's Redis."""
+    port = _free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "feedstore"), "serve", "--port", str(port)],
+                            env={**os.environ, **settings.feast_env()}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    conn = None
+    try:
+        deadline = time.monotonic() + 120
+        while conn is None:
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            try:
+                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                probe.request("GET", "/health")
+                health = probe.getresponse()
+                health.read()
+                assert health.status == 200
+                conn = probe
+            except OSError:
+                assert time.monotonic() < deadline, "feedstore serve did not start"
+                time.sleep(0.5)
+        conn.close()
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _by_name(answer):
+    """Feast groups a request's features in sets, so their order varies between processes."""
+    if not isinstance(answer, dict) or "metadata" not in answer:
+        return answer
+    return {"results": dict(zip(answer["metadata"]["feature_names"], answer["results"], strict=True)),
+            "metadata": {k: v for k, v in answer["metadata"].items() if k != "feature_names"},
+            **{k: v for k, v in answer.items() if k not in ("results", "metadata")}}
+
+
+def test_real_server_answers_like_feasts_app(fs, served):
+    from feast.feature_server import get_app
+
+    stock_app = get_app(fs)
+    for body in BODIES + BAD:  # a connection each: uvicorn closes one whose app raised (Feast's errors do)
+        conn = http.client.HTTPConnection("127.0.0.1", served, timeout=30)
+        conn.request("POST", "/get-online-features", json.dumps(body), {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        raw = response.read()
+        conn.close()
+        status, expected = post(stock_app, body)
+        assert response.status == status, (body, raw[:300])
+        expected = json.loads(expected) if isinstance(expected, bytes) else expected  # a JSON string
+        assert _by_name(json.loads(raw)) == _by_name(expected)
+    conn = http.client.HTTPConnection("127.0.0.1", served, timeout=30)
+    conn.request("GET", "/health")
+    assert conn.getresponse().status == 200  # Feast's other endpoints stay behind ours
+    conn.close()
+
+
+def test_audit_logging_leaves_the_request_to_feasts_route(fs, served_rows, monkeypatch):
+    from feast import metrics as feast_metrics
+    from feast.feature_server import get_app
+
+    from feedstore.feast import serving
+
+    import feast.feature_server
+
+    monkeypatch.setattr(feast_metrics, "_config", feast_metrics._MetricsFlags(audit_logging=True))
+    audited = []
+    monkeypatch.setattr(feast.feature_server, "_emit_online_audit", lambda *args: audited.append(args[-2]))
+    app = get_app(fs)
+    assert serving.install_inline_online_route(app, fs)
+    status, got = post(app, BODIES[0])
+    assert status == 200 and got["metadata"]["feature_names"][:2] == ["user_id", "item_id"]
+    assert audited == ["success"]  # Feast's handler answered and wrote its audit record
