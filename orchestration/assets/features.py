@@ -4,6 +4,7 @@ end of D (``lake.day_end``): it describes activity strictly before that instant,
 row at time t only ever joins rows computed from events before t."""
 
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
 import dagster as dg
@@ -267,9 +268,11 @@ def refresh_time(day: date) -> datetime:
 def refresh_prefix(day: date) -> str:
     """``features/user_candidates/dt=<next day>T12/``: read by the view's ``dt=*`` glob, never
     replaced by the daily partition's own writer."""
-    stamp = refresh_time(day)
-    return lake.day_prefix(feast_sources.feature_prefix("user_candidates"), stamp.date()).rstrip("/") \
-        + f"T{stamp:%H}/"
+    return f"{feast_sources.feature_prefix('user_candidates')}/dt={refresh_time(day):%Y-%m-%dT%H}/"
+
+
+def refreshed_candidates(con, day: date, settings: Settings) -> pa.Table:
+    return user_candidates(con, day, settings, as_of=refresh_time(day))
 
 
 def _rank(users: pa.Table, pool: pa.Table, seen: pa.Table, k: int, ts: datetime) -> pa.Table:
@@ -312,14 +315,17 @@ def _rank(users: pa.Table, pool: pa.Table, seen: pa.Table, k: int, ts: datetime)
 
 # ---- assets ------------------------------------------------------------------------------
 
-def _feature_asset(name: str, view: str, compute, deps: list, description: str):
+def _feature_asset(name: str, view: str, compute, deps: list, description: str,
+                   prefix: Callable[[date], str] | None = None):
+    """A daily asset writing ``compute``'s table to ``prefix(day)`` (the view's ``dt=<day>/`` by default)."""
     @dg.asset(name=name, partitions_def=daily,
               group_name="features", kinds={"duckdb", "s3"}, deps=deps, description=description)
     def _asset(context: dg.AssetExecutionContext, s3: S3Resource) -> dg.MaterializeResult:
         day, settings = partition_day(context), s3.settings()
         with s3.duckdb() as con:
             table = compute(con, day, settings)
-        uri = lake.write_partition(table, lake.feature_prefix(view, day), settings)
+        where = prefix(day) if prefix else lake.feature_prefix(view, day)
+        uri = lake.write_partition(table, where, settings)
         return dg.MaterializeResult(metadata={"dagster/row_count": table.num_rows, "view": view,
                                               "uri": dg.MetadataValue.path(uri)})
     return _asset
@@ -350,18 +356,11 @@ user_candidates_asset = _feature_asset(
 
 
 
-@dg.asset(partitions_def=daily, group_name="features", kinds={"duckdb", "s3"},
-          deps=["user_embeddings", "item_embeddings", "item_engagement_features", _archive(7)],
-          description="Midday refresh of the day's candidates (stamped 12h after them), excluding what users "
-                      "interacted with since; runs on its own schedule, 12h after the daily one.")
-def user_candidates_refresh(context: dg.AssetExecutionContext, s3: S3Resource) -> dg.MaterializeResult:
-    day, settings = partition_day(context), s3.settings()
-    with s3.duckdb() as con:
-        table = user_candidates(con, day, settings, as_of=refresh_time(day))
-    uri = lake.write_partition(table, refresh_prefix(day), settings)
-    return dg.MaterializeResult(metadata={"dagster/row_count": table.num_rows, "view": "user_candidates",
-                                          "as_of": refresh_time(day).isoformat(), "uri": dg.MetadataValue.path(uri)})
-
+user_candidates_refresh = _feature_asset(
+    "user_candidates_refresh", "user_candidates", refreshed_candidates,
+    ["user_embeddings", "item_embeddings", "item_engagement_features", _archive(7)],
+    "Midday refresh of the day's candidates (stamped 12h after them), excluding what users interacted "
+    "with since; runs on its own schedule, 12h after the daily one.", prefix=refresh_prefix)
 
 ASSETS = [user_activity_features_asset, item_engagement_features_asset, item_embeddings_asset,
           user_embeddings_asset, user_candidates_asset, user_candidates_refresh]
