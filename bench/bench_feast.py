@@ -35,7 +35,9 @@ def start_redis() -> subprocess.Popen:
     """A Redis of the bench's own: test sessions flush the shared server's numbered databases."""
     import redis
 
-    proc = subprocess.Popen(["redis-server", "--port", str(BENCH_REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
+    from feedstore.stack.tools import require
+
+    proc = subprocess.Popen([require("redis-server"), "--port", str(BENCH_REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
         try:

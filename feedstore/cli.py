@@ -105,17 +105,39 @@ def migrate() -> None:
 def dagster(ctx: typer.Context) -> None:
     """Run ``dagster dev`` on the daily pipeline, with DAGSTER_HOME prepared (extra args pass through)."""
     import os
-    import shutil
 
+    from feedstore.stack import StackError
+    from feedstore.stack.tools import venv_program
     from orchestration.instance import dagster_env, prepare_home
 
-    exe = shutil.which("dagster")
-    if exe is None:
-        fail("the `dagster` command is not installed in this environment")
+    try:
+        exe = venv_program("dagster")
+    except StackError as exc:
+        fail(str(exc))
     home = prepare_home()
     console.print(f"DAGSTER_HOME={home}")
     os.environ.update(dagster_env(home))
     os.execv(exe, [exe, "dev", "-m", "orchestration.definitions", *ctx.args])
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def feast(ctx: typer.Context) -> None:
+    """The ``feast`` CLI on feature_repo/ with the endpoints of these settings (every argument passes through)."""
+    import os
+
+    from feedstore.stack import StackError
+    from feedstore.stack.tools import venv_program
+
+    try:
+        exe = venv_program("feast")
+    except StackError as exc:
+        fail(str(exc))
+    settings = get_settings()
+    args = list(ctx.args)
+    if not {"-c", "--chdir", "-f", "--feature-store-yaml"} & {a.split("=", 1)[0] for a in args}:
+        args = ["-c", str(settings.feast_repo_path), *args]
+    os.environ.update(settings.feast_env())
+    os.execv(exe, [exe, *args])
 
 
 @app.command()

@@ -118,10 +118,12 @@ class Settings(BaseSettings):
 
     def feast_env(self) -> dict[str, str]:
         """What the ``feast`` CLI needs besides FEED_*: the names ``feature_store.yaml`` substitutes,
-        and the S3 endpoint for the pyarrow checks ``feast apply`` runs on sources."""
+        and the S3 endpoint and credentials for the pyarrow checks ``feast apply`` runs on sources."""
         return {
             "FEED_FEAST_REGISTRY_URL": self.feast_registry_url,
             "FEED_FEAST_REDIS": self.feast_redis_connection,
+            "AWS_ACCESS_KEY_ID": self.aws_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key,
             "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
             "AWS_DEFAULT_REGION": self.s3_region,
         }

@@ -751,8 +751,8 @@ def render(report: DemoReport, console: Console, settings: Settings | None = Non
                   "partitioning='hive').to_table().num_rows)\"", highlight=False, soft_wrap=True)
     console.print("Dagster UI:     ./run dagster            → http://127.0.0.1:3000 (this run's assets are "
                   "in its catalog)", highlight=False, soft_wrap=True)
-    console.print("Feature server: ./run serve --port 6566  (or: eval \"$(./run stack env)\"; "
-                  ".venv/bin/feast -c feature_repo serve)", highlight=False, soft_wrap=True)
+    console.print("Feature server: ./run serve --port 6566  (or stock Feast: ./run feast serve; "
+                  "its UI: ./run feast ui)", highlight=False, soft_wrap=True)
     console.print("                curl -s -H 'Content-Type: application/json' localhost:6566/get-online-features "
                   "-d '{\"feature_service\": "
                   f"\"ranking\", \"entities\": {{\"user_id\": [{report.user_id}], \"item_id\": [1]}}}}'",

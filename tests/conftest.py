@@ -29,6 +29,16 @@ def stack() -> Settings:
 
 
 @pytest.fixture(scope="session")
+def chromium() -> list[str]:
+    """Headless Chromium (installed on first use) with the flags this closed network needs; callers
+    add ``--user-data-dir`` and what to do."""
+    from feedstore.stack.tools import require
+
+    return [require("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1600,1000"]
+
+
+@pytest.fixture(scope="session")
 def settings(stack: Settings) -> Iterator[Settings]:
     """An isolated, migrated namespace on the running stack, exported to the environment."""
     from feedstore.sandbox import sandbox

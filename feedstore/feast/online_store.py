@@ -17,12 +17,14 @@ Selected in ``feature_store.yaml`` with ``type: feedstore.feast.online_store.TTL
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +36,7 @@ from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnline
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
+from pydantic import field_validator
 from redis import Redis
 from redis.exceptions import NoScriptError
 
@@ -86,6 +89,25 @@ class TTLRedisOnlineStoreConfig(RedisOnlineStoreConfig):
     """Threads writing chunks concurrently (encoding overlaps the round trips)."""
     write_rows_per_call: int = 200
     """Rows per newer-wins script call on a single Redis (fewer replies, less per-call work)."""
+
+    @field_validator("connection_string")
+    @classmethod
+    def _substituted(cls, value: str) -> str:
+        """``feature_store.yaml`` names its endpoints as ``${FEED_FEAST_…}``, which Feast leaves as
+        they are when unset; say so here, before Feast fails deep in SQLAlchemy's URL parser."""
+        if "${" in value:
+            unset_environment(value)
+        return value
+
+
+def unset_environment(value: str) -> NoReturn:
+    message = (f"{value.strip('${}')} is not set: feature_store.yaml takes its endpoints from the environment. "
+               'Run `./run feast …` (or `feedstore feast …`), or eval "$(./run stack env)" first.')
+    if Path(sys.argv[0]).name == "feast":
+        # The feast CLI prints any exception as a traceback; a user who forgot the environment gets one line.
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+    raise ValueError(message)
 
 
 def ttl_micros(view: FeatureView) -> int:

@@ -4,7 +4,6 @@ a readiness probe, and process control that survives the CLI exiting."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -37,20 +36,22 @@ _apt_updated = False
 def apt_install(*packages: str) -> None:
     """Install Debian packages; only possible as root, which is how CI and dev machines run."""
     global _apt_updated
+    names = " ".join(packages)
     if not is_root():
-        raise StackError(f"missing {' '.join(packages)}: install them (apt-get install {' '.join(packages)})")
+        raise StackError(f"missing {names}: install it (sudo apt-get install {names}) and run again")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if not _apt_updated:
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
-        _apt_updated = True
-    result = subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise StackError(f"apt-get install {' '.join(packages)} failed: {result.stderr.strip()[-500:]}")
+    wait = ["-o", "DPkg::Lock::Timeout=300"]  # another apt run (or a parallel test) holds the lock
+    steps = ([["apt-get", *wait, "update", "-qq"]] if not _apt_updated else []) + [
+        ["apt-get", *wait, "install", "-y", "-qq", "--no-install-recommends", *packages]]
+    for cmd in steps:
+        try:
+            result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        except OSError as exc:
+            raise StackError(f"missing {names}, and apt-get cannot run here ({exc.strerror}): install it by hand") from exc
+        if result.returncode != 0:
+            last = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or ["no output"]
+            raise StackError(f"{' '.join(cmd[:1] + cmd[3:4])} for {names} failed: {last[0]}")
+    _apt_updated = True
 
 
 def wait_until(probe, timeout: float, interval: float = 0.25) -> bool:
@@ -112,13 +113,6 @@ def _is_zombie(pid: int) -> bool:
             return f.read().split(") ", 1)[1].startswith("Z")
     except OSError:
         return True
-
-
-def which(name: str, extra_dirs: tuple[Path, ...] = ()) -> str | None:
-    for d in extra_dirs:
-        if (d / name).exists():
-            return str(d / name)
-    return shutil.which(name)
 
 
 class Service(ABC):

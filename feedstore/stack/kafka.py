@@ -9,7 +9,8 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from feedstore.stack.base import Service, StackError, apt_install, port_open, spawn, terminate, which
+from feedstore.stack.base import Service, StackError, port_open, spawn, terminate
+from feedstore.stack.tools import require
 
 LOG4J_VERSION = "2.24.3"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -51,19 +52,16 @@ class KafkaService(Service):
         return self.settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)[0]
 
     def install(self) -> None:
-        if which("java") is None:
-            apt_install("openjdk-17-jre-headless")
+        require("java")
         marker = self.lib_dir / ".complete"
         if marker.exists():
             return
-        if which("mvn") is None:
-            apt_install("maven")
         build = self.lib_dir.parent / "pom"
         build.mkdir(parents=True, exist_ok=True)
         (build / "pom.xml").write_text(POM.format(kafka=self.settings.kafka_version, log4j=LOG4J_VERSION))
         shutil.rmtree(self.lib_dir, ignore_errors=True)
         result = subprocess.run(
-            ["mvn", "-q", "-B", "dependency:copy-dependencies", "-DincludeScope=runtime",
+            [require("mvn"), "-q", "-B", "dependency:copy-dependencies", "-DincludeScope=runtime",
              f"-DoutputDirectory={self.lib_dir}"],
             cwd=build, capture_output=True, text=True,
         )
@@ -102,14 +100,14 @@ class KafkaService(Service):
         classpath = f"{self.lib_dir}/*"
         if not (self.dir / "data" / "meta.properties").exists():
             result = subprocess.run(
-                ["java", "-cp", classpath, "kafka.tools.StorageTool", "format",
+                [require("java"), "-cp", classpath, "kafka.tools.StorageTool", "format",
                  "-t", "feedstore-local-cluster0", "-c", str(config)],
                 capture_output=True, text=True,
             )
             if result.returncode != 0:
                 raise StackError(f"kafka storage format failed: {result.stderr.strip()[-500:]}")
         spawn(
-            ["java", self.settings.kafka_heap, "-Xms256m", "-XX:+UseG1GC",
+            [require("java"), self.settings.kafka_heap, "-Xms256m", "-XX:+UseG1GC",
              f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
              "-cp", classpath, "kafka.Kafka", str(config)],
             self.log_file, self.pid_file,

@@ -12,9 +12,8 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import sql
 
-from feedstore.stack.base import Service, StackError, apt_install, is_root
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+from feedstore.stack.base import Service, StackError, is_root
+from feedstore.stack.tools import require
 SERVER_OPTIONS = {
     "listen_addresses": "127.0.0.1",
     "shared_buffers": "512MB",
@@ -35,12 +34,12 @@ class PostgresService(Service):
     def _run_as_owner(self, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
         """initdb and pg_ctl refuse to run as root, so root runs them as ``postgres``."""
         if is_root():
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+            cmd = [require("runuser"), "-u", "postgres", "--", *cmd]
         return subprocess.run(cmd, capture_output=True, text=True, **kwargs)
 
     def install(self) -> None:
-        if not (PG_BIN / "pg_ctl").exists():
-            apt_install("postgresql-15")
+        require("initdb")
+        require("pg_ctl")
         if is_root() and not self.dir.exists():
             self._make_reachable_dir()
 
@@ -74,7 +73,7 @@ class PostgresService(Service):
         self._own(pwfile)
         try:
             result = self._run_as_owner([
-                str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-U", dsn.username or "postgres",
+                require("initdb"), "-D", str(self.data_dir), "-U", dsn.username or "postgres",
                 f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256",
                 "-E", "UTF8", "--locale=C.UTF-8",
             ])
@@ -91,7 +90,7 @@ class PostgresService(Service):
         options = " ".join(f"-c {k}={v}" for k, v in SERVER_OPTIONS.items())
         options += f" -p {self.settings.postgres_port} -k {self.dir.resolve()}"
         result = self._run_as_owner([
-            str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file.resolve()),
+            require("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file.resolve()),
             "-o", options, "-w", "-t", "60", "start",
         ])
         if result.returncode != 0:
@@ -118,7 +117,7 @@ class PostgresService(Service):
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
-            self._run_as_owner([str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
+            self._run_as_owner([require("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
 
     def endpoint(self) -> str:
         dsn = urlsplit(self.settings.postgres_dsn)

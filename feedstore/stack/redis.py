@@ -6,19 +6,19 @@ import subprocess
 
 import redis
 
-from feedstore.stack.base import Service, StackError, apt_install, terminate, which
+from feedstore.stack.base import Service, StackError, terminate
+from feedstore.stack.tools import require
 
 
 class RedisService(Service):
     name = "redis"
 
     def install(self) -> None:
-        if which("redis-server") is None:
-            apt_install("redis-server")
+        require("redis-server")
 
     def start(self) -> None:
         cmd = [
-            which("redis-server") or "redis-server",
+            require("redis-server"),
             "--port", str(self.settings.redis_port),
             "--bind", "127.0.0.1",
             "--dir", str(self.dir),

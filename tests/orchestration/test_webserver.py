@@ -3,7 +3,6 @@ launched through GraphQL exactly as the UI's "Materialize" does, and the UI rend
 headless Chromium with the asset graph (the screenshot is kept under build/screenshots/)."""
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -13,12 +12,9 @@ import pytest
 import requests
 
 from feedstore.settings import PROJECT_ROOT
-from feedstore.stack.base import apt_install
 from orchestration.instance import dagster_env, prepare_home
 
 SCREENSHOTS = PROJECT_ROOT / "build" / "screenshots"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1600,1000"]
 RUN_ASSETS = ["activity_archive", "user_profile_snapshot"]
 
 LAUNCH = """
@@ -41,15 +37,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _chromium() -> str:
-    exe = shutil.which("chromium")
-    if exe is None:
-        apt_install("chromium")
-        exe = shutil.which("chromium")
-    assert exe, "chromium is not installed"
-    return exe
 
 
 @pytest.fixture(scope="module")
@@ -126,15 +113,14 @@ def test_partition_run_launched_through_graphql_succeeds(dagster_services, tiny_
     assert steps["activity_archive_activity_events_suite"] == "SUCCESS"  # the blocking GX checks ran too
 
 
-def test_ui_shows_the_asset_graph_in_chromium(dagster_services, tmp_path):
+def test_ui_shows_the_asset_graph_in_chromium(dagster_services, chromium, tmp_path):
     url, _ = dagster_services
-    chromium = _chromium()
     _graphql(url, "mutation { setNuxSeen }")  # the first-visit newsletter dialog would cover the graph
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     shot = SCREENSHOTS / "dagster_asset_graph.png"
     shot.unlink(missing_ok=True)
     page = f"{url}/asset-groups"
-    common = [chromium, *CHROMIUM_FLAGS, "--virtual-time-budget=8000"]
+    common = [*chromium, "--virtual-time-budget=8000"]
     dom = subprocess.run([*common, f"--user-data-dir={tmp_path / 'dom'}", "--dump-dom", page],
                          capture_output=True, text=True, timeout=120).stdout
     for text in ("Global asset lineage", "activity", "catalog", "features", "serving", "training"):

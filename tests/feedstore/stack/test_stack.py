@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
+from shlex import quote
 
 import psycopg
 import pytest
@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, Producer
 
 from feedstore.s3 import s3_client
 from feedstore.settings import Settings
+from feedstore.stack.tools import require, venv_program
 from tests.conftest import private_stack
 
 
@@ -101,13 +102,13 @@ def test_up_status_down_up_keeps_data(private_env, monkeypatch):
 
 def test_env_lines_reach_the_stack(settings):
     """`eval "$(feedstore stack env)"` gives psql, redis-cli, kcat and boto3 what they need."""
+    psql, redis_cli, kcat = (quote(require(name)) for name in ("psql", "redis-cli", "kcat"))
     script = (
-        'eval "$(feedstore stack env)" && psql -tAc "select 1" && redis-cli ping && '
-        'kcat -L -t "$FEED_TOPIC" | grep -c "partition [0-9]" && '
+        f'eval "$({quote(venv_program("feedstore"))} stack env)" && {psql} -tAc "select 1" && {redis_cli} ping && '
+        f'{kcat} -L -t "$FEED_TOPIC" | grep -c "partition [0-9]" && '
         f'{sys.executable} -c "import boto3; print(len(boto3.client(\'s3\').list_buckets()[\'Buckets\']) > 0)"'
     )
-    env = {**os.environ, "FEED_TOPIC": settings.topic_activity,
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "FEED_TOPIC": settings.topic_activity}
+    out = subprocess.run([require("bash"), "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "PONG", str(settings.topic_partitions), "True"]
