@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import redis
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from feedstore.db import connect
 from feedstore.settings import Settings
@@ -46,16 +46,29 @@ def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
         consumer.close()
 
 
+_COORDINATOR_STARTING = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                         KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._WAIT_COORD}
+
+
 def skip_to_end(settings: Settings, topic: str, group: str) -> dict[int, int]:
     """Commit ``group``'s offsets at the end of ``topic`` (the group must have no live member),
     so the next consumer starts with what is produced from now on."""
     ends = high_watermarks(settings, topic)
     consumer = _consumer(settings, group)
+    deadline = time.monotonic() + 60
     try:
-        consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in ends.items()], asynchronous=False)
+        while True:
+            try:
+                consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in ends.items()], asynchronous=False)
+                return ends
+            except KafkaException as exc:
+                # A broker that has just started is still electing the group coordinator.
+                error = exc.args[0]
+                if not (error.retriable() or error.code() in _COORDINATOR_STARTING) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         consumer.close()
-    return ends
 
 
 def dead_letter_reasons(settings: Settings, start: dict[int, int], end: dict[int, int],
