@@ -23,7 +23,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from expectations.runner import validate
-from ingestion import rules
+from feedstore.contract import rules
 from ingestion.events import EVENT_SCHEMA
 
 NOW = datetime(2025, 11, 15, 12, tzinfo=timezone.utc)

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ingestion import rules  # noqa: E402
+from feedstore.contract import rules  # noqa: E402
 from ingestion.catalog import IdIndex  # noqa: E402
 from ingestion.defects import inject_defects  # noqa: E402
 from ingestion.events import derive_event_id  # noqa: E402

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from expectations import suites
-from ingestion import rules
+from feedstore.contract import rules
 
 BATCH_ROWS = 262_144
 PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}

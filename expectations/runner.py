@@ -27,6 +27,7 @@ import pyarrow.dataset as pads  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from expectations import prepare, suites  # noqa: E402
+from feedstore.contract.features import VIEWS  # noqa: E402
 from feedstore.logs import get_logger  # noqa: E402
 from feedstore.settings import get_settings  # noqa: E402
 
@@ -150,7 +151,7 @@ def _coerce(suite: str, out: dict[str, Any]) -> dict[str, Any]:
         if isinstance(out.get(key), str):
             out[key] = tuple(v.strip() for v in out[key].split(","))
         for view in out.get(key) or ():
-            if view not in suites.rules.FEATURE_VIEWS:
+            if view not in VIEWS:
                 raise ValueError(f"unknown feature view {view!r}")
     return out
 

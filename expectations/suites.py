@@ -1,4 +1,5 @@
-"""The suites as code: one builder per dataset, every bound taken from ``ingestion.rules``.
+"""The suites as code: one builder per dataset, every bound taken from the contract
+(``feedstore.contract.rules`` for events and tables, ``feedstore.contract.features`` for features).
 
 A builder returns fresh Expectation objects on each call because GX binds an Expectation to
 the one suite it is added to. Every expectation carries ``meta.rule`` (a stable name that
@@ -21,7 +22,8 @@ from typing import Any, Literal
 import great_expectations.expectations as gxe
 from psycopg import sql
 
-from ingestion import rules
+from feedstore.contract import features as contract
+from feedstore.contract import rules
 
 Engine = Literal["pandas", "postgres"]
 UUID_REGEX = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -33,7 +35,9 @@ EMBEDDING_COLUMNS = ("content_embedding", "user_embedding", "item_embedding")
 # Arrow strings) and Postgres read the same class; NUL is left out (Postgres text cannot hold it).
 NON_PRINTABLE = "".join(chr(c) for c in (*range(0x01, 0x20), *range(0x7F, 0xA0))) + (
     "\u00a0\u00ad\u1680\u2000-\u200f\u2028-\u202f\u205f-\u2064\u3000\ufeff")
-LIST_VOCABULARIES: dict[str, tuple[str, ...]] = {"preferred_categories": rules.CATEGORIES}
+LIST_VOCABULARIES: dict[str, tuple[str, ...]] = {
+    f.name: f.vocabulary.values for f in contract.all_features()
+    if f.kind is contract.Kind.STRING_LIST and f.vocabulary is not None}
 
 
 def length_column(column: str) -> str:
@@ -249,66 +253,56 @@ def users(s: SuiteSpec) -> None:
 
 def _features(s: SuiteSpec, key: str, default_views: tuple[str, ...]) -> None:
     views = s.params.get("views") or default_views
-    s.present([key, "event_timestamp", *(c for v in views for c in rules.FEATURE_VIEWS[v])])
+    s.present([key, contract.EVENT_TIMESTAMP, *(c for v in views for c in contract.VIEWS[v].columns)])
     s.ids(key, unique=False)
-    s.not_null(["event_timestamp"])
-    if s.has(key) and s.has("event_timestamp") and s.params.get("unique_keys", True):
+    s.not_null([contract.EVENT_TIMESTAMP])
+    if s.has(key) and s.has(contract.EVENT_TIMESTAMP) and s.params.get("unique_keys", True):
         s.add("entity_unique_per_timestamp", key, gxe.ExpectCompoundColumnsToBeUnique,
-              column_list=[key, "event_timestamp"])
+              column_list=[key, contract.EVENT_TIMESTAMP])
 
 
 def _feature_values(s: SuiteSpec, joined: bool = False) -> None:
-    """Bounds of every contract feature present, whichever view (or join of views) it came in.
+    """The rules of every contract feature present, whichever view (or join of views) it came in.
     In a feature table a row has every vector; in a point-in-time join (``joined``) a missing
     feature is a legitimate null."""
-    counts = ["interactions_7d", "interactions_30d", "unique_items_7d", "unique_items_30d", "following_count",
-              "views_1d", "views_7d", "views_30d", "unique_viewers_7d", "rt_interactions_1h", "rt_dwell_ms_1h"]
-    s.between("count_non_negative", counts, 0)
-    s.between("count_non_negative", ["avg_dwell_ms_7d", "avg_dwell_ms_30d", "account_age_days", "item_age_days"], 0)
-    s.between("active_days_bounds", ["active_days_7d"], 0, 7)
-    s.between("active_days_bounds", ["active_days_30d"], 0, 30)
-    rates = ["like_rate_7d", "like_rate_30d", "share_rate_7d", "share_rate_30d", "comment_rate_30d",
-             "engagement_rate_7d", "avg_implicit_rating_7d"]
-    s.between("rate_in_unit_interval", rates, 0, 1)
-    s.between("rate_in_unit_interval", ["freshness_score"], 0, 1, strict_min=True)
-    for small, large in (("interactions_7d", "interactions_30d"), ("unique_items_7d", "unique_items_30d"),
-                         ("active_days_7d", "active_days_30d"),
-                         ("unique_items_7d", "interactions_7d"), ("unique_items_30d", "interactions_30d"),
-                         ("views_1d", "views_7d"), ("views_7d", "views_30d"), ("unique_viewers_7d", "views_7d")):
-        s.ordered(small, large)
-    s.distribution("category_dist_30d")
-    if s.has("category_dist_30d") and s.pandas:
-        s.between("vector_dimension", [length_column("category_dist_30d")], len(rules.CATEGORIES),
-                  len(rules.CATEGORIES))
-        s._retag("category_dist_30d")
-    s.in_set("category_in_vocabulary", "top_category_30d", rules.CATEGORIES)
-    s.in_set("category_in_vocabulary", "category", rules.CATEGORIES)
-    s.in_set("media_type_allowed", "media_type", rules.MEDIA_TYPES)
-    s.in_set("age_range_in_vocabulary", "age_range", rules.AGE_RANGES)
-    s.in_set("country_in_vocabulary", "country", rules.COUNTRIES)
-    s.in_set("language_in_vocabulary", "language", rules.LANGUAGES)
-    s.in_set("event_type_allowed", "rt_last_event_type", rules.EVENT_TYPES)
-    s.vector("preferred_categories", None, vocabulary=rules.CATEGORIES, required=not joined)
-    s.vector("user_embedding", rules.EMBEDDING_DIM, required=not joined)
-    s.vector("item_embedding", rules.EMBEDDING_DIM, required=not joined)
+    for f in contract.all_features():
+        _feature_rules(s, f, required=not joined)
+
+
+def _feature_rules(s: SuiteSpec, f: contract.Feature, required: bool) -> None:
+    if f.bound is not None:
+        s.between(f.bound.rule, [f.name], f.bound.lo, f.bound.hi, strict_min=f.bound.strict_min)
+    for larger in f.at_most:
+        s.ordered(f.name, larger)
+    if f.distribution:
+        s.distribution(f.name)
+        if s.has(f.name) and s.pandas:
+            s.between("vector_dimension", [length_column(f.name)], f.dim, f.dim)
+            s._retag(f.name)
+    elif f.kind is contract.Kind.STRING_LIST and f.vocabulary is not None:
+        s.vector(f.name, None, vocabulary=f.vocabulary.values, required=required)
+    elif f.dim is not None:
+        s.vector(f.name, f.dim, required=required)
+    elif f.vocabulary is not None:
+        s.in_set(f.vocabulary.rule, f.name, f.vocabulary.values)
 
 
 def user_features(s: SuiteSpec) -> None:
-    _features(s, "user_id", ("user_activity_features",))
+    _features(s, contract.USER.join_key, (contract.USER_ACTIVITY.name,))
     _feature_values(s)
 
 
 def item_features(s: SuiteSpec) -> None:
-    _features(s, "item_id", ("item_engagement_features",))
+    _features(s, contract.ITEM.join_key, (contract.ITEM_ENGAGEMENT.name,))
     _feature_values(s)
 
 
 def training_dataset(s: SuiteSpec) -> None:
     start: datetime = s.params["partition_start"]
     end: datetime = s.params["partition_end"]
-    views = s.params.get("views") or rules.TRAINING_FEATURE_VIEWS
-    keys = ["user_id", "item_id", "event_timestamp", "label", "sample_type"]
-    s.present([*keys, *(c for v in views for c in rules.FEATURE_VIEWS[v])])
+    views = s.params.get("views") or contract.TRAINING_VIEWS
+    keys = ["user_id", "item_id", contract.EVENT_TIMESTAMP, "label", "sample_type"]
+    s.present([*keys, *(c for v in views for c in contract.VIEWS[v].columns)])
     s.not_null(keys)
     s.of_type(["user_id", "item_id", "label"], INT_TYPES)
     s.in_set("label_binary", "label", [0, 1])

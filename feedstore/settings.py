@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     kafka_message_max_bytes: int = 16 * 1024 * 1024
     kafka_session_timeout_ms: int = 10_000
 
-    # Ingestion consumer; unset clock bounds fall back to ingestion.rules.
+    # Ingestion consumer; unset clock bounds fall back to feedstore.contract.rules.
     ingest_batch_size: int = 5_000
     ingest_batch_timeout_ms: int = 500
     ingest_max_event_age_seconds: int | None = None

@@ -28,7 +28,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from feedstore.db import connect
 from feedstore.logs import get_logger
 from feedstore.settings import Settings
-from ingestion import rules, validation
+from feedstore.contract import rules
+from ingestion import validation
 from ingestion.catalog import ITEMS, USERS, CatalogIndex
 from ingestion.metrics import IngestMetrics
 from ingestion.sinks import StoreUnavailable

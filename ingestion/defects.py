@@ -18,9 +18,9 @@ import random
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
-from ingestion import rules
+from feedstore.contract import rules
 from ingestion.events import format_timestamp
-from ingestion.rules import Reason
+from feedstore.contract.rules import Reason
 
 TEN_MB = 10 * 1024 * 1024
 Event = dict

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingestion.events import EVENT_NAMESPACE, EVENT_SCHEMA
-from ingestion.rules import (
+from feedstore.contract.rules import (
     AGE_RANGES, CATEGORIES, COUNTRIES, DEVICES, EMBEDDING_DIM, EVENT_TYPES, LANGUAGES, MAX_DWELL_MS,
     MEDIA_TYPES, PLATFORMS,
 )

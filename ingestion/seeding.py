@@ -33,6 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import Counter as PromCounter
 from psycopg import sql
 
+from feedstore.contract import lake
 from feedstore.db import connect
 from feedstore.logs import get_logger
 from feedstore.s3 import arrow_fs, bucket_path, s3_client
@@ -98,7 +99,7 @@ def snapshot_date(spec: gen.GenerationSpec) -> str:
 
 
 def snapshot_prefix(table: str, spec: gen.GenerationSpec) -> str:
-    return f"snapshots/{table}/dt={snapshot_date(spec)}/"
+    return f"{lake.SNAPSHOTS}/{table}/dt={snapshot_date(spec)}/"
 
 
 # ---- Postgres ----------------------------------------------------------------------------

@@ -21,9 +21,9 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-from ingestion import rules
+from feedstore.contract import rules
 from ingestion.events import EVENT_SCHEMA, event_ids_text
-from ingestion.rules import Reason
+from feedstore.contract.rules import Reason
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Membership = Callable[[np.ndarray], np.ndarray]

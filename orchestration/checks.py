@@ -6,9 +6,11 @@ from datetime import date
 
 import dagster as dg
 
-from feedstore.feast.sources import feature_prefix
+from feedstore.contract.features import VIEWS
 from orchestration import lake
+from orchestration.assets import snapshots
 from orchestration.assets.features import refresh_prefix
+from orchestration.assets.views import VIEW_ASSETS
 from orchestration.partitions import daily, partition_day
 from orchestration.resources import GreatExpectationsResource, S3Resource
 
@@ -19,25 +21,30 @@ def _archive_params(day: date) -> dict:
     return {"ingested_at": (lake.day_start(day), lake.day_end(day))}
 
 
-# asset -> (suite, where its rows are (a root with dt=<day>/ folders, or the day's prefix as a function),
-#           extra suite parameters or a function of the day giving them)
-SUITES: dict[str, tuple[str, str | Callable[[date], str], dict | Callable[[date], dict]]] = {
-    "activity_archive": ("activity_events", lake.ARCHIVE, _archive_params),
-    "item_catalog_snapshot": ("items", feature_prefix("item_catalog_features"), {}),
-    "user_profile_snapshot": ("users", feature_prefix("user_profile_features"), {}),
-    "user_activity_features": ("user_features", feature_prefix("user_activity_features"),
-                               {"views": ("user_activity_features",)}),
-    "item_engagement_features": ("item_features", feature_prefix("item_engagement_features"),
-                                 {"views": ("item_engagement_features",)}),
-    "user_embeddings": ("user_features", feature_prefix("user_embedding"), {"views": ("user_embedding",)}),
-    "item_embeddings": ("item_features", feature_prefix("item_embedding"), {"views": ("item_embedding",)}),
-    "user_candidates": ("user_features", feature_prefix("user_candidates"), {"views": ("user_candidates",)}),
-    "user_candidates_refresh": ("user_features", refresh_prefix, {"views": ("user_candidates",)}),
-}
+Where = str | Callable[[date], str]
+"""A root with ``dt=<day>/`` folders, or a function of the day giving the day's prefix."""
+Params = dict | Callable[[date], dict]
 
 
-def suite_check(asset: str, suite: str, where: str | Callable[[date], str],
-                params: dict | Callable[[date], dict]) -> dg.AssetChecksDefinition:
+def _view_suite(view: str, where: Where | None = None) -> tuple[str, Where, Params]:
+    """A feature table gets its entity's feature suite, limited to the view's columns."""
+    return f"{VIEWS[view].entity.name}_features", where or VIEWS[view].prefix, {"views": (view,)}
+
+
+def _suites() -> dict[str, tuple[str, Where, Params]]:
+    """asset -> (suite, where its rows are, extra suite parameters or a function of the day giving them)."""
+    suites: dict[str, tuple[str, Where, Params]] = {"activity_archive": ("activity_events", lake.ARCHIVE, _archive_params)}
+    for view, asset in VIEW_ASSETS.items():
+        suites[asset] = _view_suite(view) if asset not in snapshots.SUITES else \
+            (snapshots.SUITES[asset], VIEWS[view].prefix, {})
+    suites["user_candidates_refresh"] = _view_suite("user_candidates", refresh_prefix)
+    return suites
+
+
+SUITES = _suites()
+
+
+def suite_check(asset: str, suite: str, where: Where, params: Params) -> dg.AssetChecksDefinition:
     prefix = where if callable(where) else (lambda day: lake.day_prefix(where, day))
     shown = f"{where}/dt=<partition>/" if isinstance(where, str) else f"{where.__name__}(<partition>)"
 

@@ -32,13 +32,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from feedstore.feast.sources import FEATURES
+from feedstore.contract import lake as layout
+from feedstore.contract.features import BATCH_VIEWS
 from feedstore.settings import Settings, get_settings
 from orchestration import audit, lake
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # Prefixes the demo's run writes to the bucket; cleared before each run.
-DEMO_PREFIXES = (lake.LANDED, lake.ARCHIVE, FEATURES, lake.TRAINING, lake.CATALOG_ITEMS, "snapshots")
+DEMO_PREFIXES = tuple(p for p in layout.PREFIXES if p not in (layout.MODELS, layout.EXPERIMENTS))
 TRAINING_NAME = "ranking_daily"
 DUPLICATE = "duplicate"
 USER_FEATURES_SHOWN = [
@@ -51,8 +52,6 @@ USER_FEATURES_SHOWN = [
 ]
 ITEM_FEATURES_SHOWN = ["item_catalog_features:category", "item_catalog_features:media_type",
                        "item_engagement_features:views_7d", "item_engagement_features:engagement_rate_7d"]
-ONLINE_VIEWS = ["user_activity_features", "user_profile_features", "user_embedding", "user_candidates",
-                "item_engagement_features", "item_embedding", "item_catalog_features"]
 PIT_VIEWS = ["user_activity_features", "user_profile_features", "item_engagement_features"]
 ONLINE_SAMPLE = 500
 PIT_SAMPLE = 2_000
@@ -299,7 +298,7 @@ def send_bad_events(spec, settings: Settings, sample: int = 60) -> Counter:
     from ingestion import generator as gen
     from ingestion.defects import inject_defects
     from ingestion.producer import ProducerError, key_for_line, make_producer, send
-    from ingestion.rules import REPLAY_MAX_EVENT_AGE_SECONDS, Reason
+    from feedstore.contract.rules import REPLAY_MAX_EVENT_AGE_SECONDS, Reason
 
     first_day = next(gen.iter_event_chunks(spec)).slice(0, sample)
     lines = gen.event_json(first_day).to_pylist()
@@ -507,7 +506,7 @@ def read_back(report: DemoReport, settings: Settings) -> None:
     fs = store(settings)
     report.tiers = audit.tier_counts(settings, archived_until=lake.day_end(report.days[-1]))
     last = report.days[-1]
-    report.online = [audit.compare_online(fs, view, last, settings, limit=ONLINE_SAMPLE) for view in ONLINE_VIEWS]
+    report.online = [audit.compare_online(fs, view, last, settings, limit=ONLINE_SAMPLE) for view in BATCH_VIEWS]
     report.user_id = pick_user(settings, fs, report.window[1] - timedelta(hours=1))
     if report.user_id is not None:
         report.user_features, report.candidates, report.candidates_note = online_view(
@@ -521,7 +520,7 @@ def read_back(report: DemoReport, settings: Settings) -> None:
     sample = training.sample(n=min(PIT_SAMPLE, len(training)), random_state=1).reset_index(drop=True)
     report.pit = audit.compare_point_in_time(fs, sample, PIT_VIEWS, report.days, settings)
     report.lake_uris = {name: lake.s3_uri(f"{root}/", settings) for name, root in (
-        ("landed events", lake.LANDED), ("daily archive", lake.ARCHIVE), ("features", FEATURES),
+        ("landed events", lake.LANDED), ("daily archive", lake.ARCHIVE), ("features", layout.FEATURES),
         ("training sets", f"{lake.TRAINING}/{TRAINING_NAME}"))}
 
 

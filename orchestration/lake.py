@@ -16,17 +16,21 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feedstore.feast import sources as feast_sources
+# The layout itself is the contract's; the names are re-exported for the assets' convenience.
+from feedstore.contract.lake import (  # noqa: F401
+    ARCHIVE,
+    CATALOG_ITEMS,
+    EXPERIMENTS,
+    LANDED,
+    MODELS,
+    PART,
+    TRAINING,
+    day_prefix,
+    feature_prefix,
+)
 from feedstore.s3 import arrow_fs, bucket_path, configure_duckdb, s3_client, s3_uri
 from feedstore.settings import Settings, get_settings
 
-LANDED = "events"
-ARCHIVE = "archive/activity"
-CATALOG_ITEMS = "catalog/items"
-TRAINING = "training"
-MODELS = "models"
-EXPERIMENTS = "experiments"
-PART = "part-00000.parquet"
 COMPRESSION = "zstd"
 
 
@@ -38,15 +42,6 @@ def day_end(day: date) -> datetime:
     """Exclusive end of the UTC day; also the ``event_timestamp`` of that day's feature rows,
     so a row describes everything strictly before it and nothing after."""
     return day_start(day + timedelta(days=1))
-
-
-def day_prefix(root: str, day: date) -> str:
-    return f"{root}/dt={day.isoformat()}/"
-
-
-def feature_prefix(view: str, day: date) -> str:
-    """One day of a feature table, where the view's Feast source reads it."""
-    return day_prefix(feast_sources.feature_prefix(view), day)
 
 
 def days_back(day: date, n: int) -> list[date]:

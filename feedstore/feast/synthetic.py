@@ -8,6 +8,7 @@ category, summing to 1.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import date
 
 import numpy as np
 import pyarrow as pa
@@ -16,15 +17,13 @@ import pyarrow.parquet as pq
 from feast import FeatureView
 from feast.types import Array, Float32, Float64, Int64, String
 
-from feedstore.feast.sources import partition_key
+from feedstore.contract import lake
+from feedstore.contract.features import all_features
+from feedstore.contract.rules import CATEGORIES, EMBEDDING_DIM
 from feedstore.s3 import arrow_fs, bucket_path
 from feedstore.settings import Settings, get_settings
-from ingestion.rules import AGE_RANGES, CATEGORIES, COUNTRIES, EMBEDDING_DIM, EVENT_TYPES, LANGUAGES, MEDIA_TYPES
 
-_VOCAB = {
-    "age_range": AGE_RANGES, "country": COUNTRIES, "language": LANGUAGES, "media_type": MEDIA_TYPES,
-    "category": CATEGORIES, "top_category_30d": CATEGORIES, "rt_last_event_type": EVENT_TYPES,
-}
+_VOCAB = {f.name: f.vocabulary.values for f in all_features() if f.vocabulary is not None}
 
 
 def _float_lists(rng: np.random.Generator, n: int, width: int, normalise: bool) -> pa.Array:
@@ -77,9 +76,7 @@ def write(view_name: str, table: pa.Table, settings: Settings | None = None, par
     days = pc.strftime(table[ts_column], format="%Y-%m-%d", locale="C")
     keys = []
     for day in pc.unique(days).to_pylist():
-        from datetime import date
-
-        key = partition_key(view_name, date.fromisoformat(day), f"{part}.parquet")
+        key = lake.feature_prefix(view_name, date.fromisoformat(day)) + f"{part}.parquet"
         pq.write_table(table.filter(pc.equal(days, day)), bucket_path(key, s), filesystem=fs,
                        row_group_size=256_000)
         keys.append(key)

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from feedstore.contract.features import USER_REALTIME
 from feedstore.settings import Settings
 from ingestion.sinks import StoreUnavailable
 from ingestion.sinks.redis import UserCounters
 
-PUSH_SOURCE = "user_realtime_push"
+PUSH_SOURCE = USER_REALTIME.push_source
 COLUMNS = ("user_id", "event_timestamp", "rt_interactions_1h", "rt_dwell_ms_1h", "rt_last_item_id",
            "rt_last_event_type")
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import redis
 
 from feedstore.settings import Settings
-from ingestion import rules
+from feedstore.contract import rules
 from ingestion.events import format_timestamp
 from ingestion.sinks import StoreUnavailable
 

@@ -13,17 +13,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from feedstore.contract.lake import LANDED
 from feedstore.s3 import arrow_fs, bucket_path
 from feedstore.settings import Settings
 from ingestion.sinks import StoreUnavailable
 
 _US_PER_HOUR = 3600 * 1_000_000
-PREFIX = "events"
 
 
 def object_key(topic: str, partition: int, first_offset: int, last_offset: int, hour_us: int) -> str:
     hour = datetime.fromtimestamp(hour_us / 1_000_000, tz=timezone.utc)
-    return (f"{PREFIX}/dt={hour:%Y-%m-%d}/hour={hour:%H}/"
+    return (f"{LANDED}/dt={hour:%Y-%m-%d}/hour={hour:%H}/"
             f"{topic}-p{partition:03d}-{first_offset:020d}-{last_offset:020d}.parquet")
 
 

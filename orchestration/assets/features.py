@@ -13,41 +13,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedstore import db
-from feedstore.feast import sources as feast_sources
+from feedstore.contract import features as contract
 from feedstore.settings import Settings
-from ingestion.rules import CATEGORIES, EMBEDDING_DIM, ENGAGEMENT_TYPES, LONG_DWELL_MS
+from feedstore.contract.rules import CATEGORIES, EMBEDDING_DIM, ENGAGEMENT_TYPES, LONG_DWELL_MS
 from orchestration import lake, sources
 from orchestration.assets.snapshots import ITEM_CATALOG_FEATURES, USER_PROFILE_FEATURES
 from orchestration.partitions import daily, partition_day, window
 from orchestration.resources import S3Resource
 
-TS = pa.timestamp("us", tz="UTC")
-EMBEDDING = pa.list_(pa.float32())
+TS = contract.TIMESTAMP
 MIN_ENGAGED_WEIGHT_MS = 1_000      # a like with no recorded view still counts for an embedding
 POPULARITY_BLEND = 0.2             # candidate score = 0.8 cosine + 0.2 normalised log popularity
 CANDIDATE_USER_CHUNK = 4_096
 CANDIDATE_REFRESH_AFTER = timedelta(hours=12)   # the user_candidates view's TTL
 
-USER_ACTIVITY_FEATURES = pa.schema([
-    pa.field("user_id", pa.int64()), pa.field("event_timestamp", TS),
-    *(pa.field(n, pa.int64()) for n in ("interactions_7d", "interactions_30d", "unique_items_7d", "unique_items_30d",
-                                         "active_days_7d", "active_days_30d")),
-    *(pa.field(n, pa.float64()) for n in ("like_rate_7d", "like_rate_30d", "share_rate_7d", "share_rate_30d",
-                                           "comment_rate_30d", "avg_dwell_ms_7d", "avg_dwell_ms_30d")),
-    pa.field("category_dist_30d", pa.list_(pa.float32())), pa.field("top_category_30d", pa.string()),
-])
-ITEM_ENGAGEMENT_FEATURES = pa.schema([
-    pa.field("item_id", pa.int64()), pa.field("event_timestamp", TS),
-    *(pa.field(n, pa.int64()) for n in ("views_1d", "views_7d", "views_30d", "unique_viewers_7d")),
-    *(pa.field(n, pa.float64()) for n in ("engagement_rate_7d", "avg_implicit_rating_7d", "freshness_score")),
-])
-USER_EMBEDDING = pa.schema([pa.field("user_id", pa.int64()), pa.field("event_timestamp", TS),
-                            pa.field("user_embedding", EMBEDDING)])
-ITEM_EMBEDDING = pa.schema([pa.field("item_id", pa.int64()), pa.field("event_timestamp", TS),
-                            pa.field("item_embedding", EMBEDDING)])
-USER_CANDIDATES = pa.schema([pa.field("user_id", pa.int64()), pa.field("event_timestamp", TS),
-                             pa.field("candidate_item_ids", pa.list_(pa.int64())),
-                             pa.field("candidate_scores", pa.list_(pa.float32()))])
+USER_ACTIVITY_FEATURES = contract.USER_ACTIVITY.arrow_schema()
+ITEM_ENGAGEMENT_FEATURES = contract.ITEM_ENGAGEMENT.arrow_schema()
+USER_EMBEDDING = contract.USER_EMBEDDING.arrow_schema()
+ITEM_EMBEDDING = contract.ITEM_EMBEDDING.arrow_schema()
+USER_CANDIDATES = contract.USER_CANDIDATES.arrow_schema()
 
 
 def _windows(day: date) -> dict[str, datetime]:
@@ -268,7 +252,7 @@ def refresh_time(day: date) -> datetime:
 def refresh_prefix(day: date) -> str:
     """``features/user_candidates/dt=<next day>T12/``: read by the view's ``dt=*`` glob, never
     replaced by the daily partition's own writer."""
-    return f"{feast_sources.feature_prefix('user_candidates')}/dt={refresh_time(day):%Y-%m-%dT%H}/"
+    return f"{contract.USER_CANDIDATES.prefix}/dt={refresh_time(day):%Y-%m-%dT%H}/"
 
 
 def refreshed_candidates(con, day: date, settings: Settings) -> pa.Table:
@@ -315,9 +299,15 @@ def _rank(users: pa.Table, pool: pa.Table, seen: pa.Table, k: int, ts: datetime)
 
 # ---- assets ------------------------------------------------------------------------------
 
+VIEW_ASSETS: dict[str, str] = {}
+"""Feature view -> the asset that writes its daily table (``features/<view>/dt=<day>/``)."""
+
+
 def _feature_asset(name: str, view: str, compute, deps: list, description: str,
                    prefix: Callable[[date], str] | None = None):
     """A daily asset writing ``compute``'s table to ``prefix(day)`` (the view's ``dt=<day>/`` by default)."""
+    if prefix is None:
+        VIEW_ASSETS[view] = name
     @dg.asset(name=name, partitions_def=daily,
               group_name="features", kinds={"duckdb", "s3"}, deps=deps, description=description)
     def _asset(context: dg.AssetExecutionContext, s3: S3Resource) -> dg.MaterializeResult:

@@ -10,15 +10,14 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from feedstore.contract.features import BATCH_VIEWS
 from orchestration import lake
 from orchestration.assets.features import refresh_time
+from orchestration.assets.views import VIEW_ASSETS
 from orchestration.checks import result
 from orchestration.partitions import daily, partition_day
 from orchestration.resources import FeastResource, GreatExpectationsResource, S3Resource
 
-# Feast feature views written by the daily pipeline (the realtime view is pushed by the consumer).
-BATCH_VIEWS = ("user_activity_features", "user_profile_features", "user_embedding", "user_candidates",
-               "item_catalog_features", "item_embedding", "item_engagement_features")
 # Views every user of the day has a row in (embeddings and candidates need engagement).
 SAMPLED_VIEWS = ("user_activity_features", "user_profile_features")
 SAMPLE = 200
@@ -30,8 +29,7 @@ def materialize_window(day):
 
 @dg.asset(
     partitions_def=daily, group_name="serving", kinds={"feast", "redis"},
-    deps=["user_activity_features", "user_profile_snapshot", "user_embeddings", "user_candidates",
-          "item_catalog_snapshot", "item_embeddings", "item_engagement_features"],
+    deps=[VIEW_ASSETS[view] for view in BATCH_VIEWS],
     description="Materialises the partition's feature rows into the Redis online store.",
 )
 def online_features(context: dg.AssetExecutionContext, feast: FeastResource) -> dg.MaterializeResult:

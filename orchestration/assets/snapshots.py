@@ -11,25 +11,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
+from feedstore.contract import features as contract
 from feedstore.settings import Settings
 from orchestration import lake, sources
 from orchestration.partitions import daily, partition_day, window
 from orchestration.resources import PostgresResource, S3Resource
 
 MANIFEST = "_manifest.json"
-TS = pa.timestamp("us", tz="UTC")
+TS = contract.TIMESTAMP
 
-ITEM_CATALOG_FEATURES = pa.schema([
-    pa.field("item_id", pa.int64()), pa.field("event_timestamp", TS), pa.field("category", pa.string()),
-    pa.field("media_type", pa.string()), pa.field("creator_id", pa.int64()), pa.field("tags", pa.list_(pa.string())),
-    pa.field("item_age_days", pa.float64()), pa.field("created_at", TS),
-])
-USER_PROFILE_FEATURES = pa.schema([
-    pa.field("user_id", pa.int64()), pa.field("event_timestamp", TS), pa.field("age_range", pa.string()),
-    pa.field("country", pa.string()), pa.field("language", pa.string()), pa.field("account_age_days", pa.int64()),
-    pa.field("following_count", pa.int64()), pa.field("preferred_categories", pa.list_(pa.string())),
-    pa.field("created_at", TS),
-])
+# The views' tables, plus when each entity was created (later assets derive ages from it).
+ITEM_CATALOG_FEATURES = contract.ITEM_CATALOG.arrow_schema(pa.field("created_at", TS))
+USER_PROFILE_FEATURES = contract.USER_PROFILE.arrow_schema(pa.field("created_at", TS))
 
 _ITEMS = sql.SQL(
     "SELECT item_id, creator_id, category, {tags}, media_type, {created}, {updated} FROM items "
@@ -86,7 +79,7 @@ def item_catalog_snapshot(context: dg.AssetExecutionContext, postgres: PostgresR
     lake.put_json(prefix + MANIFEST, info, settings)
     with s3.duckdb() as con:
         features = item_catalog_features(con, day, settings)
-    features_uri = lake.write_partition(features, lake.feature_prefix("item_catalog_features", day), settings)
+    features_uri = lake.write_partition(features, lake.feature_prefix(contract.ITEM_CATALOG.name, day), settings)
     return dg.MaterializeResult(metadata={
         "delta_rows": delta.num_rows, "full_export": info["full"], "since": info["since"],
         "feature_rows": features.num_rows, "dagster/row_count": features.num_rows,
@@ -115,5 +108,11 @@ def user_profile_snapshot(context: dg.AssetExecutionContext, postgres: PostgresR
     day, settings = partition_day(context), s3.settings()
     with postgres.connect() as conn:
         table = user_profile_features(conn, day)
-    uri = lake.write_partition(table, lake.feature_prefix("user_profile_features", day), settings)
+    uri = lake.write_partition(table, lake.feature_prefix(contract.USER_PROFILE.name, day), settings)
     return dg.MaterializeResult(metadata={"dagster/row_count": table.num_rows, "uri": dg.MetadataValue.path(uri)})
+
+
+VIEW_ASSETS = {contract.ITEM_CATALOG.name: "item_catalog_snapshot", contract.USER_PROFILE.name: "user_profile_snapshot"}
+"""Feature view -> the snapshot asset that writes its daily table."""
+SUITES = {"item_catalog_snapshot": "items", "user_profile_snapshot": "users"}
+"""A snapshot is checked with the suite of the table it copies, not a feature suite."""

@@ -20,14 +20,19 @@ import numpy as np
 import pyarrow as pa
 from psycopg.types.json import Jsonb
 
+from feedstore.contract.features import TRAINING_VIEWS
+from feedstore.contract.rules import ENGAGEMENT_TYPES, LONG_DWELL_MS, SHORT_DWELL_MS
 from feedstore.settings import PROJECT_ROOT, Settings
-from ingestion.rules import ENGAGEMENT_TYPES, LONG_DWELL_MS, SHORT_DWELL_MS
 from orchestration import lake, sources
+from orchestration.assets.views import VIEW_ASSETS
 from orchestration.checks import result
 from orchestration.partitions import daily, partition_day, previous_day
 from orchestration.resources import FeastResource, GreatExpectationsResource, PostgresResource, S3Resource
 
 FEATURE_SERVICE = "training"
+# The day's events and catalog, and its online rows' materialisation; the features joined point in
+# time were written for the days before.
+SAME_DAY_DEPS = ("activity_archive", "item_catalog_snapshot", "online_features")
 MANIFEST = "_manifest.json"
 ROW_KEYS = ["user_id", "item_id", "event_timestamp", "label", "sample_type"]
 
@@ -224,10 +229,8 @@ def register(conn, cfg: TrainingConfig, day: date, uri: str, counts: dict[str, i
 
 @dg.asset(
     partitions_def=daily, group_name="training", kinds={"feast", "duckdb", "s3", "postgres"},
-    deps=["activity_archive", "item_catalog_snapshot", "online_features",
-          *(dg.AssetDep(a, partition_mapping=previous_day) for a in (
-              "user_activity_features", "user_profile_snapshot", "user_embeddings", "item_embeddings",
-              "item_engagement_features"))],
+    deps=[*SAME_DAY_DEPS, *(dg.AssetDep(VIEW_ASSETS[v], partition_mapping=previous_day) for v in TRAINING_VIEWS
+                            if VIEW_ASSETS[v] not in SAME_DAY_DEPS)],
     description="The day's labelled (user, item) rows with point-in-time features, under training/<name>/.",
 )
 def training_dataset(context: dg.AssetExecutionContext, config: TrainingConfig, s3: S3Resource,

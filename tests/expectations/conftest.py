@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ingestion import rules
+from feedstore.contract import rules
+from feedstore.contract.features import TRAINING_VIEWS, VIEWS
 from ingestion.events import EVENT_SCHEMA, derive_event_id
 
 NOW = datetime(2025, 11, 15, 12, 0, tzinfo=timezone.utc)
@@ -124,8 +125,8 @@ def make_training(n: int = 90, day: datetime = NOW) -> pa.Table:
                                     pa.timestamp("us", tz="UTC")),
         "label": (sample_type == rules.POSITIVE_SAMPLE_TYPE).astype(np.int64), "sample_type": sample_type,
     }
-    for view in rules.TRAINING_FEATURE_VIEWS:
-        for column in rules.FEATURE_VIEWS[view]:
+    for view in TRAINING_VIEWS:
+        for column in VIEWS[view].columns:
             cols[column] = _training_feature(column, n, users, items, profile, rng)
     return pa.table(cols)
 

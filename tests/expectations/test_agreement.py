@@ -24,7 +24,7 @@ from expectations.runner import validate
 from ingestion import generator
 from ingestion.defects import inject_defects
 from ingestion.events import EVENT_SCHEMA, derive_event_id
-from ingestion.rules import Reason
+from feedstore.contract.rules import Reason
 from ingestion.validation import Validator
 from tests.expectations.conftest import ITEM_IDS, NOW, USER_IDS, make_events
 

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pytest
 
 from expectations.runner import validate
-from ingestion import rules
+from feedstore.contract import rules
 from tests.expectations.conftest import (
     ITEM_IDS,
     NOW,

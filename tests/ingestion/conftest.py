@@ -11,7 +11,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from ingestion import rules
+from feedstore.contract import rules
 from ingestion.events import format_timestamp
 
 USER_IDS = np.arange(1_000, 1_400, dtype=np.int64)

@@ -16,7 +16,7 @@ import redis
 from ingestion.consumer import IngestConsumer, Options
 from ingestion.defects import inject_defects
 from ingestion.metrics import IngestMetrics
-from ingestion.rules import Reason
+from feedstore.contract.rules import Reason
 from tests.ingestion.conftest import (
     env_of,
     expected_valid_ids,

@@ -16,7 +16,7 @@ from psycopg import sql
 
 from ingestion import generator as gen
 from ingestion.events import EVENT_SCHEMA, derive_event_id
-from ingestion.rules import CATEGORIES, EMBEDDING_DIM, EVENT_TYPES, MAX_DWELL_MS
+from feedstore.contract.rules import CATEGORIES, EMBEDDING_DIM, EVENT_TYPES, MAX_DWELL_MS
 from tests.ingestion.kafka_reading import high_watermarks, read_between
 
 END = datetime(2025, 11, 16, 6, tzinfo=timezone.utc)

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ingestion import rules
+from feedstore.contract import rules
 from ingestion.catalog import IdIndex
 from ingestion.defects import inject_defects
 from ingestion.events import derive_event_id, format_timestamp
-from ingestion.rules import Reason
+from feedstore.contract.rules import Reason
 from ingestion.validation import Limits, Validator, classify_structure, parse_id
 from tests.ingestion.conftest import ITEM_IDS, USER_IDS, valid_lines
 

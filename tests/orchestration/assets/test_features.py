@@ -6,7 +6,7 @@ from datetime import datetime, time, timedelta, timezone
 import numpy as np
 import pytest
 
-from ingestion.rules import CATEGORIES, ENGAGEMENT_TYPES, LONG_DWELL_MS
+from feedstore.contract.rules import CATEGORIES, ENGAGEMENT_TYPES, LONG_DWELL_MS
 from orchestration import lake
 
 

@@ -6,7 +6,7 @@ from datetime import datetime, time, timedelta, timezone
 import pandas as pd
 import pytest
 
-from ingestion.rules import ENGAGEMENT_TYPES, LONG_DWELL_MS, SHORT_DWELL_MS
+from feedstore.contract.rules import ENGAGEMENT_TYPES, LONG_DWELL_MS, SHORT_DWELL_MS
 from orchestration.assets.training import TrainingConfig, sample_rows
 from orchestration.lake import duckdb_connection
 

@@ -1,5 +1,6 @@
 """The validation rules as data: vocabularies and bounds shared by the consumer's validator,
-the synthetic generator and the Great Expectations suites, so they cannot drift apart."""
+the synthetic generator and the Great Expectations suites, so they cannot drift apart. The
+feature views and their columns are in ``feedstore.contract.features``."""
 
 from __future__ import annotations
 
@@ -38,36 +39,6 @@ MAX_POSITIVE_FRACTION = 0.75
 
 # Float tolerance for distributions that must sum to 1.
 DISTRIBUTION_SUM_TOLERANCE = 1e-4
-
-# The feature contract (DESIGN.md / the shared brief): each feature view's columns, in order.
-FEATURE_VIEWS: dict[str, tuple[str, ...]] = {
-    "user_activity_features": (
-        "interactions_7d", "interactions_30d", "unique_items_7d", "unique_items_30d",
-        "active_days_7d", "active_days_30d", "like_rate_7d", "like_rate_30d", "share_rate_7d",
-        "share_rate_30d", "comment_rate_30d", "avg_dwell_ms_7d", "avg_dwell_ms_30d",
-        "category_dist_30d", "top_category_30d",
-    ),
-    "user_profile_features": (
-        "age_range", "country", "language", "account_age_days", "following_count", "preferred_categories",
-    ),
-    "user_embedding": ("user_embedding",),
-    "item_catalog_features": ("category", "media_type", "creator_id", "tags", "item_age_days"),
-    "item_embedding": ("item_embedding",),
-    "item_engagement_features": (
-        "views_1d", "views_7d", "views_30d", "unique_viewers_7d", "engagement_rate_7d",
-        "avg_implicit_rating_7d", "freshness_score",
-    ),
-    "user_realtime_features": ("rt_interactions_1h", "rt_dwell_ms_1h", "rt_last_item_id", "rt_last_event_type"),
-    "user_candidates": ("candidate_item_ids", "candidate_scores"),
-}
-USER_FEATURE_VIEWS: tuple[str, ...] = (
-    "user_activity_features", "user_profile_features", "user_embedding", "user_realtime_features", "user_candidates",
-)
-ITEM_FEATURE_VIEWS: tuple[str, ...] = ("item_catalog_features", "item_embedding", "item_engagement_features")
-TRAINING_FEATURE_VIEWS: tuple[str, ...] = (
-    "user_activity_features", "user_profile_features", "user_embedding",
-    "item_catalog_features", "item_embedding", "item_engagement_features",
-)
 
 # Ingestion (consumer validator, DLQ headers, GX agreement tests).
 MAX_MESSAGE_BYTES = 64 * 1024
