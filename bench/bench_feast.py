@@ -35,7 +35,7 @@ def start_redis() -> subprocess.Popen:
     """A Redis of the bench's own: test sessions flush the shared server's numbered databases."""
     import redis
 
-    from feedstore.stack.tools import require
+    from devtools.stack.tools import require
 
     proc = subprocess.Popen([require("redis-server"), "--port", str(BENCH_REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -150,7 +150,7 @@ def bench_view():
 def setup_data(args, with_bench_view: bool = True) -> dict:
     import numpy as np
 
-    from feedstore.feast import synthetic
+    from devtools.synthetic import features as synthetic
     from feedstore.settings import get_settings
 
     sys.path.insert(0, str(ROOT / "feature_repo"))

@@ -26,7 +26,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
-from feedstore.sandbox import sandbox
+from devtools.sandbox import sandbox
 from feedstore.settings import Settings
 
 RESULTS = Path(__file__).parent / "results" / "generate.json"
@@ -41,8 +41,8 @@ def pg_table_bytes(s: Settings) -> int:
 
 
 def run_generate(scale: str, s: Settings) -> dict:
-    from ingestion import generator as gen
-    from ingestion.seeding import generate
+    from devtools.synthetic import generator as gen
+    from devtools.synthetic.seeding import generate
 
     gen.world.cache_clear()
     gen.follows_table.cache_clear()
@@ -70,8 +70,8 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
 
 def copy_baseline(s: Settings, repeat: int) -> dict:
     """Items into Postgres: psycopg ``write_row`` per row vs one CSV chunk per 250K rows."""
-    from ingestion import generator as gen
-    from ingestion.seeding import copy_rows, items_rows
+    from devtools.synthetic import generator as gen
+    from devtools.synthetic.seeding import copy_rows, items_rows
 
     rows = items_rows(gen.items_table(gen.spec_for("small", seed=1, end=END)))
     columns = rows.column_names
@@ -96,7 +96,7 @@ def copy_baseline(s: Settings, repeat: int) -> dict:
 
 def wire_baseline(repeat: int) -> dict:
     """Event id + JSON: per-row Python vs vectorised."""
-    from ingestion import generator as gen
+    from devtools.synthetic import generator as gen
     from ingestion.events import derive_event_id, format_timestamp
 
     events = gen.events_table(gen.spec_for("small", seed=1, end=END))

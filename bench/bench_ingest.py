@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from feedstore.contract import rules  # noqa: E402
 from ingestion.catalog import IdIndex  # noqa: E402
-from ingestion.defects import inject_defects  # noqa: E402
+from devtools.synthetic.defects import inject_defects  # noqa: E402
 from ingestion.events import derive_event_id  # noqa: E402
 from ingestion.validation import Validator  # noqa: E402
 from tests.ingestion.conftest import ITEM_IDS, USER_IDS, valid_lines  # noqa: E402
@@ -101,7 +101,7 @@ def bench_end_to_end(n: int, batch_size: int) -> dict:
     """One consumer run over n pre-produced events (1% defects) in a sandbox namespace."""
     import psycopg
 
-    from feedstore.sandbox import sandbox
+    from devtools.sandbox import sandbox
     from ingestion.consumer import IngestConsumer, Options
     from tests.ingestion.conftest import produce, seed_catalog
 

@@ -4,7 +4,7 @@ for a cold day (the catalog's first, full export) beside a steady day (increment
 which is the baseline the incremental snapshot is measured against.
 
 Runs in a throwaway database, bucket and Redis db on the running stack, and removes them after.
-Needs the generator (``ingestion.generator``/``ingestion.seeding``).
+Needs the generator (``devtools.synthetic.generator``/``devtools.synthetic.seeding``).
 
     .venv/bin/python bench/bench_pipeline.py --scale seed
 """
@@ -57,7 +57,7 @@ class PeakRss:
 
 def load_events(events: pa.Table, conn, settings, land: bool) -> None:
     """Activity straight into Postgres (COPY) and, for the benchmarked day, as landed files too."""
-    from ingestion.seeding import activity_rows, copy_rows
+    from devtools.synthetic.seeding import activity_rows, copy_rows
 
     from feedstore.s3 import arrow_fs, bucket_path
 
@@ -76,11 +76,11 @@ def load_events(events: pa.Table, conn, settings, land: bool) -> None:
 
 
 def prepare(scale: str, day: date, history: int, seed: int) -> None:
-    from ingestion.seeding import generate
+    from devtools.synthetic.seeding import generate
 
     from feedstore.db import connect
     from feedstore.settings import get_settings
-    from ingestion import generator as gen
+    from devtools.synthetic import generator as gen
     from orchestration.lake import day_end
 
     settings = get_settings()
@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from feedstore.sandbox import sandbox
+    from devtools.sandbox import sandbox
 
     day = datetime.now(timezone.utc).date() - timedelta(days=1)
     with sandbox("bench"):

@@ -35,7 +35,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 @stack_app.command("up")
 def stack_up() -> None:
     """Install what is missing and start every service; running ones are left alone."""
-    from feedstore.stack import StackError, services
+    from devtools.stack import StackError, services
 
     for service in services(get_settings()):
         started = time.monotonic()
@@ -51,7 +51,7 @@ def stack_up() -> None:
 @stack_app.command("down")
 def stack_down() -> None:
     """Stop every service; data stays in the stack directory for the next ``up``."""
-    from feedstore.stack import services
+    from devtools.stack import services
 
     for service in reversed(services(get_settings())):
         service.stop()
@@ -61,7 +61,7 @@ def stack_down() -> None:
 @stack_app.command("status")
 def stack_status() -> None:
     """Exit non-zero when any service is not answering."""
-    from feedstore.stack import services
+    from devtools.stack import services
 
     table = Table("service", "state", "endpoint", "log")
     healthy = True
@@ -77,7 +77,7 @@ def stack_status() -> None:
 @stack_app.command("env")
 def stack_env() -> None:
     """Print ``export`` lines: ``eval "$(feedstore stack env)"``."""
-    from feedstore.stack import env_lines
+    from devtools.stack import env_lines
 
     for line in env_lines(get_settings()):
         print(line)
@@ -106,8 +106,8 @@ def dagster(ctx: typer.Context) -> None:
     """Run ``dagster dev`` on the daily pipeline, with DAGSTER_HOME prepared (extra args pass through)."""
     import os
 
-    from feedstore.stack import StackError
-    from feedstore.stack.tools import venv_program
+    from devtools.stack import StackError
+    from devtools.stack.tools import venv_program
     from orchestration.instance import dagster_env, prepare_home
 
     try:
@@ -125,8 +125,8 @@ def feast(ctx: typer.Context) -> None:
     """The ``feast`` CLI on feature_repo/ with the endpoints of these settings (every argument passes through)."""
     import os
 
-    from feedstore.stack import StackError
-    from feedstore.stack.tools import venv_program
+    from devtools.stack import StackError
+    from devtools.stack.tools import venv_program
 
     try:
         exe = venv_program("feast")
@@ -229,7 +229,7 @@ def demo(
                                       "(the demo replaces the data of its namespace)."),
 ) -> None:
     """The main job end to end: stack, feed into Kafka, consumer, daily Dagster assets, then every tier read back."""
-    from orchestration.demo import DemoOptions, StepFailed, render, run
+    from devtools.demo import DemoOptions, StepFailed, render, run
     from orchestration.instance import dagster_home
 
     options = DemoOptions(scale=scale.value, seed=seed, defects=not no_bad_events, allow_remote=allow_remote,
@@ -280,10 +280,10 @@ def generate(
     """Load synthetic users and items into Postgres and S3 (replacing them), then emit events."""
     import psycopg
 
-    from ingestion.generator import spec_for
+    from devtools.synthetic.generator import spec_for
     from ingestion.producer import ProducerError
-    from ingestion.seeding import RichProgress, SeedingError
-    from ingestion.seeding import generate as run
+    from devtools.synthetic.seeding import RichProgress, SeedingError
+    from devtools.synthetic.seeding import generate as run
 
     if events_to is EventsTo.file and file is None:
         fail("--events-to file needs --file PATH")

@@ -65,7 +65,7 @@ def make_producer(settings: Settings | None = None) -> Producer:
 def check_topic(topic: str, settings: Settings | None = None, timeout: float = 10) -> int:
     """Number of partitions of ``topic``; raises when the broker is down or the topic is missing."""
     s = settings or get_settings()
-    from feedstore.stack.kafka import admin_client
+    from feedstore.kafka import admin_client
 
     try:
         metadata = admin_client(s.kafka_bootstrap).list_topics(topic=topic, timeout=timeout)

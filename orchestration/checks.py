@@ -1,18 +1,21 @@
-"""One blocking check per asset: the asset's Great Expectations suite on the partition it just
-wrote. A failed check is an ERROR, so Dagster skips everything downstream in the run."""
+"""Every asset check of the pipeline: one blocking check per asset, mostly the asset's Great
+Expectations suite on the partition it just wrote (the archive and retention report theirs with
+the asset). A failed check is an ERROR, so Dagster skips everything downstream in the run."""
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime, timezone
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 
-from feedstore.contract.features import VIEWS
+from feedstore.contract.features import USER_ACTIVITY, USER_CANDIDATES, USER_PROFILE, VIEWS
 from orchestration import lake
 from orchestration.assets import snapshots
 from orchestration.assets.features import refresh_prefix
 from orchestration.assets.views import VIEW_ASSETS
 from orchestration.partitions import daily, partition_day
-from orchestration.resources import GreatExpectationsResource, S3Resource
+from orchestration.resources import FeastResource, GreatExpectationsResource, S3Resource
 
 
 def _archive_params(day: date) -> dict:
@@ -63,4 +66,65 @@ def result(summary, **extra) -> dg.AssetCheckResult:
                                metadata={**summary.to_metadata(), **extra})
 
 
-CHECKS = [suite_check(asset, *spec) for asset, spec in SUITES.items()]
+# Views every user of the day has a row in (embeddings and candidates need engagement).
+SAMPLED_VIEWS = (USER_ACTIVITY.name, USER_PROFILE.name)
+SAMPLE = 200
+
+
+def online_sample(feast: FeastResource, s3: S3Resource, day, n: int = SAMPLE) -> pd.DataFrame:
+    """Online user features of a sample of the day's users, with the timestamp they were written for."""
+    settings = s3.settings()
+    users = lake.read_table(lake.feature_prefix(USER_PROFILE.name, day), settings, ["user_id"])
+    ids = np.sort(users["user_id"].to_numpy())[:n]
+    store = feast.store()
+    refs = [f"{v}:{f}" for v in SAMPLED_VIEWS for f in VIEWS[v].columns]
+    frame = store.get_online_features(features=refs, entity_rows=[{"user_id": int(u)} for u in ids]).to_df()
+    frame["event_timestamp"] = lake.day_end(day)
+    return frame
+
+
+@dg.asset_check(asset="online_features", name="user_features_suite", blocking=True, partitions_def=daily,
+                description="Great Expectations suite `user_features` on what Redis serves for a sample of users")
+def online_features_suite(context: dg.AssetCheckExecutionContext, feast: FeastResource, s3: S3Resource,
+                          gx: GreatExpectationsResource) -> dg.AssetCheckResult:
+    day = partition_day(context)
+    frame = online_sample(feast, s3, day)
+    summary = gx.validate("user_features", frame, views=SAMPLED_VIEWS)
+    served = int(frame["interactions_30d"].notna().sum())
+    return result(summary, users_sampled=len(frame), users_served=served)
+
+
+@dg.asset_check(asset="online_candidates_refresh", name="candidates_served", blocking=True, partitions_def=daily,
+                description="The refreshed candidates of a sample of users are served online, unless past their TTL")
+def online_candidates_served(context: dg.AssetCheckExecutionContext, feast: FeastResource,
+                             s3: S3Resource) -> dg.AssetCheckResult:
+    day = partition_day(context)
+    rows = lake.read_table(refresh_prefix(day), s3.settings(), ["user_id", "event_timestamp"]).to_pandas()
+    rows = rows.sort_values("user_id").head(SAMPLE)
+    served = feast.store().get_online_features(
+        features=[f"{USER_CANDIDATES.name}:candidate_item_ids"],
+        entity_rows=[{"user_id": int(u)} for u in rows["user_id"]]).to_dict()["candidate_item_ids"]
+    live = (rows["event_timestamp"] + USER_CANDIDATES.ttl > datetime.now(timezone.utc)).to_numpy()
+    got = np.array([v is not None for v in served], dtype=bool)
+    wrong = int((got != live).sum())
+    return dg.AssetCheckResult(passed=wrong == 0, severity=dg.AssetCheckSeverity.ERROR, metadata={
+        "users_sampled": len(rows), "users_live": int(live.sum()), "users_served": int(got.sum()),
+        "served_or_expired_wrongly": wrong})
+
+
+@dg.asset_check(asset="training_dataset", name="training_dataset_suite", blocking=True, partitions_def=daily,
+                description="Great Expectations suite `training_dataset` on the day's rows")
+def training_dataset_suite(context: dg.AssetCheckExecutionContext, s3: S3Resource,
+                           gx: GreatExpectationsResource) -> dg.AssetCheckResult:
+    day, settings = partition_day(context), s3.settings()
+    names = [d for d in lake.list_keys(f"{lake.TRAINING}/", settings) if f"/dt={day.isoformat()}/" in d
+             and d.endswith(lake.MANIFEST)]
+    if not names:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                                   description=f"no training set for {day}")
+    prefix = names[0].removesuffix(lake.MANIFEST)
+    return result(gx.validate("training_dataset", lake.s3_uri(prefix, settings), ds=day.isoformat()))
+
+
+CHECKS = [*(suite_check(asset, *spec) for asset, spec in SUITES.items()), online_features_suite,
+          online_candidates_served, training_dataset_suite]

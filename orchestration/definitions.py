@@ -24,8 +24,6 @@ ASSETS = [
     retention.activity_retention,
 ]
 
-CHECKS = [*CHECKS, *online.CHECKS, *training.CHECKS]
-
 REFRESH = dg.AssetSelection.assets(features.user_candidates_refresh, online.online_candidates_refresh)
 DAILY = dg.AssetSelection.all() - REFRESH
 daily_job = dg.define_asset_job(

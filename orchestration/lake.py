@@ -22,6 +22,7 @@ from feedstore.contract.lake import (  # noqa: F401
     CATALOG_ITEMS,
     EXPERIMENTS,
     LANDED,
+    MANIFEST,
     MODELS,
     PART,
     TRAINING,

@@ -1,5 +1,5 @@
 """Session fixtures: the real local stack, and an isolated namespace in it per test session
-(``feedstore.sandbox``), so several sessions can share one stack."""
+(``devtools.sandbox``), so several sessions can share one stack."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from feedstore.settings import Settings, get_settings
 @pytest.fixture(scope="session")
 def stack() -> Settings:
     """Starts the stack if it is not running; a service that cannot start fails the session."""
-    from feedstore.stack import services
+    from devtools.stack import services
 
     base = get_settings()
     for service in services(base):
@@ -32,7 +32,7 @@ def stack() -> Settings:
 def chromium() -> list[str]:
     """Headless Chromium (installed on first use) with the flags this closed network needs; callers
     add ``--user-data-dir`` and what to do."""
-    from feedstore.stack.tools import require
+    from devtools.stack.tools import require
 
     return [require("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1600,1000"]
@@ -41,7 +41,7 @@ def chromium() -> list[str]:
 @pytest.fixture(scope="session")
 def settings(stack: Settings) -> Iterator[Settings]:
     """An isolated, migrated namespace on the running stack, exported to the environment."""
-    from feedstore.sandbox import sandbox
+    from devtools.sandbox import sandbox
 
     with sandbox("test") as isolated:
         yield isolated
@@ -60,7 +60,7 @@ def redis_client(settings: Settings) -> redis.Redis:
 
 def _free_port_base(used: set[int]) -> int:
     """A port base whose neighbourhood (and gRPC +10000) is free on loopback."""
-    from feedstore.stack.base import port_open
+    from devtools.stack.base import port_open
 
     for _ in range(200):
         base = random.randrange(20000, 40000, 10)

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from feedstore.settings import PROJECT_ROOT
-from feedstore.stack.tools import require
+from devtools.stack.tools import require
 
 BARE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 

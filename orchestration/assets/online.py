@@ -14,13 +14,9 @@ from feedstore.contract.features import BATCH_VIEWS
 from orchestration import lake
 from orchestration.assets.features import refresh_time
 from orchestration.assets.views import VIEW_ASSETS
-from orchestration.checks import result
 from orchestration.partitions import daily, partition_day
 from orchestration.resources import FeastResource, GreatExpectationsResource, S3Resource
 
-# Views every user of the day has a row in (embeddings and candidates need engagement).
-SAMPLED_VIEWS = ("user_activity_features", "user_profile_features")
-SAMPLE = 200
 
 
 def materialize_window(day):
@@ -50,29 +46,3 @@ def online_candidates_refresh(context: dg.AssetExecutionContext, feast: FeastRes
     feast.materialize(start, end, ["user_candidates"])
     return dg.MaterializeResult(metadata={"views": ["user_candidates"], "start": start.isoformat(),
                                           "end": end.isoformat()})
-
-
-def online_sample(feast: FeastResource, s3: S3Resource, day, n: int = SAMPLE) -> pd.DataFrame:
-    """Online user features of a sample of the day's users, with the timestamp they were written for."""
-    settings = s3.settings()
-    users = lake.read_table(lake.feature_prefix("user_profile_features", day), settings, ["user_id"])
-    ids = np.sort(users["user_id"].to_numpy())[:n]
-    store = feast.store()
-    refs = [f"{v}:{f.name}" for v in SAMPLED_VIEWS for f in store.get_feature_view(v).features]
-    frame = store.get_online_features(features=refs, entity_rows=[{"user_id": int(u)} for u in ids]).to_df()
-    frame["event_timestamp"] = lake.day_end(day)
-    return frame
-
-
-@dg.asset_check(asset=online_features, name="user_features_suite", blocking=True, partitions_def=daily,
-                description="Great Expectations suite `user_features` on what Redis serves for a sample of users")
-def online_features_suite(context: dg.AssetCheckExecutionContext, feast: FeastResource, s3: S3Resource,
-                          gx: GreatExpectationsResource) -> dg.AssetCheckResult:
-    day = partition_day(context)
-    frame = online_sample(feast, s3, day)
-    summary = gx.validate("user_features", frame, views=SAMPLED_VIEWS)
-    served = int(frame["interactions_30d"].notna().sum())
-    return result(summary, users_sampled=len(frame), users_served=served)
-
-
-CHECKS = [online_features_suite]

@@ -17,7 +17,7 @@ from orchestration import lake, sources
 from orchestration.partitions import daily, partition_day, window
 from orchestration.resources import PostgresResource, S3Resource
 
-MANIFEST = "_manifest.json"
+MANIFEST = lake.MANIFEST
 TS = contract.TIMESTAMP
 
 # The views' tables, plus when each entity was created (later assets derive ages from it).

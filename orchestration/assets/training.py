@@ -25,7 +25,6 @@ from feedstore.contract.rules import ENGAGEMENT_TYPES, LONG_DWELL_MS, SHORT_DWEL
 from feedstore.settings import PROJECT_ROOT, Settings
 from orchestration import lake, sources
 from orchestration.assets.views import VIEW_ASSETS
-from orchestration.checks import result
 from orchestration.partitions import daily, partition_day, previous_day
 from orchestration.resources import FeastResource, GreatExpectationsResource, PostgresResource, S3Resource
 
@@ -33,7 +32,7 @@ FEATURE_SERVICE = "training"
 # The day's events and catalog, and its online rows' materialisation; the features joined point in
 # time were written for the days before.
 SAME_DAY_DEPS = ("activity_archive", "item_catalog_snapshot", "online_features")
-MANIFEST = "_manifest.json"
+MANIFEST = lake.MANIFEST
 ROW_KEYS = ["user_id", "item_id", "event_timestamp", "label", "sample_type"]
 
 
@@ -257,20 +256,3 @@ def training_dataset(context: dg.AssetExecutionContext, config: TrainingConfig, 
         "label_balance": counts["positive"] / table.num_rows, "uri": dg.MetadataValue.path(uri),
         "manifest": dg.MetadataValue.path(manifest_uri),
     })
-
-
-@dg.asset_check(asset=training_dataset, name="training_dataset_suite", blocking=True, partitions_def=daily,
-                description="Great Expectations suite `training_dataset` on the day's rows")
-def training_dataset_suite(context: dg.AssetCheckExecutionContext, s3: S3Resource,
-                           gx: GreatExpectationsResource) -> dg.AssetCheckResult:
-    day, settings = partition_day(context), s3.settings()
-    names = [d for d in lake.list_keys(f"{lake.TRAINING}/", settings) if f"/dt={day.isoformat()}/" in d
-             and d.endswith(MANIFEST)]
-    if not names:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR,
-                                   description=f"no training set for {day}")
-    prefix = names[0].removesuffix(MANIFEST)
-    return result(gx.validate("training_dataset", lake.s3_uri(prefix, settings), ds=day.isoformat()))
-
-
-CHECKS = [training_dataset_suite]

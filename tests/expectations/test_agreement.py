@@ -1,4 +1,4 @@
-"""Agreement: on a corpus with every kind of defect (ingestion.defects), the consumer's validator
+"""Agreement: on a corpus with every kind of defect (devtools.synthetic.defects), the consumer's validator
 (ingestion.validation) and the ``activity_events`` suite refuse the same events.
 
 The suite validates landed rows, typed by EVENT_SCHEMA; the consumer validates wire JSON. So the
@@ -21,8 +21,8 @@ import pyarrow as pa
 import pytest
 
 from expectations.runner import validate
-from ingestion import generator
-from ingestion.defects import inject_defects
+from devtools.synthetic import generator
+from devtools.synthetic.defects import inject_defects
 from ingestion.events import EVENT_SCHEMA, derive_event_id
 from feedstore.contract.rules import Reason
 from ingestion.validation import Validator

@@ -1,4 +1,4 @@
-"""The suites accept what the generator (ingestion.generator) produces: catalog, users, events."""
+"""The suites accept what the generator (devtools.synthetic.generator) produces: catalog, users, events."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from expectations.runner import validate
-from ingestion import generator
+from devtools.synthetic import generator
 
 END = datetime(2025, 11, 15, 12, tzinfo=timezone.utc)
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from feedstore.settings import PROJECT_ROOT, Settings
-from feedstore.stack.kafka import KafkaService
-from feedstore.stack.postgres import SERVER_OPTIONS
+from devtools.stack.kafka import KafkaService
+from devtools.stack.postgres import SERVER_OPTIONS
 
 
 @pytest.fixture(scope="module")

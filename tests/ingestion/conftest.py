@@ -85,7 +85,7 @@ def env_of(s: Settings) -> dict[str, str]:
 @pytest.fixture()
 def ingest_settings(catalog: Settings) -> Settings:
     """Fresh topics and consumer group, and empty activity table and landing prefix."""
-    from feedstore.stack.kafka import KafkaService
+    from devtools.stack.kafka import KafkaService
 
     tag = uuid.uuid4().hex[:8]
     s = catalog.model_copy(update={"topic_activity": f"{catalog.topic_activity}-{tag}",
@@ -97,7 +97,7 @@ def ingest_settings(catalog: Settings) -> Settings:
         conn.execute("TRUNCATE user_activity")
     clear_landing(s)
     yield s
-    from feedstore.stack.kafka import admin_client
+    from feedstore.kafka import admin_client
 
     admin_client(s.kafka_bootstrap).delete_topics([s.topic_activity, s.topic_dlq])
 

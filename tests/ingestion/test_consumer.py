@@ -14,7 +14,7 @@ import psycopg
 import redis
 
 from ingestion.consumer import IngestConsumer, Options
-from ingestion.defects import inject_defects
+from devtools.synthetic.defects import inject_defects
 from ingestion.metrics import IngestMetrics
 from feedstore.contract.rules import Reason
 from tests.ingestion.conftest import (

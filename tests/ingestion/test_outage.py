@@ -15,10 +15,11 @@ import redis
 
 from feedstore.migrate import migrate
 from feedstore.settings import Settings
-from feedstore.stack.kafka import KafkaService, admin_client
-from feedstore.stack.postgres import PostgresService
-from feedstore.stack.redis import RedisService
-from feedstore.stack.seaweedfs import SeaweedFSService
+from devtools.stack.kafka import KafkaService
+from feedstore.kafka import admin_client
+from devtools.stack.postgres import PostgresService
+from devtools.stack.redis import RedisService
+from devtools.stack.seaweedfs import SeaweedFSService
 from ingestion.consumer import IngestConsumer, Options
 from ingestion.metrics import IngestMetrics
 from tests.conftest import private_stack

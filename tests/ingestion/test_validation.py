@@ -10,7 +10,7 @@ import pytest
 
 from feedstore.contract import rules
 from ingestion.catalog import IdIndex
-from ingestion.defects import inject_defects
+from devtools.synthetic.defects import inject_defects
 from ingestion.events import derive_event_id, format_timestamp
 from feedstore.contract.rules import Reason
 from ingestion.validation import Limits, Validator, classify_structure, parse_id

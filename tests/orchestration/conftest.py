@@ -1,5 +1,5 @@
 """The generator's ``tiny`` feed over three days, loaded into the session's isolated namespace:
-users and the catalog through ``ingestion.seeding`` (Postgres plus the content-embedding
+users and the catalog through ``devtools.synthetic.seeding`` (Postgres plus the content-embedding
 snapshot on S3), every event in Postgres, and the last two days also as landed consumer files
 (with replayed duplicates); the first day only in Postgres, as the seed's history is."""
 
@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from feedstore.s3 import arrow_fs, bucket_path
-from ingestion import generator as gen
+from devtools.synthetic import generator as gen
 from ingestion.events import EVENT_SCHEMA
 
 SCALE, SEED, DAYS = "tiny", 7, 3
@@ -44,7 +44,7 @@ def _event_table(frame: pd.DataFrame) -> pa.Table:
 
 
 def load_events(events: pa.Table, conn) -> None:
-    from ingestion.seeding import activity_rows, copy_rows
+    from devtools.synthetic.seeding import activity_rows, copy_rows
 
     with conn.cursor() as cur:
         copy_rows(cur, "user_activity", activity_rows(events))
@@ -52,7 +52,7 @@ def load_events(events: pa.Table, conn) -> None:
 
 
 def load_feed(feed: TinyFeed, settings, conn) -> None:
-    from ingestion.seeding import generate
+    from devtools.synthetic.seeding import generate
 
     generate(feed.spec, settings, events_to="none")
     conn.execute("SELECT ensure_activity_partitions(%s, %s)", (feed.days[0], feed.days[-1]))

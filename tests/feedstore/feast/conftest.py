@@ -22,7 +22,7 @@ REPO = PROJECT_ROOT / "feature_repo"
 def settings(stack: Settings) -> Iterator[Settings]:
     """A namespace of this package's own: its synthetic tables under ``features/`` must not
     be read by the pipeline's tests, whose Feast sources glob the same prefix."""
-    from feedstore.sandbox import sandbox
+    from devtools.sandbox import sandbox
 
     with sandbox("feast") as isolated:
         yield isolated

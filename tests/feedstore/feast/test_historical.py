@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from feedstore.feast import synthetic
+from devtools.synthetic import features as synthetic
 
 DAY_US = 86_400_000_000
 VIEWS = {"user_activity_features": "user_id", "user_embedding": "user_id", "item_embedding": "item_id"}

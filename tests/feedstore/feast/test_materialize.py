@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from feedstore.feast import codec, synthetic
+from devtools.synthetic import features as synthetic
+from feedstore.feast import codec
 from tests.feedstore.feast.conftest import feast_cli
 
 

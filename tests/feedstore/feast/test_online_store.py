@@ -12,7 +12,8 @@ import pytest
 from feast.data_source import PushMode
 from redis.crc import key_slot
 
-from feedstore.feast import codec, synthetic
+from devtools.synthetic import features as synthetic
+from feedstore.feast import codec
 from feedstore.feast.materialize import materialize
 
 HOUR_US = 3_600_000_000

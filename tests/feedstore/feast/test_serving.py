@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from feedstore.feast import synthetic
+from devtools.synthetic import features as synthetic
 from feedstore.feast.materialize import materialize
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from feedstore.settings import PROJECT_ROOT
-from feedstore.stack.tools import TOOLS, require, venv_program
+from devtools.stack.tools import TOOLS, require, venv_program
 
-SOURCES = ["feedstore", "ingestion", "orchestration", "expectations", "feature_repo", "tests", "bench"]
+SOURCES = ["feedstore", "ingestion", "orchestration", "expectations", "devtools", "feature_repo", "tests", "bench"]
 SPAWNERS = {"run", "Popen", "call", "check_call", "check_output", "execv", "execvp", "execve", "execl", "execlp"}
 
 
@@ -57,12 +57,12 @@ def test_every_spawned_program_is_listed():
             arg = call.args[0] if call.args else None
             if isinstance(arg, ast.Constant) and arg.value not in TOOLS:
                 unlisted.append(f"{path.relative_to(PROJECT_ROOT)}:{line} requires {arg.value!r}")
-    assert not unlisted, "programs missing from feedstore.stack.tools.TOOLS:\n" + "\n".join(unlisted)
+    assert not unlisted, "programs missing from devtools.stack.tools.TOOLS:\n" + "\n".join(unlisted)
 
 
 def test_nothing_looks_programs_up_on_path_but_the_list():
     """``shutil.which`` only in tools.py: a program found on the developer's PATH is one a user lacks."""
-    home = PROJECT_ROOT / "feedstore" / "stack" / "tools.py"
+    home = PROJECT_ROOT / "devtools" / "stack" / "tools.py"
     offenders = [f"{p.relative_to(PROJECT_ROOT)}:{line}" for p in _python_files() if p != home
                  for line, _ in _calls_named(ast.parse(p.read_text()), "shutil.which")]
     assert not offenders, offenders

@@ -39,7 +39,7 @@ def _environment(base: Settings, tag: str) -> dict[str, str]:
 def sandbox(kind: str = "test") -> Iterator[Settings]:
     """Create the namespace, export it to the environment, and drop it all afterwards."""
     from feedstore.migrate import migrate
-    from feedstore.stack import services
+    from devtools.stack import services
 
     base = get_settings()
     env = _environment(base, f"{kind}-{uuid.uuid4().hex[:10]}".replace("_", "-"))
@@ -67,7 +67,7 @@ def sandbox(kind: str = "test") -> Iterator[Settings]:
 def drop(base: Settings, isolated: Settings) -> None:
     """Best effort: every part is attempted even when another fails, and failures are logged."""
     from feedstore.s3 import s3_client
-    from feedstore.stack.kafka import admin_client
+    from feedstore.kafka import admin_client
 
     admin = admin_client(base.kafka_bootstrap)
     for topic, future in admin.delete_topics([isolated.topic_activity, isolated.topic_dlq],

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from feedstore.settings import Settings
-from feedstore.stack.base import Service, StackError
-from feedstore.stack.kafka import KafkaService
-from feedstore.stack.postgres import PostgresService
-from feedstore.stack.redis import RedisService
-from feedstore.stack.seaweedfs import SeaweedFSService
+from devtools.stack.base import Service, StackError
+from devtools.stack.kafka import KafkaService
+from devtools.stack.postgres import PostgresService
+from devtools.stack.redis import RedisService
+from devtools.stack.seaweedfs import SeaweedFSService
 
 __all__ = ["Service", "StackError", "services", "env_lines"]
 

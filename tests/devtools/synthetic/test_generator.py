@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from psycopg import sql
 
-from ingestion import generator as gen
+from devtools.synthetic import generator as gen
 from ingestion.events import EVENT_SCHEMA, derive_event_id
 from feedstore.contract.rules import CATEGORIES, EMBEDDING_DIM, EVENT_TYPES, MAX_DWELL_MS
 from tests.ingestion.kafka_reading import high_watermarks, read_between
@@ -190,7 +190,7 @@ def _feedstore(*args: str) -> subprocess.CompletedProcess:
 
 def test_generate_tiny_loads_postgres_s3_and_kafka(settings, pg):
     from feedstore.s3 import arrow_fs, bucket_path
-    from ingestion.seeding import snapshot_prefix
+    from devtools.synthetic.seeding import snapshot_prefix
 
     spec = gen.spec_for("tiny", seed=11, end=END)
     before = high_watermarks(settings.kafka_bootstrap, settings.topic_activity)

@@ -6,8 +6,8 @@ import subprocess
 
 import redis
 
-from feedstore.stack.base import Service, StackError, terminate
-from feedstore.stack.tools import require
+from devtools.stack.base import Service, StackError, terminate
+from devtools.stack.tools import require
 
 
 class RedisService(Service):

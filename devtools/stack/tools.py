@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from feedstore.stack.base import StackError, apt_install
+from devtools.stack.base import StackError, apt_install
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -56,7 +56,7 @@ def require(name: str) -> str:
     """The program's path, installing its Debian package when it is missing."""
     tool = TOOLS.get(name)
     if tool is None:
-        raise KeyError(f"{name} is not in feedstore.stack.tools.TOOLS: add it there")
+        raise KeyError(f"{name} is not in devtools.stack.tools.TOOLS: add it there")
     path = tool.find()
     if path is None:
         apt_install(tool.package)

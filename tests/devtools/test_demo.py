@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from rich.console import Console
 
-from feedstore.sandbox import sandbox
+from devtools.sandbox import sandbox
 from orchestration import lake
-from orchestration.demo import DemoOptions, read_training, render, run
+from devtools.demo import DemoOptions, read_training, render, run
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_training_rows_are_point_in_time_correct(demo):
 
 
 def test_a_failing_step_says_what_failed_and_where_its_log_is(tmp_path):
-    from orchestration.demo import StepFailed, _LogSink, _Steps
+    from devtools.demo import StepFailed, _LogSink, _Steps
 
     console = Console(file=io.StringIO(), record=True, width=200)
     sink = _LogSink(io.StringIO())

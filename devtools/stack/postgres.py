@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import sql
 
-from feedstore.stack.base import Service, StackError, is_root
-from feedstore.stack.tools import require
+from devtools.stack.base import Service, StackError, is_root
+from devtools.stack.tools import require
 SERVER_OPTIONS = {
     "listen_addresses": "127.0.0.1",
     "shared_buffers": "512MB",

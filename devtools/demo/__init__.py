@@ -35,7 +35,8 @@ from rich.table import Table
 from feedstore.contract import lake as layout
 from feedstore.contract.features import BATCH_VIEWS
 from feedstore.settings import Settings, get_settings
-from orchestration import audit, lake
+from devtools.demo import audit
+from orchestration import lake
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # Prefixes the demo's run writes to the bucket; cleared before each run.
@@ -239,7 +240,7 @@ def require_local(settings: Settings) -> None:
 def start_stack(settings: Settings) -> str:
     from feedstore.db import connect
     from feedstore.migrate import migrate
-    from feedstore.stack import services
+    from devtools.stack import services
 
     started = [s.name for s in services(settings) if s.up()]
     with connect(settings) as conn:
@@ -284,7 +285,7 @@ def apply_feast(settings: Settings) -> str:
 
 
 def generate_feed(spec, settings: Settings, console: Console) -> dict[str, int]:
-    from ingestion.seeding import RichProgress, generate
+    from devtools.synthetic.seeding import RichProgress, generate
 
     with _progress(console) as progress:
         report = generate(spec, settings, events_to="kafka", progress=RichProgress(progress))
@@ -295,8 +296,8 @@ def send_bad_events(spec, settings: Settings, sample: int = 60) -> Counter:
     """Malformed and invalid events (one of each kind the validator knows, but the 10 MB one)
     plus re-sent duplicates, derived from real generated events; returns how many of each
     reason were sent (``duplicate`` ones are stored once, the rest go to the DLQ)."""
-    from ingestion import generator as gen
-    from ingestion.defects import inject_defects
+    from devtools.synthetic import generator as gen
+    from devtools.synthetic.defects import inject_defects
     from ingestion.producer import ProducerError, key_for_line, make_producer, send
     from feedstore.contract.rules import REPLAY_MAX_EVENT_AGE_SECONDS, Reason
 
@@ -545,7 +546,7 @@ def write_docs_index(report: DemoReport, docs_dir: Path) -> Path | None:
 def run(options: DemoOptions | None = None, console: Console | None = None,
         settings: Settings | None = None) -> DemoReport:
     """The whole demo; raises ``StepFailed`` (with the step's log) when a step fails."""
-    from ingestion.generator import spec_for
+    from devtools.synthetic.generator import spec_for
 
     options = options or DemoOptions()
     settings = settings or get_settings()

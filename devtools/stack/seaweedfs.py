@@ -5,8 +5,8 @@ from __future__ import annotations
 from botocore.exceptions import BotoCoreError, ClientError
 
 from feedstore.s3 import s3_client
-from feedstore.stack.base import Service, spawn, terminate
-from feedstore.stack.tools import venv_program
+from devtools.stack.base import Service, spawn, terminate
+from devtools.stack.tools import venv_program
 
 
 class SeaweedFSService(Service):

@@ -38,7 +38,7 @@ from feedstore.db import connect
 from feedstore.logs import get_logger
 from feedstore.s3 import arrow_fs, bucket_path, s3_client
 from feedstore.settings import Settings, get_settings
-from ingestion import generator as gen
+from devtools.synthetic import generator as gen
 from ingestion.producer import DeliveryReport, check_topic, make_producer, send
 
 log = get_logger(__name__)

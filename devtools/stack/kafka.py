@@ -7,10 +7,11 @@ import subprocess
 from pathlib import Path
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
-from feedstore.stack.base import Service, StackError, port_open, spawn, terminate
-from feedstore.stack.tools import require
+from feedstore.kafka import admin_client
+from devtools.stack.base import Service, StackError, port_open, spawn, terminate
+from devtools.stack.tools import require
 
 LOG4J_VERSION = "2.24.3"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -136,11 +137,6 @@ class KafkaService(Service):
 
     def endpoint(self) -> str:
         return self.settings.kafka_bootstrap
-
-
-def admin_client(bootstrap: str) -> AdminClient:
-    """librdkafka logs every refused connection; the caller reports failures itself."""
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 3000, "log_level": 0})
 
 
 def ensure_topics(bootstrap: str, partitions_by_topic: dict[str, int]) -> None:

@@ -16,8 +16,8 @@ from confluent_kafka import Consumer, Producer
 
 from feedstore.s3 import s3_client
 from feedstore.settings import Settings
-from orchestration.audit import skip_to_end
-from feedstore.stack.tools import require, venv_program
+from devtools.demo.audit import skip_to_end
+from devtools.stack.tools import require, venv_program
 from tests.conftest import private_stack
 
 

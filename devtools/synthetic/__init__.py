@@ -1,0 +1,1 @@
+"""Synthetic users, items, events, defects and feature tables for the demo, tests and benchmarks."""

@@ -1,0 +1,75 @@
+"""The layout rules: imports run downwards only, and nothing but the entry point imports the dev
+tooling. Read from the code itself (every import, lazy ones inside functions too)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from feedstore.settings import PROJECT_ROOT
+
+# package -> the project packages it may import (its own included)
+MAY_IMPORT: dict[str, set[str]] = {
+    "feedstore": {"feedstore"},
+    "feature_repo": {"feedstore"},
+    "ingestion": {"ingestion", "feedstore"},
+    "expectations": {"expectations", "feedstore"},
+    "orchestration": {"orchestration", "ingestion", "expectations", "feedstore"},
+    "devtools": {"devtools", "orchestration", "ingestion", "expectations", "feedstore"},
+}
+ENTRY_POINTS = {"feedstore.cli"}
+"""At the top with the dev tooling: may import everything."""
+PROJECT = set(MAY_IMPORT)
+
+
+def _module(path: Path) -> str:
+    return ".".join(path.relative_to(PROJECT_ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def imported(source: str) -> list[tuple[int, str]]:
+    """(line, module) of every absolute import in ``source``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+    return found
+
+
+def violations(module: str, source: str) -> list[str]:
+    if module in ENTRY_POINTS:
+        return []
+    package = module.split(".")[0]
+    out = []
+    for line, name in imported(source):
+        top = name.split(".")[0]
+        if top == "feedstore" and any(name == e or name.startswith(e + ".") for e in ENTRY_POINTS):
+            out.append(f"{module}:{line} imports the entry point {name}")
+        elif top in PROJECT and top not in MAY_IMPORT[package]:
+            out.append(f"{module}:{line} imports {name} (upwards: {package} may import {sorted(MAY_IMPORT[package])})")
+    return out
+
+
+def _production_files() -> list[Path]:
+    return [p for package in PROJECT for p in (PROJECT_ROOT / package).rglob("*.py")]
+
+
+def test_imports_run_downwards():
+    found = [v for p in _production_files() for v in violations(_module(p), p.read_text())]
+    assert not found, "\n".join(found)
+
+
+def test_every_package_is_placed():
+    """A new top-level package has to be given its place in the layers."""
+    packages = {p.parent.name for p in PROJECT_ROOT.glob("*/__init__.py")} - {"tests", "bench"}
+    assert packages <= PROJECT, packages - PROJECT
+
+
+def test_the_checker_sees_an_upward_import():
+    lazy = "def f():\n    from orchestration.lake import day_prefix\n"
+    assert violations("feedstore.s3", lazy) == [
+        "feedstore.s3:2 imports orchestration.lake.day_prefix (upwards: feedstore may import ['feedstore'])"]
+    assert violations("ingestion.producer", "import devtools.stack") != []
+    assert violations("orchestration.assets.online", "from feedstore.cli import app") != []
+    assert violations("feedstore.cli", "from devtools.demo import run") == []
