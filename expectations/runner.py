@@ -28,6 +28,9 @@ from psycopg import sql  # noqa: E402
 
 from expectations import prepare, suites  # noqa: E402
 from feedstore.contract.features import VIEWS  # noqa: E402
+from feedstore.ids import ITEMS, USERS, IdIndex, existing  # noqa: E402
+
+TABLES = {"users": USERS, "items": ITEMS}
 from feedstore.logs import get_logger  # noqa: E402
 from feedstore.settings import get_settings  # noqa: E402
 
@@ -161,43 +164,31 @@ class Reference:
     """Which ids exist: from ids the caller passes, else from Postgres, batch by batch."""
 
     def __init__(self, user_ids: Any = None, item_ids: Any = None) -> None:
-        self._given = {"users": _id_array(user_ids), "items": _id_array(item_ids)}
+        self._given = {"users": _id_index(user_ids), "items": _id_index(item_ids)}
         self._conn = None
 
     def missing(self, kind: str, ids: pa.Array) -> np.ndarray:
         distinct = np.sort(pc.unique(pa.array(ids).drop_null().cast(pa.int64())).to_numpy())  # sorted: cache-friendly
         given = self._given[kind]
-        if given is None:
-            return self._missing_in_postgres(kind, distinct)
-        if not len(given):
-            return distinct
-        at = np.minimum(np.searchsorted(given, distinct), len(given) - 1)
-        return distinct[given[at] != distinct]
-
-    def _missing_in_postgres(self, kind: str, ids: np.ndarray) -> np.ndarray:
+        if given is not None:
+            return distinct[~given.contains(distinct)]
         from feedstore.db import connect
 
         if self._conn is None:
             self._conn = connect()
-        key = "user_id" if kind == "users" else "item_id"
-        query = sql.SQL(
-            "SELECT u.id FROM unnest(%s::bigint[]) AS u(id) "
-            "WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key} = u.id)"
-        ).format(table=sql.Identifier(kind), key=sql.Identifier(key))
-        rows = self._conn.execute(query, (ids.tolist(),)).fetchall()
-        return np.array([r[0] for r in rows], dtype=np.int64)
+        return np.setdiff1d(distinct, existing(self._conn, TABLES[kind], distinct), assume_unique=True)
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
 
 
-def _id_array(ids: Any) -> np.ndarray | None:
+def _id_index(ids: Any) -> IdIndex | None:
     if ids is None:
         return None
     if isinstance(ids, (pa.Array, pa.ChunkedArray)):
         ids = ids.to_numpy()
-    return np.sort(np.asarray(ids, dtype=np.int64))
+    return IdIndex(np.asarray(ids, dtype=np.int64))
 
 
 # -- targets ------------------------------------------------------------------------------------

@@ -10,53 +10,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import psycopg
 from psycopg import sql
 
+from feedstore.ids import ITEMS, USERS, IdIndex, Table, existing  # noqa: F401  (USERS, ITEMS: the consumer's)
+
 # Binary COPY of one BIGINT column: 19-byte header, then per row int16 field count, int32
 # length, int64 value (big-endian), then a 2-byte trailer.
 _COPY_HEADER = 19
 _ROW = np.dtype([("n", ">i2"), ("len", ">i4"), ("value", ">i8")])
-
-
-class IdIndex:
-    """A sorted set of int64 ids with vectorised membership; no I/O of its own."""
-
-    def __init__(self, ids: np.ndarray | None = None) -> None:
-        self._ids = np.unique(np.asarray(ids if ids is not None else [], dtype=np.int64))
-
-    def __len__(self) -> int:
-        return int(self._ids.size)
-
-    def contains(self, ids: np.ndarray) -> np.ndarray:
-        ids = np.asarray(ids, dtype=np.int64)
-        if self._ids.size == 0:
-            return np.zeros(ids.shape, dtype=bool)
-        pos = np.searchsorted(self._ids, ids)
-        pos[pos == self._ids.size] = 0
-        return self._ids[pos] == ids
-
-    def add(self, ids: np.ndarray) -> None:
-        """Merge new ids; a sorted merge is O(n), so callers add in batches, not one by one."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if ids.size:
-            self._ids = np.union1d(self._ids, ids)
-
-
-@dataclass(frozen=True)
-class Table:
-    """Where one kind of id lives: its table, key column and a creation-time column."""
-
-    name: str
-    key: str
-    created: str = "created_at"
-
-
-USERS = Table("users", "user_id")
-ITEMS = Table("items", "item_id")
 
 
 def _parse_binary_copy(data: bytes) -> np.ndarray:
@@ -140,13 +104,8 @@ class CatalogIndex:
         found = self.index.contains(ids)
         missing = np.unique(np.asarray(ids, dtype=np.int64)[~found])
         if missing.size:
-            t = self.table
-            rows = self._connection().execute(
-                sql.SQL("SELECT {key} FROM {table} WHERE {key} = ANY(%s)").format(
-                    key=sql.Identifier(t.key), table=sql.Identifier(t.name)),
-                (missing.tolist(),),
-            ).fetchall()
-            if rows:
-                self.index.add(np.array([r[0] for r in rows], dtype=np.int64))
+            known = existing(self._connection(), self.table, missing)
+            if known.size:
+                self.index.add(known)
                 found = self.index.contains(ids)
         return found

@@ -6,16 +6,7 @@ import numpy as np
 import psycopg
 
 from feedstore.db import connect
-from ingestion.catalog import ITEMS, CatalogIndex, IdIndex
-
-
-def test_id_index_membership_and_add():
-    index = IdIndex(np.array([5, 1, 9, 5]))
-    assert len(index) == 3
-    assert index.contains(np.array([1, 2, 9, 10, -1])).tolist() == [True, False, True, False, False]
-    index.add(np.array([2, 2**63 - 1]))
-    assert index.contains(np.array([2, 2**63 - 1, 3])).tolist() == [True, True, False]
-    assert IdIndex().contains(np.array([1])).tolist() == [False]
+from ingestion.catalog import ITEMS, CatalogIndex
 
 
 def test_catalog_loads_refreshes_and_checks_misses_in_postgres(catalog, pg):

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from feedstore.contract import rules
-from ingestion.catalog import IdIndex
+from feedstore.ids import IdIndex
 from devtools.synthetic.defects import inject_defects
 from ingestion.events import derive_event_id, format_timestamp
 from feedstore.contract.rules import Reason

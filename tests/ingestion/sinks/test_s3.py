@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from feedstore.s3 import s3_client
-from ingestion.catalog import IdIndex
+from feedstore.ids import IdIndex
 from ingestion.sinks.s3 import S3Sink, object_key
 from ingestion.validation import Limits, Validator
 from tests.ingestion.conftest import ITEM_IDS, USER_IDS, clear_landing, landed_event_ids, valid_lines
