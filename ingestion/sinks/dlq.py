@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from confluent_kafka import KafkaError, Producer
 
 from feedstore.settings import Settings
+from ingestion.sinks.base import DeadLetter
 
 # Room for headers on top of the largest message the broker takes.
 PRODUCER_MAX_BYTES_HEADROOM = 64 * 1024
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    value: bytes | None
-    key: bytes | None
-    reason: str
-    topic: str
-    partition: int
-    offset: int
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return [("reason", self.reason.encode()), ("source_topic", self.topic.encode()),
-                ("source_partition", str(self.partition).encode()), ("source_offset", str(self.offset).encode())]
 
 
 class DlqSink:
