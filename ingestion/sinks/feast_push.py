@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from feedstore.settings import Settings
-from ingestion.sinks import StoreUnavailable
+from ingestion.sinks.base import BatchingSink, SinkBatch, StoreUnavailable
 from ingestion.sinks.redis import UserCounters
 
 PUSH_SOURCE = "user_realtime_push"
@@ -33,7 +33,7 @@ def realtime_frame(counters: Sequence[UserCounters]) -> pd.DataFrame:
     return frame[list(COLUMNS)]
 
 
-class FeastPushSink:
+class FeastPushSink(BatchingSink):
     name = "feast"
 
     def __init__(self, settings: Settings) -> None:
@@ -47,7 +47,8 @@ class FeastPushSink:
             self._store = store(self.settings)
         return self._store
 
-    def push(self, counters: Sequence[UserCounters]) -> None:
+    def write(self, batch: SinkBatch) -> None:
+        counters = batch.counters
         if not counters:
             return
         from feast.data_source import PushMode

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from feedstore.db import connect
 from feedstore.settings import Settings
-from ingestion.sinks import StoreUnavailable
+from ingestion.sinks.base import BatchingSink, SinkBatch, StoreUnavailable
 
 _US_PER_DAY = 86_400 * 1_000_000
 _EPOCH = date(1970, 1, 1)
@@ -44,7 +44,7 @@ def batch_days(timestamps_us: np.ndarray) -> list[date]:
     return [_EPOCH + timedelta(days=int(d)) for d in np.unique(timestamps_us // _US_PER_DAY)]
 
 
-class PostgresSink:
+class PostgresSink(BatchingSink):
     """One connection, reopened after any failure; partitions known to exist are cached."""
 
     name = "postgres"
@@ -71,8 +71,11 @@ class PostgresSink:
         except psycopg.Error as exc:
             raise StoreUnavailable(self.name, exc) from exc
 
-    def write(self, table: pa.Table) -> set[str]:
-        """Insert the batch; returns the event ids that were new. All or nothing."""
+    def write(self, batch: SinkBatch) -> None:
+        batch.new_ids = self.insert(batch.valid)
+
+    def insert(self, table: pa.Table) -> set[str]:
+        """Returns the event ids that were new, which later stages count once. All or nothing."""
         if table.num_rows == 0:
             return set()
         ts_us = table.column("timestamp").cast(pa.int64()).to_numpy()
