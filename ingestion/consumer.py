@@ -7,7 +7,8 @@ synchronously only after the DLQ, S3 and Postgres (then Redis and Feast) have ta
 A crash anywhere before the commit replays the batch; nothing is lost and Postgres holds
 each event once. When a store is down the batch is kept, the partitions are paused (the
 consumer keeps polling so it stays in the group) and the failing stage is retried with
-backoff; stages that already succeeded are not redone.
+backoff; stages that already succeeded are not redone. A store that refuses the batch for good
+stops the consumer, uncommitted.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from ingestion import rules, validation
 from ingestion.catalog import ITEMS, USERS, CatalogIndex
 from ingestion.metrics import IngestMetrics
 from ingestion.processing import BatchAbandoned, BatchProcessor, Processed, Stage, backoff_seconds, brief
-from ingestion.sinks.base import SinkBatch, SinkError, StoreUnavailable
+from ingestion.sinks.base import PermanentSinkError, SinkBatch, SinkError
 from ingestion.sinks.dlq import DlqSink
-from ingestion.sinks.postgres import PostgresSink
+from ingestion.sinks.postgres import PostgresSink, store_error
 from ingestion.sinks.redis import RedisSink
 from ingestion.sinks.s3 import S3Sink
 from ingestion.validation import Limits, Result, Validator
@@ -179,6 +180,10 @@ class IngestConsumer:
                 finally:
                     self._resume()
                 self._last_activity = time.monotonic()
+        except PermanentSinkError as exc:
+            log.error("ingest_failed", store=exc.store, error=brief(exc),
+                      action="fix the store or the data; the batch is not committed and will be redelivered")
+            raise
         finally:
             consumer.close()
             self._close_stores()
@@ -227,7 +232,7 @@ class IngestConsumer:
         except psycopg.Error as exc:
             for index in (self.users, self.items):
                 index.close()
-            raise StoreUnavailable("postgres", exc) from exc
+            raise store_error("postgres", exc) from exc
 
     def abandoned(self) -> str | None:
         if self._stop.is_set():
