@@ -201,6 +201,7 @@ def ingest(
     from feedstore.logs import configure_logging
     from ingestion.consumer import IngestConsumer, Options
     from ingestion.metrics import IngestMetrics
+    from ingestion.sinks import PermanentSinkError
 
     configure_logging()
     settings = get_settings()
@@ -211,7 +212,10 @@ def ingest(
         except OSError as exc:
             fail(f"cannot serve metrics on port {metrics_port}: {exc.strerror}")
     options = Options(until_idle=until_idle, replay=replay, instance_id=instance_id)
-    IngestConsumer(settings, options, metrics).run()
+    try:
+        IngestConsumer(settings, options, metrics).run()
+    except PermanentSinkError:
+        raise typer.Exit(1) from None  # the consumer has logged why (ingest_failed)
 
 
 class ScaleName(str, Enum):

@@ -15,7 +15,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from feedstore.ids import ITEMS, USERS, IdIndex, Table, existing  # noqa: F401  (USERS, ITEMS: the consumer's)
+from feedstore.ids import IdIndex, Table, existing
 
 # Binary COPY of one BIGINT column: 19-byte header, then per row int16 field count, int32
 # length, int64 value (big-endian), then a 2-byte trailer.

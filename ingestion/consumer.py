@@ -1,4 +1,5 @@
-"""The ingestion loop: poll a batch, validate, land it in every store, then commit its offsets.
+"""The ingestion loop's Kafka side: poll a batch, have ``BatchProcessor`` land it in every
+stage, commit its offsets.
 
 Effectively once: every sink is idempotent for a batch (S3 keys derive from offsets, Postgres
 dedups on the event id, the DLQ producer is idempotent), and offsets are committed
@@ -6,23 +7,21 @@ synchronously only after the DLQ, S3 and Postgres (then Redis and Feast) have ta
 A crash anywhere before the commit replays the batch; nothing is lost and Postgres holds
 each event once. When a store is down the batch is kept, the partitions are paused (the
 consumer keeps polling so it stays in the group) and the failing stage is retried with
-backoff; stages that already succeeded are not redone.
+backoff; stages that already succeeded are not redone. A store that refuses the batch for good
+stops the consumer, uncommitted.
 """
 
 from __future__ import annotations
 
-import random
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
 import psycopg
-import pyarrow as pa
-import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from feedstore.db import connect
@@ -30,12 +29,14 @@ from feedstore.logs import get_logger
 from feedstore.settings import Settings
 from feedstore.contract import rules
 from ingestion import validation
-from ingestion.catalog import ITEMS, USERS, CatalogIndex
+from feedstore.ids import ITEMS, USERS
+from ingestion.catalog import CatalogIndex
 from ingestion.metrics import IngestMetrics
-from ingestion.sinks import StoreUnavailable
-from ingestion.sinks.dlq import DeadLetter, DlqSink
-from ingestion.sinks.postgres import PostgresSink
-from ingestion.sinks.redis import RedisSink, UserCounters
+from ingestion.processing import BatchAbandoned, BatchProcessor, Processed, Stage, backoff_seconds, brief
+from ingestion.sinks.base import PermanentSinkError, SinkBatch, SinkError
+from ingestion.sinks.dlq import DlqSink
+from ingestion.sinks.postgres import PostgresSink, store_error
+from ingestion.sinks.redis import RedisSink
 from ingestion.sinks.s3 import S3Sink
 from ingestion.validation import Limits, Result, Validator
 
@@ -65,24 +66,6 @@ class RunStats:
     busy_seconds: float = 0.0  # from the first batch polled to the last commit
 
 
-class BatchAbandoned(Exception):
-    """Stop requested or partitions revoked while the batch was unfinished: it is not committed."""
-
-
-@dataclass
-class Batch:
-    messages: list[Message]
-    result: Result
-    letters: list[DeadLetter]
-    partitions: np.ndarray
-    ranges: dict[int, tuple[int, int]]
-    new_ids: set[str] | None = None
-    s3_done: bool = False
-    counters: list[UserCounters] | None = None
-    feast_done: bool = False
-    stages_failed: set[str] = field(default_factory=set)
-
-
 def limits_from(settings: Settings, replay: bool) -> Limits:
     return Limits(
         max_age_seconds=settings.ingest_max_event_age_seconds or rules.MAX_EVENT_AGE_SECONDS,
@@ -92,9 +75,23 @@ def limits_from(settings: Settings, replay: bool) -> Limits:
     )
 
 
+def default_stages(settings: Settings) -> list[Stage]:
+    """Today's stores in today's order: the DLQ, S3 and Postgres take every batch; Redis counts
+    and Feast pushes only what Postgres found new. Feast is on with ``ingest_feast_push``."""
+    stages = [Stage(DlqSink(settings)), Stage(S3Sink(settings)), Stage(PostgresSink(settings)),
+              Stage(RedisSink(settings), after=("postgres",), new_only=True)]
+    if settings.ingest_feast_push:
+        from ingestion.sinks.feast_push import FeastPushSink
+
+        stages.append(Stage(FeastPushSink(settings), after=("redis",), new_only=True))
+    return stages
+
+
 class IngestConsumer:
+    """``stages`` default to ``default_stages(settings)``; the consumer closes their sinks."""
+
     def __init__(self, settings: Settings, options: Options | None = None,
-                 metrics: IngestMetrics | None = None) -> None:
+                 metrics: IngestMetrics | None = None, stages: Sequence[Stage] | None = None) -> None:
         self.settings = settings
         self.options = options or Options()
         self.metrics = metrics or IngestMetrics()
@@ -106,15 +103,8 @@ class IngestConsumer:
         self.users = CatalogIndex(lambda: connect(settings), USERS)
         self.items = CatalogIndex(lambda: connect(settings), ITEMS)
         self.validator = Validator(self.users.contains, self.items.contains, limits_from(settings, self.options.replay))
-        self.dlq = DlqSink(settings)
-        self.s3 = S3Sink(settings)
-        self.postgres = PostgresSink(settings)
-        self.redis = RedisSink(settings)
-        self.feast = None
-        if settings.ingest_feast_push:
-            from ingestion.sinks.feast_push import FeastPushSink
-
-            self.feast = FeastPushSink(settings)
+        self.processor = BatchProcessor(self._validate, default_stages(settings) if stages is None else stages,
+                                        self, self.metrics, max_backoff_seconds=self.options.max_backoff_seconds)
         self.stats = RunStats()
         self._first_batch_at: float | None = None
         self._consumer: Consumer | None = None
@@ -160,10 +150,10 @@ class IngestConsumer:
         try:
             self.users.refresh()
             self.items.refresh()
-            self.postgres.warm_up()
-            self.s3.warm_up()
-        except (psycopg.Error, StoreUnavailable, OSError) as exc:
-            log.warning("warm_up_failed", error=str(exc).splitlines()[0][:300])
+            for stage in self.processor.stages:
+                stage.sink.warm_up()
+        except (psycopg.Error, SinkError, OSError) as exc:
+            log.warning("warm_up_failed", error=brief(exc))
 
     def run(self) -> RunStats:
         restore = self._install_signal_handlers()
@@ -171,7 +161,7 @@ class IngestConsumer:
         consumer = self._consumer = Consumer(self._kafka_config())
         consumer.subscribe([self.settings.topic_activity], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("ingest_started", topic=self.settings.topic_activity, group=self.settings.consumer_group,
-                 replay=self.options.replay, feast=self.feast is not None)
+                 replay=self.options.replay, stages=[s.name for s in self.processor.stages])
         timeout = self.settings.ingest_batch_timeout_ms / 1000
         try:
             while not self._stop.is_set():
@@ -192,14 +182,22 @@ class IngestConsumer:
                 finally:
                     self._resume()
                 self._last_activity = time.monotonic()
+        except PermanentSinkError as exc:
+            log.error("ingest_failed", store=exc.store, error=brief(exc),
+                      action="fix the store or the data; the batch is not committed and will be redelivered")
+            raise
         finally:
             consumer.close()
-            for closeable in (self.postgres, self.users, self.items, self.redis):
-                closeable.close()
-            self.dlq.close()
+            self._close_stores()
             restore()
             log.info("ingest_stopped", **self.stats.__dict__)
         return self.stats
+
+    def _close_stores(self) -> None:
+        for index in (self.users, self.items):
+            index.close()
+        for stage in self.processor.stages:
+            stage.sink.close()
 
     def _idle_long_enough(self) -> bool:
         until = self.options.until_idle
@@ -224,87 +222,26 @@ class IngestConsumer:
         previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
         return lambda: [signal.signal(s, h) for s, h in previous.items()]
 
-    # -- one batch ---------------------------------------------------------------------------
+    # -- one batch (the processor's host) -------------------------------------------------------
 
     def _process(self, messages: list[Message]) -> None:
         started = time.monotonic()
-        self._stage_seconds: dict[str, float] = {}
-        self.metrics.batch_size.observe(len(messages))
-        batch = self._stage("postgres", lambda: self._validate(messages))
-        pending = batch.letters
-        while pending:
-            pending = self._stage("dlq", lambda p=pending: self._send_letters(p))
-        if not batch.s3_done:
-            self._stage("s3", lambda: self.s3.write(batch.result.valid, batch.partitions, batch.ranges,
-                                                    self.settings.topic_activity))
-            batch.s3_done = True
-        batch.new_ids = self._stage("postgres", lambda: self.postgres.write(batch.result.valid))
-        new_rows = self._new_rows(batch)
-        batch.counters = self._stage("redis", lambda: self.redis.write(new_rows))
-        if self.feast is not None:
-            self._stage("feast", lambda: self.feast.push(batch.counters))
-        self._commit(batch)
-        self._account(batch, started)
+        self._account(self.processor.process(messages), started)
 
-    def _validate(self, messages: list[Message]) -> Batch:
+    def _validate(self, payloads: list[bytes | None]) -> Result:
         try:
-            result = self.validator.validate([m.value() for m in messages])
+            return self.validator.validate(payloads)
         except psycopg.Error as exc:
             for index in (self.users, self.items):
                 index.close()
-            raise StoreUnavailable("postgres", exc) from exc
-        letters = [DeadLetter(messages[i].value(), messages[i].key(), str(reason), messages[i].topic(),
-                              messages[i].partition(), messages[i].offset()) for i, reason in result.rejected]
-        partitions = np.fromiter((messages[i].partition() for i in result.valid_index.tolist()),
-                                 dtype=np.int64, count=len(result.valid_index))
-        ranges: dict[int, tuple[int, int]] = {}
-        for m in messages:
-            p, o = m.partition(), m.offset()
-            first, last = ranges.get(p, (o, o))
-            ranges[p] = (min(first, o), max(last, o))
-        return Batch(messages, result, letters, partitions, ranges)
+            raise store_error("postgres", exc) from exc
 
-    def _send_letters(self, letters: list[DeadLetter]) -> list[DeadLetter]:
-        left = self.dlq.send(letters)
-        if left:
-            raise StoreUnavailable("dlq", self.dlq.last_error or f"{len(left)} dead letters unacknowledged")
-        return left
+    def abandoned(self) -> str | None:
+        if self._stop.is_set():
+            return "stop requested"
+        return "partitions revoked" if self._revoked else None
 
-    @staticmethod
-    def _new_rows(batch: Batch) -> pa.Table:
-        valid = batch.result.valid
-        if not batch.new_ids:
-            return valid.slice(0, 0)
-        new = pa.array(list(batch.new_ids), type=valid.schema.field("event_id").type)
-        return valid.filter(pc.is_in(valid.column("event_id"), value_set=new))
-
-    def _stage(self, store: str, fn: Callable):
-        """Run one stage until it succeeds; between attempts the partitions are paused."""
-        attempt = 0
-        while True:
-            if attempt and (self._stop.is_set() or self._revoked):
-                raise BatchAbandoned("stop requested" if self._stop.is_set() else "partitions revoked")
-            started = time.monotonic()
-            try:
-                value = fn()
-            except StoreUnavailable as exc:
-                attempt += 1
-                self.metrics.store_errors.labels(exc.store).inc()
-                self.metrics.store_up.labels(exc.store).set(0)
-                self.metrics.retrying.set(1)
-                delay = min(self.options.max_backoff_seconds, 0.25 * 2 ** min(attempt, 10)) * random.uniform(0.7, 1.0)
-                log.warning("store_unavailable", store=exc.store, attempt=attempt, retry_in=round(delay, 2),
-                            error=str(exc).splitlines()[0][:300])
-                self._wait_paused(delay)
-                continue
-            self.metrics.store_up.labels(store).set(1)
-            self._stage_seconds[store] = self._stage_seconds.get(store, 0.0) + time.monotonic() - started
-            if attempt:
-                self.metrics.retrying.set(0)
-                log.info("store_recovered", store=store, attempts=attempt)
-            return value
-
-    def _wait_paused(self, seconds: float) -> None:
+    def wait(self, seconds: float) -> None:
         """Sleep while staying in the group: paused partitions deliver nothing, poll serves callbacks."""
         consumer = self._consumer
         if self._assignment:
@@ -323,8 +260,8 @@ class IngestConsumer:
             except KafkaException:
                 pass
 
-    def _commit(self, batch: Batch) -> None:
-        offsets = [TopicPartition(self.settings.topic_activity, p, last + 1) for p, (_, last) in batch.ranges.items()]
+    def commit(self, batch: SinkBatch) -> None:
+        offsets = [TopicPartition(r.topic, r.partition, r.last + 1) for r in batch.ranges]
         attempt = 0
         while True:
             if self._revoked:
@@ -341,14 +278,29 @@ class IngestConsumer:
                 log.warning("commit_failed", attempt=attempt, error=err.str())
                 if self._stop.is_set():
                     raise BatchAbandoned("stop requested") from exc
-                self._wait_paused(min(self.options.max_backoff_seconds, 0.25 * 2 ** min(attempt, 10)))
+                self.wait(backoff_seconds(attempt, self.options.max_backoff_seconds))
 
-    def _account(self, batch: Batch, started: float) -> None:
-        result = batch.result
-        m = self.metrics
+    def _account(self, done: Processed, started: float) -> None:
+        n_new = len(done.batch.new_ids or ())
+        n_dup = done.result.valid.num_rows - n_new + len(done.result.duplicates)
+        self._book_metrics(done, n_new, n_dup, started)
+        s = self.stats
+        if self._first_batch_at is None:
+            self._first_batch_at = started
+        s.busy_seconds = time.monotonic() - self._first_batch_at
+        s.batches += 1
+        s.messages += done.messages
+        s.stored += n_new
+        s.duplicates += n_dup
+        s.rejected += len(done.result.rejected)
+        log.info("batch_committed", messages=done.messages, stored=n_new, duplicates=n_dup,
+                 rejected=len(done.result.rejected), seconds=round(time.monotonic() - started, 3),
+                 stage_seconds={k: round(v, 3) for k, v in done.stage_seconds.items()},
+                 partitions={r.partition: [r.first, r.last] for r in done.batch.ranges})
+
+    def _book_metrics(self, done: Processed, n_new: int, n_dup: int, started: float) -> None:
+        result, m = done.result, self.metrics
         n_valid = result.valid.num_rows
-        n_new = len(batch.new_ids or ())
-        n_dup = n_valid - n_new + len(result.duplicates)
         for _, reason in result.rejected:
             m.validation_failures.labels(str(reason)).inc()
         m.events.inc(n_new)
@@ -360,27 +312,13 @@ class IngestConsumer:
             m.observe_lag(np.maximum(now_us - ts, 0) / 1_000_000)
         m.durable(n_new)
         m.batch_seconds.observe(time.monotonic() - started)
-        self._observe_consumer_lag(batch)
-        s = self.stats
-        if self._first_batch_at is None:
-            self._first_batch_at = started
-        s.busy_seconds = time.monotonic() - self._first_batch_at
-        s.batches += 1
-        s.messages += len(batch.messages)
-        s.stored += n_new
-        s.duplicates += n_dup
-        s.rejected += len(result.rejected)
-        log.info("batch_committed", messages=len(batch.messages), stored=n_new, duplicates=n_dup,
-                 rejected=len(result.rejected), seconds=round(time.monotonic() - started, 3),
-                 stage_seconds={k: round(v, 3) for k, v in self._stage_seconds.items()},
-                 partitions={p: list(r) for p, r in batch.ranges.items()})
+        self._observe_consumer_lag(done.batch)
 
-    def _observe_consumer_lag(self, batch: Batch) -> None:
-        for p, (_, last) in batch.ranges.items():
-            tp = TopicPartition(self.settings.topic_activity, p)
+    def _observe_consumer_lag(self, batch: SinkBatch) -> None:
+        for r in batch.ranges:
             try:
-                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(r.topic, r.partition), cached=True)
             except KafkaException:
                 continue
             if high >= 0:
-                self.metrics.consumer_lag.labels(str(p)).set(max(high - (last + 1), 0))
+                self.metrics.consumer_lag.labels(str(r.partition)).set(max(high - (r.last + 1), 0))

@@ -11,6 +11,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 24 * 3600)
 BATCH_BUCKETS = (1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000)
+# The stage label of validation; the other stages are labelled by their sink's name. Its own
+# label so that catalog lookups are not read as Postgres write time.
+VALIDATE = "validate"
 
 
 class IngestMetrics:
@@ -29,6 +32,8 @@ class IngestMetrics:
         self.consumer_lag = Gauge("consumer_lag", "Messages behind the high watermark", ["partition"], registry=r)
         self.batch_size = Histogram("batch_size", "Messages per polled batch", buckets=BATCH_BUCKETS, registry=r)
         self.batch_seconds = Histogram("batch_seconds", "Wall time from poll to commit", registry=r)
+        self.stage_seconds = Histogram("stage_seconds", "Wall time of a batch's stage (its successful attempt)",
+                                       ["stage"], registry=r)
         self.store_errors = Counter("store_errors", "Failed attempts to write a store", ["store"], registry=r)
         self.store_up = Gauge("store_up", "1 when the last attempt on the store succeeded", ["store"], registry=r)
         self.retrying = Gauge("batch_retrying", "1 while a batch waits for a store to come back", registry=r)
@@ -43,6 +48,10 @@ class IngestMetrics:
         observe = self.storage_lag.observe
         for value in lags_seconds.tolist():
             observe(value)
+
+    def observe_stages(self, seconds: dict[str, float]) -> None:
+        for stage, value in seconds.items():
+            self.stage_seconds.labels(stage).observe(value)
 
     def durable(self, n_events: int, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now

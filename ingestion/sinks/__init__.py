@@ -1,11 +1,17 @@
-"""Where validated events land. Each sink is idempotent for a given batch, so the consumer can
-retry a stage (or a whole batch after a crash) without doubling anything; it raises
-``StoreUnavailable`` for failures that waiting may cure."""
+"""Where validated events land. Every sink follows ``ingestion.sinks.base``: one ``write(batch)``,
+idempotent for a batch so that the consumer can retry a stage (or a whole batch after a crash)
+without doubling anything, raising ``StoreUnavailable`` for failures that waiting may cure and
+``PermanentSinkError`` for those it cannot."""
 
+from ingestion.sinks.base import (
+    BatchingSink,
+    DeadLetter,
+    OffsetRange,
+    PermanentSinkError,
+    SinkBatch,
+    SinkError,
+    StoreUnavailable,
+)
 
-class StoreUnavailable(RuntimeError):
-    """A store refused or timed out; the consumer backs off and retries the stage."""
-
-    def __init__(self, store: str, cause: BaseException | str) -> None:
-        super().__init__(f"{store}: {cause}")
-        self.store = store
+__all__ = ["BatchingSink", "DeadLetter", "OffsetRange", "PermanentSinkError", "SinkBatch", "SinkError",
+           "StoreUnavailable"]

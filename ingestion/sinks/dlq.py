@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, Producer
 
 from feedstore.settings import Settings
+from ingestion.sinks.base import BatchingSink, DeadLetter, SinkBatch, StoreUnavailable
 
 # Room for headers on top of the largest message the broker takes.
 PRODUCER_MAX_BYTES_HEADROOM = 64 * 1024
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    value: bytes | None
-    key: bytes | None
-    reason: str
-    topic: str
-    partition: int
-    offset: int
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return [("reason", self.reason.encode()), ("source_topic", self.topic.encode()),
-                ("source_partition", str(self.partition).encode()), ("source_offset", str(self.offset).encode())]
-
-
-class DlqSink:
-    """An idempotent producer. A letter is durable once acknowledged with ``acks=all``;
-    letters a failed attempt left unacknowledged are resent (a late acknowledgement of the
-    first try can then leave a second copy: the DLQ is at-least-once)."""
+class DlqSink(BatchingSink):
+    """An idempotent producer. A letter is durable once acknowledged with ``acks=all``; when
+    any letter of a batch is left unacknowledged the stage fails and its retry resends the
+    batch's letters (acknowledged ones included, so the DLQ is at-least-once)."""
 
     name = "dlq"
 
@@ -47,7 +34,14 @@ class DlqSink:
             "log_level": 3,
         })
 
-    def send(self, letters: list[DeadLetter]) -> list[DeadLetter]:
+    def write(self, batch: SinkBatch) -> None:
+        if not batch.letters:
+            return
+        left = self.send(batch.letters)
+        if left:
+            raise StoreUnavailable(self.name, self.last_error or f"{len(left)} dead letters unacknowledged")
+
+    def send(self, letters: Sequence[DeadLetter]) -> list[DeadLetter]:
         """Sends and waits for acknowledgements; returns the letters still not durable (retry those)."""
         errors: list[str] = []
         delivered: set[int] = set()

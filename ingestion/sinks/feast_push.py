@@ -13,7 +13,7 @@ import pandas as pd
 
 from feedstore.contract.features import USER_REALTIME
 from feedstore.settings import Settings
-from ingestion.sinks import StoreUnavailable
+from ingestion.sinks.base import BatchingSink, SinkBatch, StoreUnavailable
 from ingestion.sinks.redis import UserCounters
 
 PUSH_SOURCE = USER_REALTIME.push_source
@@ -34,7 +34,7 @@ def realtime_frame(counters: Sequence[UserCounters]) -> pd.DataFrame:
     return frame[list(COLUMNS)]
 
 
-class FeastPushSink:
+class FeastPushSink(BatchingSink):
     name = "feast"
 
     def __init__(self, settings: Settings) -> None:
@@ -48,7 +48,8 @@ class FeastPushSink:
             self._store = store(self.settings)
         return self._store
 
-    def push(self, counters: Sequence[UserCounters]) -> None:
+    def write(self, batch: SinkBatch) -> None:
+        counters = batch.counters
         if not counters:
             return
         from feast.data_source import PushMode

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from feedstore.db import connect
 from feedstore.settings import Settings
-from ingestion.sinks import StoreUnavailable
+from ingestion.sinks.base import BatchingSink, PermanentSinkError, SinkBatch, SinkError, StoreUnavailable
 
 _US_PER_DAY = 86_400 * 1_000_000
 _EPOCH = date(1970, 1, 1)
@@ -40,11 +40,23 @@ RETURNING event_id
 """
 
 
+# Deterministic refusals: the same batch (or catalog query) fails the same way until a person
+# fixes the data, the schema or the role's rights. Everything else (connections, shutdowns,
+# timeouts, locks) may pass.
+_PERMANENT = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
+
+
+def store_error(store: str, exc: psycopg.Error) -> SinkError:
+    """The sink error a psycopg failure stands for; the catalog lookups share it."""
+    kind = PermanentSinkError if isinstance(exc, _PERMANENT) else StoreUnavailable
+    return kind(store, exc)
+
+
 def batch_days(timestamps_us: np.ndarray) -> list[date]:
     return [_EPOCH + timedelta(days=int(d)) for d in np.unique(timestamps_us // _US_PER_DAY)]
 
 
-class PostgresSink:
+class PostgresSink(BatchingSink):
     """One connection, reopened after any failure; partitions known to exist are cached."""
 
     name = "postgres"
@@ -69,10 +81,13 @@ class PostgresSink:
         try:
             self._connection()
         except psycopg.Error as exc:
-            raise StoreUnavailable(self.name, exc) from exc
+            raise store_error(self.name, exc) from exc
 
-    def write(self, table: pa.Table) -> set[str]:
-        """Insert the batch; returns the event ids that were new. All or nothing."""
+    def write(self, batch: SinkBatch) -> None:
+        batch.new_ids = self.insert(batch.valid)
+
+    def insert(self, table: pa.Table) -> set[str]:
+        """Returns the event ids that were new, which later stages count once. All or nothing."""
         if table.num_rows == 0:
             return set()
         ts_us = table.column("timestamp").cast(pa.int64()).to_numpy()
@@ -89,7 +104,7 @@ class PostgresSink:
                 new = cur.execute(_INSERT).fetchall()
         except psycopg.Error as exc:
             self.close()
-            raise StoreUnavailable(self.name, exc) from exc
+            raise store_error(self.name, exc) from exc
         return {str(r[0]) for r in new}
 
     def _ensure_partitions(self, conn: psycopg.Connection, days: list[date]) -> None:

@@ -16,7 +16,7 @@ import redis
 from feedstore.settings import Settings
 from feedstore.contract import rules
 from ingestion.events import format_timestamp
-from ingestion.sinks import StoreUnavailable
+from ingestion.sinks.base import BatchingSink, SinkBatch, StoreUnavailable
 
 _SCRIPT = """
 local key = KEYS[1]
@@ -65,7 +65,7 @@ def _per_user(table: pa.Table) -> dict[int, dict]:
     return out
 
 
-class RedisSink:
+class RedisSink(BatchingSink):
     name = "redis"
 
     def __init__(self, settings: Settings, ttl_seconds: int = rules.HOT_COUNTER_TTL_SECONDS) -> None:
@@ -74,7 +74,11 @@ class RedisSink:
         self._client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
         self._script = self._client.register_script(_SCRIPT)
 
-    def write(self, table: pa.Table) -> list[UserCounters]:
+    def write(self, batch: SinkBatch) -> None:
+        batch.counters = self.update(batch.new_events())
+
+    def update(self, table: pa.Table) -> list[UserCounters]:
+        """Counts ``table`` into the hashes; returns the running totals, which Feast is fed with."""
         if table.num_rows == 0:
             return []
         users = _per_user(table)

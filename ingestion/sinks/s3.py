@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from feedstore.contract.lake import LANDED
 from feedstore.s3 import arrow_fs, bucket_path
 from feedstore.settings import Settings
-from ingestion.sinks import StoreUnavailable
+from ingestion.sinks.base import BatchingSink, SinkBatch, StoreUnavailable
 
 _US_PER_HOUR = 3600 * 1_000_000
 
@@ -27,7 +27,7 @@ def object_key(topic: str, partition: int, first_offset: int, last_offset: int, 
             f"{topic}-p{partition:03d}-{first_offset:020d}-{last_offset:020d}.parquet")
 
 
-class S3Sink:
+class S3Sink(BatchingSink):
     name = "s3"
 
     def __init__(self, settings: Settings) -> None:
@@ -35,11 +35,17 @@ class S3Sink:
         self._fs = arrow_fs(settings)
 
     def warm_up(self) -> None:
-        self._fs.get_file_info(self.settings.s3_bucket)
+        try:
+            self._fs.get_file_info(self.settings.s3_bucket)
+        except OSError as exc:
+            raise StoreUnavailable(self.name, exc) from exc
 
-    def write(self, table: pa.Table, partitions: np.ndarray, ranges: dict[int, tuple[int, int]],
-              topic: str) -> list[str]:
-        """``partitions[i]`` is the Kafka partition of row i; ``ranges`` the batch's offsets per partition."""
+    def write(self, batch: SinkBatch) -> None:
+        self.write_objects(batch)
+
+    def write_objects(self, batch: SinkBatch) -> list[str]:
+        """Returns the keys written, which a replay of the batch writes again."""
+        table, partitions = batch.valid, batch.partitions
         if table.num_rows == 0:
             return []
         hours = table.column("timestamp").cast(pa.int64()).to_numpy() // _US_PER_HOUR * _US_PER_HOUR
@@ -47,8 +53,8 @@ class S3Sink:
         try:
             for p, h in np.unique(np.stack([partitions, hours], axis=1), axis=0).tolist():
                 mask = (partitions == p) & (hours == h)
-                first, last = ranges[p]
-                key = object_key(topic, p, first, last, h)
+                r = batch.range_of(p)
+                key = object_key(r.topic, p, r.first, r.last, h)
                 pq.write_table(table.filter(pa.array(mask)), bucket_path(key, self.settings),
                                filesystem=self._fs, compression="zstd")
                 keys.append(key)

@@ -7,15 +7,13 @@ an older day never overwrites fresher values."""
 from datetime import timedelta
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 
 from feedstore.contract.features import BATCH_VIEWS
 from orchestration import lake
 from orchestration.assets.features import refresh_time
 from orchestration.assets.views import VIEW_ASSETS
 from orchestration.partitions import daily, partition_day
-from orchestration.resources import FeastResource, GreatExpectationsResource, S3Resource
+from orchestration.resources import FeastResource
 
 
 

@@ -26,7 +26,7 @@ from feedstore.settings import PROJECT_ROOT, Settings
 from orchestration import lake, sources
 from orchestration.assets.views import VIEW_ASSETS
 from orchestration.partitions import daily, partition_day, previous_day
-from orchestration.resources import FeastResource, GreatExpectationsResource, PostgresResource, S3Resource
+from orchestration.resources import FeastResource, PostgresResource, S3Resource
 
 FEATURE_SERVICE = "training"
 # The day's events and catalog, and its online rows' materialisation; the features joined point in

@@ -6,7 +6,8 @@ import numpy as np
 import psycopg
 
 from feedstore.db import connect
-from ingestion.catalog import ITEMS, CatalogIndex
+from feedstore.ids import ITEMS
+from ingestion.catalog import CatalogIndex
 
 
 def test_catalog_loads_refreshes_and_checks_misses_in_postgres(catalog, pg):
@@ -40,7 +41,7 @@ def test_binary_copy_parse_handles_an_empty_table(settings):
 
     with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS empty_ids (id BIGINT, created_at TIMESTAMPTZ)")
-    from ingestion.catalog import Table
+    from feedstore.ids import Table
 
     index = CatalogIndex(lambda: connect(settings), Table("empty_ids", "id"))
     try:

@@ -7,6 +7,7 @@ import pyarrow as pa
 
 from feedstore.s3 import s3_client
 from feedstore.ids import IdIndex
+from ingestion.sinks.base import OffsetRange, SinkBatch
 from ingestion.sinks.s3 import S3Sink, object_key
 from ingestion.validation import Limits, Validator
 from tests.ingestion.conftest import ITEM_IDS, USER_IDS, clear_landing, landed_event_ids, valid_lines
@@ -25,9 +26,11 @@ def test_replaying_a_range_rewrites_the_same_objects(settings):
         valid_lines(300, now=now, spread_seconds=3 * 3600), now=now + timedelta(seconds=1)).valid
     assert table.num_rows == 300
     partitions = np.arange(300) % 2
+    batch = SinkBatch(table, partitions, np.arange(300) // 2, [], [OffsetRange("t", 0, 0, 149),
+                                                                    OffsetRange("t", 1, 0, 149)])
     sink = S3Sink(settings)
-    keys = sink.write(table, partitions, {0: (0, 149), 1: (0, 149)}, "t")
-    assert sink.write(table, partitions, {0: (0, 149), 1: (0, 149)}, "t") == keys
+    keys = sink.write_objects(batch)
+    assert sink.write_objects(batch) == keys
     listed = [o["Key"] for o in s3_client(settings).list_objects_v2(Bucket=settings.s3_bucket,
                                                                       Prefix="events/")["Contents"]]
     assert sorted(listed) == sorted(keys) and len(keys) >= 6  # 2 partitions x 3-4 hours

@@ -1,0 +1,198 @@
+"""One batch from poll to commit, without Kafka: validate it, land it in each stage's sink in
+order, then have it committed. The Kafka side (pausing, rebalances, the commit itself) comes
+in as a ``Host``, so this loop runs in tests with fake sinks and a fake clock.
+
+A stage that raises ``StoreUnavailable`` is retried, after the store's ``retry_after`` or an
+exponential backoff, until it succeeds; stages already done are not redone and nothing is
+committed meanwhile. ``PermanentSinkError`` is not retried: it leaves ``process`` uncommitted.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+from feedstore.logs import get_logger
+from ingestion.metrics import VALIDATE, IngestMetrics
+from ingestion.sinks.base import (
+    BatchingSink,
+    DeadLetter,
+    OffsetRange,
+    PermanentSinkError,
+    SinkBatch,
+    StoreUnavailable,
+)
+from ingestion.validation import Result
+
+log = get_logger("feedstore.ingest")
+
+T = TypeVar("T")
+Validate = Callable[[list[bytes | None]], Result]
+
+
+class Record(Protocol):
+    """The part of a Kafka message a batch is built from (``confluent_kafka.Message`` fits)."""
+
+    def value(self) -> bytes | None: ...
+    def key(self) -> bytes | None: ...
+    def topic(self) -> str: ...
+    def partition(self) -> int: ...
+    def offset(self) -> int: ...
+
+
+class Host(Protocol):
+    """What the processor needs from the Kafka side."""
+
+    def wait(self, seconds: float) -> None:
+        """Sleep between attempts while staying in the group; may return early on stop or revoke."""
+
+    def abandoned(self) -> str | None:
+        """Why the unfinished batch must be given up (stop, revoke), or None to keep retrying."""
+
+    def commit(self, batch: SinkBatch) -> None:
+        """Commit the batch's offsets; raises ``BatchAbandoned`` if the group moved on."""
+
+
+class BatchAbandoned(Exception):
+    """Stop requested or partitions revoked while the batch was unfinished: it is not committed."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A sink in the ordered stage list. ``after`` names the stages whose results it reads
+    (they must come earlier); ``new_only`` skips it when the dedup stage found nothing new."""
+
+    sink: BatchingSink
+    after: tuple[str, ...] = ()
+    new_only: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.sink.name
+
+
+def checked(stages: Sequence[Stage]) -> tuple[Stage, ...]:
+    """Refuses a list whose dependencies point forward, which would run a sink on missing results."""
+    seen: set[str] = set()
+    for stage in stages:
+        missing = set(stage.after) - seen
+        if missing or stage.name in seen:
+            raise ValueError(f"stage {stage.name!r} listed twice or before {sorted(missing)}")
+        seen.add(stage.name)
+    return tuple(stages)
+
+
+@dataclass
+class Processed:
+    batch: SinkBatch
+    result: Result
+    messages: int
+    stage_seconds: dict[str, float]
+
+
+def offset_ranges(messages: Sequence[Record]) -> list[OffsetRange]:
+    """Per (topic, partition), in the order first seen: what the commit and S3 keys are made of."""
+    spans: dict[tuple[str, int], tuple[int, int]] = {}
+    for m in messages:
+        tp, o = (m.topic(), m.partition()), m.offset()
+        first, last = spans.get(tp, (o, o))
+        spans[tp] = (min(first, o), max(last, o))
+    return [OffsetRange(t, p, first, last) for (t, p), (first, last) in spans.items()]
+
+
+def batch_from(messages: Sequence[Record], result: Result) -> SinkBatch:
+    letters = [DeadLetter(messages[i].value(), messages[i].key(), str(reason), messages[i].topic(),
+                          messages[i].partition(), messages[i].offset()) for i, reason in result.rejected]
+    rows = result.valid_index.tolist()
+    partitions = np.fromiter((messages[i].partition() for i in rows), dtype=np.int64, count=len(rows))
+    offsets = np.fromiter((messages[i].offset() for i in rows), dtype=np.int64, count=len(rows))
+    return SinkBatch(result.valid, partitions, offsets, letters, offset_ranges(messages))
+
+
+def backoff_seconds(attempt: int, cap: float) -> float:
+    """Doubling from half a second, so a short blip costs little and a long outage is not hammered."""
+    return min(cap, 0.25 * 2 ** min(attempt, 10))
+
+
+def brief(exc: BaseException) -> str:
+    """An error's first line, short enough for one log field."""
+    return (str(exc).splitlines() or [""])[0][:300]
+
+
+class BatchProcessor:
+    """``catalog_store`` is the store validation's catalog lookups read, the label its failures
+    are booked under (validation time itself is booked under ``metrics.VALIDATE``)."""
+
+    def __init__(self, validate: Validate, stages: Sequence[Stage], host: Host, metrics: IngestMetrics, *,
+                 max_backoff_seconds: float = 15.0, catalog_store: str = "postgres",
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
+        self.validate = validate
+        self.stages = checked(stages)
+        self.host = host
+        self.metrics = metrics
+        self.max_backoff_seconds = max_backoff_seconds
+        self.catalog_store = catalog_store
+        self.clock = clock
+        self.rng = rng or random.Random()
+
+    def process(self, messages: Sequence[Record]) -> Processed:
+        seconds: dict[str, float] = {}
+        self.metrics.batch_size.observe(len(messages))
+        result = self._until_done(VALIDATE, self.catalog_store, lambda: self.validate([m.value() for m in messages]),
+                                  seconds)
+        batch = batch_from(messages, result)
+        for stage in self.stages:
+            if not stage.new_only or batch.has_new_events():
+                self._until_done(stage.name, stage.name, partial(stage.sink.write, batch), seconds)
+        self.host.commit(batch)
+        self.metrics.observe_stages(seconds)
+        return Processed(batch, result, len(messages), seconds)
+
+    def _until_done(self, label: str, store: str, fn: Callable[[], T], seconds: dict[str, float]) -> T:
+        """Runs one stage until it succeeds; only its successful attempt is booked under ``label``."""
+        attempt = 0
+        while True:
+            if attempt and (reason := self.host.abandoned()):
+                raise BatchAbandoned(reason)
+            started = self.clock()
+            try:
+                value = fn()
+            except StoreUnavailable as exc:
+                attempt += 1
+                self.host.wait(self._failed(exc, attempt))
+                continue
+            except PermanentSinkError as exc:
+                self._count_failure(exc.store)
+                raise
+            seconds[label] = self.clock() - started
+            self._succeeded(store, attempt)
+            return value
+
+    def _failed(self, exc: StoreUnavailable, attempt: int) -> float:
+        """Books the failure and says how long to wait: the store's hint, else a jittered backoff."""
+        self._count_failure(exc.store)
+        self.metrics.retrying.set(1)
+        delay = exc.retry_after if exc.retry_after is not None else self._backoff(attempt)
+        log.warning("store_unavailable", store=exc.store, attempt=attempt, retry_in=round(delay, 2),
+                    error=brief(exc))
+        return delay
+
+    def _backoff(self, attempt: int) -> float:
+        """Jittered so that consumers hit by one outage do not all retry in step."""
+        return backoff_seconds(attempt, self.max_backoff_seconds) * self.rng.uniform(0.7, 1.0)
+
+    def _count_failure(self, store: str) -> None:
+        self.metrics.store_errors.labels(store).inc()
+        self.metrics.store_up.labels(store).set(0)
+
+    def _succeeded(self, store: str, attempts: int) -> None:
+        self.metrics.store_up.labels(store).set(1)
+        if attempts:
+            self.metrics.retrying.set(0)
+            log.info("store_recovered", store=store, attempts=attempts)

@@ -1,0 +1,120 @@
+"""The one contract between the consumer and a store, after Quix Streams' ``BatchingSink``:
+a sink takes a whole batch in ``write`` and says with the error it raises whether waiting may
+help (``StoreUnavailable``, Quix's ``SinkBackpressureError``) or not (``PermanentSinkError``).
+
+``write`` must be idempotent for the same batch: the consumer retries a failed stage, and a
+crash before the commit replays the batch. A batch is one topic's messages from one poll; its
+offset ranges and the (partition, offset) of every valid row are what a sink keys on to make a
+replay land on what the first attempt wrote.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from ingestion.sinks.redis import UserCounters
+
+
+class SinkError(RuntimeError):
+    """A store refused the batch; ``store`` is the sink's name, the label of logs and metrics."""
+
+    def __init__(self, store: str, cause: BaseException | str) -> None:
+        super().__init__(f"{store}: {cause}")
+        self.store = store
+
+
+class StoreUnavailable(SinkError):
+    """Transient: the consumer keeps the batch, waits and retries the stage. ``retry_after``
+    (seconds) is the store's own hint; without one the consumer backs off exponentially."""
+
+    def __init__(self, store: str, cause: BaseException | str, retry_after: float | None = None) -> None:
+        super().__init__(store, cause)
+        self.retry_after = retry_after
+
+
+class PermanentSinkError(SinkError):
+    """Retrying the same batch cannot succeed (bad data, missing schema or rights): the
+    consumer stops without committing, so the batch is redelivered once someone has fixed it."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    value: bytes | None
+    key: bytes | None
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [("reason", self.reason.encode()), ("source_topic", self.topic.encode()),
+                ("source_partition", str(self.partition).encode()), ("source_offset", str(self.offset).encode())]
+
+
+@dataclass(frozen=True)
+class OffsetRange:
+    """The offsets one partition contributed to the batch, valid or not; the commit is ``last + 1``."""
+
+    topic: str
+    partition: int
+    first: int
+    last: int
+
+
+@dataclass
+class SinkBatch:
+    """What every sink needs from one poll. ``partitions[i]`` and ``offsets[i]`` locate row i of
+    ``valid`` in Kafka. Stages leave their results here for the stages after them: Postgres,
+    the dedup authority, sets ``new_ids``; Redis sets ``counters``, which Feast pushes."""
+
+    valid: pa.Table
+    partitions: np.ndarray
+    offsets: np.ndarray
+    letters: Sequence[DeadLetter]
+    ranges: Sequence[OffsetRange]
+    new_ids: set[str] | None = None
+    counters: list[UserCounters] | None = None
+
+    def range_of(self, partition: int) -> OffsetRange:
+        return next(r for r in self.ranges if r.partition == partition)
+
+    def has_new_events(self) -> bool:
+        return bool(self._accepted())
+
+    def new_events(self) -> pa.Table:
+        """The valid rows stored for the first time: what counters may count once."""
+        new = self._accepted()
+        if not new:
+            return self.valid.slice(0, 0)
+        ids = pa.array(list(new), type=self.valid.schema.field("event_id").type)
+        return self.valid.filter(pc.is_in(self.valid.column("event_id"), value_set=ids))
+
+    def _accepted(self) -> set[str]:
+        if self.new_ids is None:
+            raise RuntimeError("new events asked for before the dedup stage (postgres) ran")
+        return self.new_ids
+
+
+class BatchingSink(abc.ABC):
+    """A store the consumer lands every batch in. ``warm_up`` and ``close`` default to nothing
+    so that the consumer can treat all sinks alike."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def write(self, batch: SinkBatch) -> None:
+        """Make the batch durable in the store, or raise ``StoreUnavailable``/``PermanentSinkError``."""
+
+    def warm_up(self) -> None:
+        """Open connections before the first batch, so that it is not the slow one."""
+
+    def close(self) -> None:
+        """Release connections; called once, when the consumer stops."""
