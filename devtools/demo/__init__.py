@@ -37,6 +37,7 @@ from feedstore.contract.features import BATCH_VIEWS
 from feedstore.settings import Settings, get_settings
 from devtools.demo import audit
 from devtools.demo.report import CheckOutcome, DemoOptions, DemoReport
+from devtools.demo.steps import LogSink, StepFailed, Steps, progress_bar, route_logging
 from orchestration import lake
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -57,94 +58,6 @@ ITEM_FEATURES_SHOWN = ["item_catalog_features:category", "item_catalog_features:
 PIT_VIEWS = ["user_activity_features", "user_profile_features", "item_engagement_features"]
 ONLINE_SAMPLE = 500
 PIT_SAMPLE = 2_000
-
-
-class StepFailed(RuntimeError):
-    def __init__(self, step: str, log: Path, cause: BaseException) -> None:
-        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        super().__init__(f"step '{step}' failed: {first}  (log: {log})")
-        self.step, self.log, self.cause = step, log, cause
-
-
-class _LogSink(io.TextIOBase):
-    """Where stray output goes while the demo runs: the current step's log file."""
-
-    def __init__(self, fallback) -> None:
-        self.target = None
-        self.fallback = fallback
-        self._lock = threading.Lock()
-
-    def write(self, text: str) -> int:
-        with self._lock:
-            (self.target or self.fallback).write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        with self._lock:
-            (self.target or self.fallback).flush()
-
-    def isatty(self) -> bool:
-        return False
-
-
-class _Steps:
-    def __init__(self, console: Console, log_dir: Path, sink: _LogSink) -> None:
-        self.console, self.log_dir, self.sink = console, log_dir, sink
-        self.number = 0
-
-    @contextlib.contextmanager
-    def step(self, name: str, title: str) -> Iterator[dict[str, str]]:
-        """Runs a block with its output in ``NN-name.log``; prints ✓ with a note, or ✗ with the log."""
-        self.number += 1
-        path = self.log_dir / f"{self.number:02d}-{name}.log"
-        note: dict[str, str] = {}
-        started = time.monotonic()
-        self.console.print(f"[bold cyan]{self.number}.[/] {title}")
-        with open(path, "w", buffering=1) as log_file:
-            self.sink.target = log_file
-            try:
-                yield note
-            except BaseException as exc:
-                traceback.print_exc(file=log_file)
-                elapsed = time.monotonic() - started
-                self.console.print(f"   [bold red]✗ {name} failed[/] after {elapsed:.1f}s: "
-                                   f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}",
-                                   highlight=False, soft_wrap=True)
-                self.console.print(f"     log: {path}", highlight=False, soft_wrap=True)
-                raise StepFailed(name, path, exc) from exc
-            finally:
-                self.sink.target = None
-        text = f"   [green]✓[/] {time.monotonic() - started:.1f}s"
-        if note.get("text"):
-            text += f"  {note['text']}"
-        self.console.print(text, highlight=False)
-
-
-def _progress(console: Console) -> Progress:
-    # Output is routed to the step logs already; rich must not take sys.stdout/err over.
-    return Progress(SpinnerColumn(), TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=True, redirect_stdout=False,
-                    redirect_stderr=False)
-
-
-def _route_logging(sink: _LogSink) -> Callable[[], None]:
-    """structlog and the logging module into ``sink`` for the run; returns the undo."""
-    import logging
-
-    from feedstore.logs import configure_logging
-
-    configure_logging(json=True)
-    saved = structlog.get_config()
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sink), cache_logger_on_first_use=False)
-    handlers = [h for h in logging.root.handlers if isinstance(h, logging.StreamHandler)
-                and not isinstance(h, logging.FileHandler)]
-    streams = [h.setStream(sink) for h in handlers]
-
-    def undo() -> None:
-        structlog.configure(**saved)
-        for h, s in zip(handlers, streams, strict=True):
-            h.setStream(s)
-    return undo
 
 
 # ---- steps ------------------------------------------------------------------------------------
@@ -214,7 +127,7 @@ def apply_feast(settings: Settings) -> str:
 def generate_feed(spec, settings: Settings, console: Console) -> dict[str, int]:
     from devtools.synthetic.seeding import RichProgress, generate
 
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         report = generate(spec, settings, events_to="kafka", progress=RichProgress(progress))
     return dict(report.rows)
 
@@ -257,7 +170,7 @@ def ingest(settings: Settings, expected: int, options: DemoOptions, console: Con
     thread.start()
     last, moved = -1, time.monotonic()
     try:
-        with _progress(console) as progress:
+        with progress_bar(console) as progress:
             task = progress.add_task("messages consumed", total=expected)
             while thread.is_alive():
                 thread.join(0.25)
@@ -302,7 +215,7 @@ def run_pipeline(days: list[date], docs_dir: Path, options: DemoOptions, console
     from orchestration.resources import GreatExpectationsResource, resources
 
     instance = _dagster_instance(options)
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task("daily partitions", total=len(days))
         for day in days:
             progress.update(task, description=f"partition {day}")
@@ -487,9 +400,9 @@ def run(options: DemoOptions | None = None, console: Console | None = None,
     console.print(f"[bold]feedstore demo[/] — {options.scale} feed, events {spec.start:%Y-%m-%d %H:%M} → "
                   f"{spec.end:%Y-%m-%d %H:%M} UTC ({len(days)} daily partitions); step logs in {log_dir}",
                   highlight=False, soft_wrap=True)
-    sink = _LogSink(sys.__stderr__)
-    steps = _Steps(console, log_dir, sink)
-    undo = _route_logging(sink)
+    sink = LogSink(sys.__stderr__)
+    steps = Steps(console, log_dir, sink)
+    undo = route_logging(sink)
     try:
         with contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
             _steps(steps, spec, days, docs_dir, options, settings, console, report)
@@ -498,7 +411,7 @@ def run(options: DemoOptions | None = None, console: Console | None = None,
     return report
 
 
-def _steps(steps: _Steps, spec, days: list[date], docs_dir: Path, options: DemoOptions, settings: Settings,
+def _steps(steps: Steps, spec, days: list[date], docs_dir: Path, options: DemoOptions, settings: Settings,
            console: Console, report: DemoReport) -> None:
     with steps.step("stack", "Local stack and schema") as note:
         note["text"] = start_stack(settings)
