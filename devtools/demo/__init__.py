@@ -37,12 +37,10 @@ from feedstore.contract.features import BATCH_VIEWS
 from feedstore.settings import Settings, get_settings
 from devtools.demo import audit
 from devtools.demo.report import CheckOutcome, DemoOptions, DemoReport
+from devtools.demo.prepare import apply_feast, clear_previous, database_name, require_local, start_stack
 from devtools.demo.steps import LogSink, StepFailed, Steps, progress_bar, route_logging
 from orchestration import lake
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-# Prefixes the demo's run writes to the bucket; cleared before each run.
-DEMO_PREFIXES = tuple(p for p in layout.PREFIXES if p not in (layout.MODELS, layout.EXPERIMENTS))
 TRAINING_NAME = "ranking_daily"
 DUPLICATE = "duplicate"
 USER_FEATURES_SHOWN = [
@@ -61,68 +59,6 @@ PIT_SAMPLE = 2_000
 
 
 # ---- steps ------------------------------------------------------------------------------------
-
-def require_local(settings: Settings) -> None:
-    hosts = [
-        ("FEED_POSTGRES_DSN", urlsplit(settings.postgres_dsn).hostname),
-        ("FEED_REDIS_URL", urlsplit(settings.redis_url).hostname),
-        ("FEED_S3_ENDPOINT", urlsplit(settings.s3_endpoint).hostname),
-        *[("FEED_KAFKA_BOOTSTRAP", h.strip().rsplit(":", 1)[0].strip("[]"))
-          for h in settings.kafka_bootstrap.split(",")],
-    ]
-    remote = {k: v for k, v in hosts if v not in LOOPBACK}
-    if remote:
-        names = ", ".join(f"{k} ({v})" for k, v in remote.items())
-        raise RuntimeError(f"the demo replaces the data of the namespace it runs in, and {names} "
-                           "is not this machine: pass --allow-remote if that is what you want")
-
-
-def start_stack(settings: Settings) -> str:
-    from feedstore.db import connect
-    from feedstore.migrate import migrate
-    from devtools.stack import services
-
-    started = [s.name for s in services(settings) if s.up()]
-    with connect(settings) as conn:
-        applied = migrate(conn)
-    return (f"started {', '.join(started)}" if started else "all services already running") + \
-        f"; migrations applied: {len(applied)}"
-
-
-def clear_previous(settings: Settings) -> str:
-    """Empties what a previous demo left, so this run's counts are this run's: activity in
-    Postgres, the demo's prefixes in the bucket, hot counters and online rows in Redis; and moves
-    the consumer group past anything still unread in the topic."""
-    import redis
-
-    from feedstore.db import connect
-
-    with connect(settings) as conn:
-        conn.execute("TRUNCATE user_activity")
-        conn.commit()
-    deleted = 0
-    for prefix in DEMO_PREFIXES:
-        keys = lake.list_keys(f"{prefix}/", settings)
-        lake.delete_keys(keys, settings)
-        deleted += len(keys)
-    r = redis.Redis.from_url(settings.redis_url)
-    try:
-        keys = audit.redis_keys(r, "user:*") + audit.redis_keys(r, f"{audit.PROJECT}:*")
-        for i in range(0, len(keys), 1_000):
-            r.unlink(*keys[i:i + 1_000])
-    finally:
-        r.close()
-    audit.skip_to_end(settings, settings.topic_activity, settings.consumer_group)
-    return f"{deleted} objects, {len(keys)} Redis keys removed; user_activity emptied"
-
-
-def apply_feast(settings: Settings) -> str:
-    from feedstore.feast.store import apply, store
-
-    fs = store(settings)
-    apply(fs)
-    return f"{len(fs.list_feature_views())} feature views, {len(fs.list_feature_services())} feature services"
-
 
 def generate_feed(spec, settings: Settings, console: Console) -> dict[str, int]:
     from devtools.synthetic.seeding import RichProgress, generate
@@ -415,7 +351,7 @@ def _steps(steps: Steps, spec, days: list[date], docs_dir: Path, options: DemoOp
            console: Console, report: DemoReport) -> None:
     with steps.step("stack", "Local stack and schema") as note:
         note["text"] = start_stack(settings)
-    with steps.step("reset", f"Clear the previous demo's data (database {_dbname(settings)}, bucket "
+    with steps.step("reset", f"Clear the previous demo's data (database {database_name(settings)}, bucket "
                              f"{settings.s3_bucket}, Redis {settings.redis_url})") as note:
         if not options.allow_remote:
             require_local(settings)
@@ -449,10 +385,6 @@ def _steps(steps: Steps, spec, days: list[date], docs_dir: Path, options: DemoOp
     with steps.step("read-back", "Read every tier back") as note:
         read_back(report, settings)
         note["text"] = "consistent" if report.ok else "INCONSISTENT (see below)"
-
-
-def _dbname(settings: Settings) -> str:
-    return urlsplit(settings.postgres_dsn).path.lstrip("/")
 
 
 # ---- printing ---------------------------------------------------------------------------------
@@ -495,7 +427,7 @@ def render(report: DemoReport, console: Console, settings: Settings | None = Non
                   f"{report.resent} re-sent")
     tiers.add_row("cold (landed)", report.lake_uris.get("landed events", ""), _fmt(t.landed_distinct),
                   f"{t.landed_rows:,} rows with re-sent duplicates")
-    tiers.add_row("warm", f"Postgres {_dbname(s)}.user_activity", _fmt(t.postgres_distinct),
+    tiers.add_row("warm", f"Postgres {database_name(s)}.user_activity", _fmt(t.postgres_distinct),
                   f"{t.postgres_rows:,} rows")
     tiers.add_row("cold (archive)", report.lake_uris.get("daily archive", ""), _fmt(t.archive_rows),
                   f"days {report.days[0]} … {report.days[-1]}: Postgres has {t.postgres_archived:,}; "
