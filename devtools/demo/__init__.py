@@ -37,6 +37,7 @@ from feedstore.contract.features import BATCH_VIEWS
 from feedstore.settings import Settings, get_settings
 from devtools.demo import audit
 from devtools.demo.report import CheckOutcome, DemoOptions, DemoReport
+from devtools.demo.feed import generate_feed, ingest, send_bad_events
 from devtools.demo.prepare import apply_feast, clear_previous, database_name, require_local, start_stack
 from devtools.demo.steps import LogSink, StepFailed, Steps, progress_bar, route_logging
 from orchestration import lake
@@ -59,78 +60,6 @@ PIT_SAMPLE = 2_000
 
 
 # ---- steps ------------------------------------------------------------------------------------
-
-def generate_feed(spec, settings: Settings, console: Console) -> dict[str, int]:
-    from devtools.synthetic.seeding import RichProgress, generate
-
-    with progress_bar(console) as progress:
-        report = generate(spec, settings, events_to="kafka", progress=RichProgress(progress))
-    return dict(report.rows)
-
-
-def send_bad_events(spec, settings: Settings, sample: int = 60) -> Counter:
-    """Malformed and invalid events (one of each kind the validator knows, but the 10 MB one)
-    plus re-sent duplicates, derived from real generated events; returns how many of each
-    reason were sent (``duplicate`` ones are stored once, the rest go to the DLQ)."""
-    from devtools.synthetic import generator as gen
-    from devtools.synthetic.defects import inject_defects
-    from ingestion.producer import ProducerError, key_for_line, make_producer, send
-    from feedstore.contract.rules import REPLAY_MAX_EVENT_AGE_SECONDS, Reason
-
-    first_day = next(gen.iter_event_chunks(spec)).slice(0, sample)
-    lines = gen.event_json(first_day).to_pylist()
-    mixed, reasons = inject_defects(lines, copies=1, duplicates=5, max_age_seconds=REPLAY_MAX_EVENT_AGE_SECONDS,
-                                    seed=spec.seed)
-    bad = [(line, r) for line, r in zip(mixed, reasons, strict=True) if r is not None and r is not Reason.TOO_LARGE]
-    report = send(make_producer(settings), settings.topic_activity, ((key_for_line(x), x) for x, _ in bad))
-    if not report.ok:
-        raise ProducerError(f"{report.failed} of {report.sent} bad events not delivered: {dict(report.errors)}")
-    return Counter(str(r) for _, r in bad)
-
-
-def ingest(settings: Settings, expected: int, options: DemoOptions, console: Console) -> dict[str, int]:
-    """The consumer in replay mode (the feed spans days) with the Feast push on, until drained."""
-    from ingestion.consumer import IngestConsumer, Options
-
-    consumer = IngestConsumer(settings.model_copy(update={"ingest_feast_push": True}),
-                              Options(until_idle=options.idle_seconds, replay=True))
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            consumer.run()
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="demo-ingest", daemon=True)
-    thread.start()
-    last, moved = -1, time.monotonic()
-    try:
-        with progress_bar(console) as progress:
-            task = progress.add_task("messages consumed", total=expected)
-            while thread.is_alive():
-                thread.join(0.25)
-                done = consumer.stats.messages
-                progress.update(task, completed=done)
-                if done != last:
-                    last, moved = done, time.monotonic()
-                elif time.monotonic() - moved > options.stall_seconds:
-                    consumer.stop()
-                    thread.join(30)
-                    raise RuntimeError(f"ingestion stalled at {done} of {expected} messages for "
-                                       f"{options.stall_seconds:.0f}s (a store retrying? see this log)")
-    except KeyboardInterrupt:
-        consumer.stop()
-        thread.join(30)
-        raise
-    if failure:
-        raise failure[0]
-    s = consumer.stats
-    if s.messages < expected:
-        raise RuntimeError(f"the consumer stopped after {s.messages} of {expected} messages")
-    return {"messages": s.messages, "stored": s.stored, "duplicates": s.duplicates, "rejected": s.rejected,
-            "batches": s.batches}
-
 
 def generated_days(spec, now: datetime | None = None) -> list[date]:
     """The UTC days the feed touches that are over: a daily partition exists once its day has
