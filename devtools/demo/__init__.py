@@ -38,6 +38,7 @@ from feedstore.settings import Settings, get_settings
 from devtools.demo import audit
 from devtools.demo.report import CheckOutcome, DemoOptions, DemoReport
 from devtools.demo.feed import generate_feed, ingest, send_bad_events
+from devtools.demo.pipeline import generated_days, run_pipeline
 from devtools.demo.prepare import apply_feast, clear_previous, database_name, require_local, start_stack
 from devtools.demo.steps import LogSink, StepFailed, Steps, progress_bar, route_logging
 from orchestration import lake
@@ -60,85 +61,6 @@ PIT_SAMPLE = 2_000
 
 
 # ---- steps ------------------------------------------------------------------------------------
-
-def generated_days(spec, now: datetime | None = None) -> list[date]:
-    """The UTC days the feed touches that are over: a daily partition exists once its day has
-    ended, so today's events stay in the hot, warm and landed tiers until tomorrow's run."""
-    now = now or datetime.now(timezone.utc)
-    first, last = spec.start.date(), (spec.end - timedelta(microseconds=1)).date()
-    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-    return [d for d in days if lake.day_end(d) <= now]
-
-
-def run_pipeline(days: list[date], docs_dir: Path, options: DemoOptions, console: Console,
-                 report: DemoReport) -> None:
-    """Every asset and blocking check of the daily job, one partition at a time, oldest first;
-    Data Docs for the last day's validations."""
-    import dagster as dg
-
-    from orchestration.definitions import ASSETS, CHECKS, DAILY
-    from orchestration.resources import GreatExpectationsResource, resources
-
-    instance = _dagster_instance(options)
-    with progress_bar(console) as progress:
-        task = progress.add_task("daily partitions", total=len(days))
-        for day in days:
-            progress.update(task, description=f"partition {day}")
-            docs = docs_dir if day == days[-1] else None
-            result = dg.materialize([*ASSETS, *CHECKS], partition_key=day.isoformat(), instance=instance,
-                                    resources={**resources(), "gx": GreatExpectationsResource(
-                                        docs_dir=str(docs) if docs else None)},
-                                    selection=DAILY, raise_on_error=False)
-            _collect(day, result, report)
-            if not result.success:
-                raise RuntimeError(f"partition {day}: {_failures(result)}")
-            progress.advance(task)
-            progress.console.print(f"   [green]✓[/] partition {day}: "
-                                   f"{len(result.get_asset_materialization_events())} assets, "
-                                   f"{sum(1 for c in report.checks if c.day == day.isoformat())} checks", highlight=False)
-
-
-def _dagster_instance(options: DemoOptions):
-    import dagster as dg
-
-    if options.dagster_home is None:
-        return dg.DagsterInstance.ephemeral()
-    from dagster._core.instance.ref import InstanceRef
-
-    from orchestration.instance import prepare_home
-
-    home = prepare_home(options.dagster_home)
-    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
-
-
-def _meta_value(meta: dict, name: str) -> Any:
-    value = meta.get(name)
-    return getattr(value, "value", getattr(value, "text", value))
-
-
-def _collect(day: date, result, report: DemoReport) -> None:
-    for ev in result.get_asset_check_evaluations():
-        meta = dict(ev.metadata)
-        rows = _meta_value(meta, "row_count") or _meta_value(meta, "archive_rows")
-        report.checks.append(CheckOutcome(day.isoformat(), ev.asset_key.to_user_string(), ev.check_name,
-                                          bool(ev.passed), rows, _meta_value(meta, "data_docs")))
-    for ev in result.get_asset_materialization_events():
-        mat = ev.event_specific_data.materialization
-        if mat.asset_key.to_user_string() == "activity_archive":
-            meta = {k: _meta_value(mat.metadata, k) for k in mat.metadata}
-            report.archive.append({"day": day.isoformat(), **{k: meta.get(k) for k in (
-                "source", "landed_rows", "archive_rows", "duplicates_dropped", "postgres_rows", "reconciled")}})
-
-
-def _failures(result) -> str:
-    failed = [f"{e.step_key}: {e.step_failure_data.error.message.strip().splitlines()[0]}"
-              for e in result.get_step_failure_events()]
-    checks = [f"{e.asset_key.to_user_string()}/{e.check_name}" for e in result.get_asset_check_evaluations()
-              if not e.passed]
-    parts = ([f"failed steps {'; '.join(failed)}"] if failed else []) + \
-            ([f"failed checks {', '.join(checks)}"] if checks else [])
-    return "; ".join(parts) or "the run did not succeed"
-
 
 # ---- reading it back -------------------------------------------------------------------------
 
