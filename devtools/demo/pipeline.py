@@ -49,6 +49,22 @@ def run_pipeline(days: list[date], docs_dir: Path, options: DemoOptions, console
                                    f"{sum(1 for c in report.checks if c.day == day.isoformat())} checks", highlight=False)
 
 
+def write_docs_index(report: DemoReport, docs_dir: Path) -> Path | None:
+    """One page linking each validation's Data Docs (GX builds one site per validation)."""
+    pages = [c for c in report.checks if c.docs]
+    if not pages:
+        return None
+    rows = "\n".join(
+        f'<tr><td>{c.asset}</td><td>{c.check}</td><td>{"passed" if c.passed else "FAILED"}</td>'
+        f'<td>{c.rows if c.rows is not None else ""}</td>'
+        f'<td><a href="{Path(c.docs).relative_to(docs_dir)}">Data Docs</a></td></tr>' for c in pages)
+    index = docs_dir / "index.html"
+    index.write_text(f"<!doctype html><title>feedstore demo: validations of {pages[0].day}</title>"
+                     f"<h1>Validations of partition {pages[0].day}</h1><table border=1 cellpadding=4>"
+                     f"<tr><th>asset</th><th>check</th><th>result</th><th>rows</th><th></th></tr>{rows}</table>")
+    return index
+
+
 def _materialize(day: date, docs: Path | None, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     import dagster as dg
 
