@@ -54,16 +54,7 @@ def ingest(settings: Settings, expected: int, options: DemoOptions, console: Con
 
     consumer = IngestConsumer(settings.model_copy(update={"ingest_feast_push": True}),
                               Options(until_idle=options.idle_seconds, replay=True))
-    failure: list[BaseException] = []
-
-    def run() -> None:  # in a thread, so that the main one can show progress and notice a stall
-        try:
-            consumer.run()
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="demo-ingest", daemon=True)
-    thread.start()
+    thread, failure = _start(consumer)
     try:
         _follow(consumer, thread, expected, options.stall_seconds, console)
     except KeyboardInterrupt:
@@ -78,7 +69,24 @@ def ingest(settings: Settings, expected: int, options: DemoOptions, console: Con
             "batches": s.batches}
 
 
-def _follow(consumer: IngestConsumer, thread: threading.Thread, expected: int, stall_seconds: float, console: Console) -> None:
+def _start(consumer: IngestConsumer) -> tuple[threading.Thread, list[BaseException]]:
+    """The consumer in a thread of its own, so that this one can show progress and notice a
+    stall; what the consumer raises is kept for this thread to raise."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            consumer.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="demo-ingest", daemon=True)
+    thread.start()
+    return thread, failure
+
+
+def _follow(consumer: IngestConsumer, thread: threading.Thread, expected: int, stall_seconds: float,
+            console: Console) -> None:
     """Until the consumer's thread ends; a count that stops moving means a store is retrying
     (the consumer never gives up on one), so the demo does."""
     last, moved = -1, time.monotonic()

@@ -46,7 +46,8 @@ def run_pipeline(days: list[date], docs_dir: Path, options: DemoOptions, console
             progress.advance(task)
             progress.console.print(f"   [green]✓[/] partition {day}: "
                                    f"{len(result.get_asset_materialization_events())} assets, "
-                                   f"{sum(1 for c in report.checks if c.day == day.isoformat())} checks", highlight=False)
+                                   f"{sum(1 for c in report.checks if c.day == day.isoformat())} checks",
+                                   highlight=False)
 
 
 def write_docs_index(report: DemoReport, docs_dir: Path) -> Path | None:
@@ -101,8 +102,8 @@ def _collect(day: date, result: dg.ExecuteInProcessResult, report: DemoReport) -
         rows = _meta_value(meta, "row_count") or _meta_value(meta, "archive_rows")
         report.checks.append(CheckOutcome(day.isoformat(), ev.asset_key.to_user_string(), ev.check_name,
                                           bool(ev.passed), rows, _meta_value(meta, "data_docs")))
-    for ev in result.get_asset_materialization_events():
-        mat = ev.event_specific_data.materialization
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
         if mat.asset_key.to_user_string() == "activity_archive":
             meta = {k: _meta_value(mat.metadata, k) for k in mat.metadata}
             report.archive.append({"day": day.isoformat(), **{k: meta.get(k) for k in ARCHIVE_FIELDS}})

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from feedstore.settings import Settings, get_settings
+from devtools.demo import audit
 from devtools.demo.prepare import database_name
 from devtools.demo.report import CheckOutcome, DemoReport
 
@@ -99,10 +100,14 @@ def _tiers(report: DemoReport, console: Console, s: Settings) -> None:
     console.print(tiers)
     _say(console, f"{_mark(report.tiers_equal)} every tier holds each of the {report.events:,} generated events "
                   "once (the archive: those of the days that are over)")
+    console.print(_online_keys_table(t))
+
+
+def _online_keys_table(t: audit.TierCounts) -> Table:
     online = Table("feature view", "entities in Redis", title="Feast online store (Redis)")
     for view, n in t.online_keys.items():
         online.add_row(view, f"{n:,}")
-    console.print(online)
+    return online
 
 
 def _dead_letters(report: DemoReport, console: Console, s: Settings) -> None:
