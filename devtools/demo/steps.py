@@ -110,3 +110,15 @@ def route_logging(sink: LogSink) -> Callable[[], None]:
         for h, s in zip(handlers, streams, strict=True):
             h.setStream(s)
     return undo
+
+
+@contextlib.contextmanager
+def routed_output(sink: LogSink) -> Iterator[None]:
+    """stdout, stderr and logging into ``sink`` for the run: libraries print, and a step's print
+    belongs in that step's log, not between the console's step lines."""
+    undo = route_logging(sink)
+    try:
+        with contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
+            yield
+    finally:
+        undo()

@@ -16,7 +16,8 @@ from rich.console import Console
 
 from devtools.sandbox import sandbox
 from orchestration import lake
-from devtools.demo import DemoOptions, read_training, render, run
+from devtools.demo import DemoOptions, render, run
+from devtools.demo.readback import read_training
 
 
 @pytest.fixture(scope="module")
