@@ -16,7 +16,8 @@ from rich.console import Console
 
 from devtools.sandbox import sandbox
 from orchestration import lake
-from devtools.demo import DemoOptions, read_training, render, run
+from devtools.demo import DemoOptions, render, run
+from devtools.demo.readback import read_training
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +117,11 @@ def test_training_rows_are_point_in_time_correct(demo):
 
 
 def test_a_failing_step_says_what_failed_and_where_its_log_is(tmp_path):
-    from devtools.demo import StepFailed, _LogSink, _Steps
+    from devtools.demo.steps import LogSink, StepFailed, Steps
 
     console = Console(file=io.StringIO(), record=True, width=200)
-    sink = _LogSink(io.StringIO())
-    steps = _Steps(console, tmp_path, sink)
+    sink = LogSink(io.StringIO())
+    steps = Steps(console, tmp_path, sink)
     with steps.step("first", "A step that works") as note:
         print("detail of the first step", file=sink)
         note["text"] = "done"
