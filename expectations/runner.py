@@ -8,7 +8,6 @@ Data Docs are requested does it get a site on the local filesystem (optionally c
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
 from collections.abc import Iterable
@@ -17,22 +16,20 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-os.environ["GX_ANALYTICS_ENABLED"] = "false"  # no network calls, whatever the environment says
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+from psycopg import sql
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.compute as pc  # noqa: E402
-import pyarrow.dataset as pads  # noqa: E402
-from psycopg import sql  # noqa: E402
-
-from expectations import prepare, suites  # noqa: E402
-from feedstore.contract.features import VIEWS  # noqa: E402
-from feedstore.ids import ITEMS, USERS, IdIndex, existing  # noqa: E402
+from expectations import prepare, suites
+from feedstore.contract.features import VIEWS
+from feedstore.ids import ITEMS, USERS, IdIndex, existing
 
 TABLES = {"users": USERS, "items": ITEMS}
-from feedstore.logs import get_logger  # noqa: E402
-from feedstore.settings import get_settings  # noqa: E402
+from feedstore.logs import get_logger
+from feedstore.settings import get_settings
 
 log = get_logger(__name__)
 logging.getLogger("great_expectations").setLevel(logging.WARNING)

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from orchestration.assets import archive, features, online, retention, snapshots, training
 from orchestration.checks import CHECKS
 from orchestration.resources import resources
-
-os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 ASSETS = [
     archive.activity_archive,

@@ -73,3 +73,32 @@ def test_the_checker_sees_an_upward_import():
     assert violations("ingestion.producer", "import devtools.stack") != []
     assert violations("orchestration.assets.online", "from feedstore.cli import app") != []
     assert violations("feedstore.cli", "from devtools.demo import run") == []
+
+
+def environment_writes(source: str) -> list[int]:
+    """Lines that change ``os.environ`` (assignment, update, setdefault, pop, putenv)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        target = None
+        if isinstance(node, ast.Assign):
+            target = next((t.value for t in node.targets if isinstance(t, ast.Subscript)), None)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr in ("update", "setdefault", "pop", "clear") or node.func.attr == "putenv":
+                target = node.func.value if node.func.attr != "putenv" else node.func
+        if target is not None and ast.unparse(target) in ("os.environ", "os.putenv"):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_only_the_entry_point_writes_the_environment():
+    """Settings are read from the environment; code that writes it makes one component's
+    configuration leak into every other in the process."""
+    found = [f"{_module(p)}:{line}" for p in _production_files() if _module(p).split(".")[0] != "devtools"
+             and _module(p) not in ENTRY_POINTS for line in environment_writes(p.read_text())]
+    assert not found, found
+
+
+def test_the_environment_checker_sees_writes():
+    code = 'import os\nos.environ["A"] = "1"\nos.environ.update(x)\nos.environ.setdefault("B", "2")\nos.putenv("C", "3")\n'
+    assert environment_writes(code) == [2, 3, 4, 5]
+    assert environment_writes('import os\nx = os.environ.get("A")\n') == []
