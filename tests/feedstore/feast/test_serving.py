@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from feedstore.feast import synthetic
-from feedstore.feast.materialize import materialize
+from feedstore.feast.engine import materialize
 
 
 def post(app, body: dict) -> tuple[int, dict]:

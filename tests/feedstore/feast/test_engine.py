@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from feedstore.feast import codec, synthetic
+from feedstore.feast import synthetic
+from feedstore.feast.online import codec
 from tests.feedstore.feast.conftest import feast_cli
 
 
@@ -46,7 +47,7 @@ def test_latest_rows_query_equals_feasts_pull_latest(fs, settings):
     from feast.infra.offline_stores.duckdb import DuckDBOfflineStore
     from feast.types import Int64
 
-    from feedstore.feast.materialize import LatestRowsNode
+    from feedstore.feast.engine import LatestRowsNode
     from feedstore.feast.sources import feature_glob
 
     hour = 3_600_000_000

@@ -4,7 +4,7 @@ Feast's local engine reads, filters and de-duplicates the source (kept here unch
 turns every cell into a ``ValueProto`` (~20K rows/s, GBs of objects). ``FastComputeEngine``
 swaps only that last step: the Arrow table goes to ``TTLRedisOnlineStore.write_arrow``, which
 serialises whole columns and pipelines one atomic newer-wins write per row. Selected in
-``feature_store.yaml`` (``batch_engine: feedstore.feast.materialize.FastComputeEngine``), so
+``feature_store.yaml`` (``batch_engine: feedstore.feast.engine.FastComputeEngine``), so
 ``feast materialize``/``materialize-incremental`` and ``FeatureStore.materialize`` all use it and
 Feast keeps recording the materialized intervals in the registry.
 """
@@ -32,9 +32,9 @@ from feast.infra.offline_stores.file_source import FileSource
 from feast.infra.registry.base_registry import BaseRegistry
 from prometheus_client import Counter
 
-from feedstore.feast.historical import quote
-from feedstore.feast.offline_store import ensure_duckdb_s3
-from feedstore.feast.online_store import TTLRedisOnlineStore
+from feedstore.feast.offline.asof import quote
+from feedstore.feast.offline.store import ensure_duckdb_s3
+from feedstore.feast.online.store import TTLRedisOnlineStore
 
 log = structlog.get_logger(__name__)
 
@@ -171,8 +171,8 @@ class ArrowFeatureBuilder(LocalFeatureBuilder):
 
 
 class FastComputeEngineConfig(LocalComputeEngineConfig):
-    type: Literal["feedstore.feast.materialize.FastComputeEngine"] = (  # type: ignore[assignment]
-        "feedstore.feast.materialize.FastComputeEngine"
+    type: Literal["feedstore.feast.engine.FastComputeEngine"] = (  # type: ignore[assignment]
+        "feedstore.feast.engine.FastComputeEngine"
     )
 
 

@@ -4,7 +4,7 @@ Feast's local materialization builds one ``ValueProto`` object per cell (~20K ro
 bytes of a ``ValueProto`` are simple enough to produce for a whole Arrow column at once, and
 the result must be byte-for-byte what ``ValueProto.SerializeToString()`` gives, so readers
 that parse with protobuf see exactly what stock Feast would have written
-(tests/feedstore/feast/test_codec.py checks this against Feast's own converter).
+(tests/feedstore/feast/online/test_codec.py checks this against Feast's own converter).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ own hash, ``<project>:{<join_key>=<value>}:<view>``, with fields ``_ts`` (event 
   the stored one, atomically, in one round trip;
 * the hash tag ``{...}`` puts all views of an entity in one Redis Cluster slot.
 
-Selected in ``feature_store.yaml`` with ``type: feedstore.feast.online_store.TTLRedisOnlineStore``.
+Selected in ``feature_store.yaml`` with ``type: feedstore.feast.online.store.TTLRedisOnlineStore``.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from pydantic import field_validator
 from redis import Redis
 from redis.exceptions import NoScriptError
 
-from feedstore.feast import codec, resp
-from feedstore.feast import response as response_module
+from feedstore.feast.online import codec, wire
+from feedstore.feast.online import response as response_module
 
 try:
     from feast.metrics import track_feature_statuses as _track_feature_statuses
@@ -80,8 +80,8 @@ return written
 class TTLRedisOnlineStoreConfig(RedisOnlineStoreConfig):
     """Feast's Redis settings (``connection_string``, ``redis_type``...) plus write tuning."""
 
-    type: Literal["feedstore.feast.online_store.TTLRedisOnlineStore"] = (  # type: ignore[assignment]
-        "feedstore.feast.online_store.TTLRedisOnlineStore"
+    type: Literal["feedstore.feast.online.store.TTLRedisOnlineStore"] = (  # type: ignore[assignment]
+        "feedstore.feast.online.store.TTLRedisOnlineStore"
     )
     write_chunk_rows: int = 5_000
     """Rows per pipelined round trip when writing Arrow tables."""
@@ -150,24 +150,24 @@ class TTLRedisOnlineStore(RedisOnlineStore):
         sha = self._sha(client)
         names = [name for name, _ in columns]
         if isinstance(client, Redis):
-            names_part = resp.bulk(b"%d" % len(names)) + b"".join(map(resp.bulk, names))
-            cells = [list(map(resp.bulk, values)) for _, values in columns]
-            rows = list(map(b"".join, zip(map(resp.bulk, ts), map(resp.bulk, exp), *cells)))
-            key_cells = list(map(resp.bulk, keys))
+            names_part = wire.bulk(b"%d" % len(names)) + b"".join(map(wire.bulk, names))
+            cells = [list(map(wire.bulk, values)) for _, values in columns]
+            rows = list(map(b"".join, zip(map(wire.bulk, ts), map(wire.bulk, exp), *cells)))
+            key_cells = list(map(wire.bulk, keys))
             parts = []
             for start in range(0, len(keys), rows_per_call):
                 n = len(key_cells[start:start + rows_per_call])
                 parts.append(b"*%d\r\n$7\r\nEVALSHA\r\n" % (4 + len(names) + n * (3 + len(names)))
-                             + resp.bulk(sha) + resp.bulk(b"%d" % n))
+                             + wire.bulk(sha) + wire.bulk(b"%d" % n))
                 parts.extend(key_cells[start:start + n])
                 parts.append(names_part)
                 parts.extend(rows[start:start + n])
-            replies = resp.execute_packed(client, b"".join(parts), -(-len(keys) // rows_per_call))
+            replies = wire.execute_packed(client, b"".join(parts), -(-len(keys) // rows_per_call))
         else:
             commands = [[b"EVALSHA", sha, b"1", k, b"%d" % len(names), *names, t, e,
                          *(values[i] for _, values in columns)]
                         for i, (k, t, e) in enumerate(zip(keys, ts, exp))]
-            replies = resp.execute_commands(client, commands)
+            replies = wire.execute_commands(client, commands)
         errors = [r for r in replies if isinstance(r, Exception)]
         if errors:
             if any(isinstance(e, NoScriptError) for e in errors):
@@ -262,11 +262,11 @@ class TTLRedisOnlineStore(RedisOnlineStore):
         client = self._get_client(config.online_store)
         if isinstance(client, Redis):
             head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
-            tail = b"".join(map(resp.bulk, fields))
-            payload = b"".join(head + resp.bulk(k) + tail for k in keys)
-            replies = resp.execute_packed(client, payload, len(keys))
+            tail = b"".join(map(wire.bulk, fields))
+            payload = b"".join(head + wire.bulk(k) + tail for k in keys)
+            replies = wire.execute_packed(client, payload, len(keys))
         else:
-            replies = resp.execute_commands(client, [[b"HMGET", k, *fields] for k in keys])
+            replies = wire.execute_commands(client, [[b"HMGET", k, *fields] for k in keys])
         for r in replies:
             if isinstance(r, Exception):
                 raise r
@@ -383,11 +383,11 @@ class TTLRedisOnlineStore(RedisOnlineStore):
             parts = []
             for fields, view_keys in per_view:
                 head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
-                tail = b"".join(map(resp.bulk, fields))
-                parts.extend([head + resp.bulk(k) + tail for k in view_keys])
-            replies = resp.execute_packed(client, b"".join(parts), len(keys))
+                tail = b"".join(map(wire.bulk, fields))
+                parts.extend([head + wire.bulk(k) + tail for k in view_keys])
+            replies = wire.execute_packed(client, b"".join(parts), len(keys))
         else:
-            replies = resp.execute_commands(
+            replies = wire.execute_commands(
                 client, [[b"HMGET", k, *fields] for fields, view_keys in per_view for k in view_keys])
         for r in replies:
             if isinstance(r, Exception):

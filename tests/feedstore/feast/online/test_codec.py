@@ -12,7 +12,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.utils import _columns_to_proto_values
 from feast.value_type import ValueType as V
 
-from feedstore.feast import codec
+from feedstore.feast.online import codec
 
 RNG = np.random.default_rng(1)
 CASES = {

@@ -25,7 +25,7 @@ from feast.type_map import feast_value_type_to_python_type, python_values_to_pro
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from feedstore.feast import codec
+from feedstore.feast.online import codec
 
 PRESENT = FieldStatus.PRESENT
 
