@@ -37,7 +37,6 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 from pydantic import field_validator
-from redis import Redis
 from redis.exceptions import NoScriptError
 
 from feedstore.feast.online import codec, wire
@@ -147,27 +146,9 @@ class TTLRedisOnlineStore(RedisOnlineStore):
         call on a cluster, where one call's keys must share a slot); returns rows written."""
         if not keys:
             return 0
-        sha = self._sha(client)
         names = [name for name, _ in columns]
-        if isinstance(client, Redis):
-            names_part = wire.bulk(b"%d" % len(names)) + b"".join(map(wire.bulk, names))
-            cells = [list(map(wire.bulk, values)) for _, values in columns]
-            rows = list(map(b"".join, zip(map(wire.bulk, ts), map(wire.bulk, exp), *cells)))
-            key_cells = list(map(wire.bulk, keys))
-            parts = []
-            for start in range(0, len(keys), rows_per_call):
-                n = len(key_cells[start:start + rows_per_call])
-                parts.append(b"*%d\r\n$7\r\nEVALSHA\r\n" % (4 + len(names) + n * (3 + len(names)))
-                             + wire.bulk(sha) + wire.bulk(b"%d" % n))
-                parts.extend(key_cells[start:start + n])
-                parts.append(names_part)
-                parts.extend(rows[start:start + n])
-            replies = wire.execute_packed(client, b"".join(parts), -(-len(keys) // rows_per_call))
-        else:
-            commands = [[b"EVALSHA", sha, b"1", k, b"%d" % len(names), *names, t, e,
-                         *(values[i] for _, values in columns)]
-                        for i, (k, t, e) in enumerate(zip(keys, ts, exp))]
-            replies = wire.execute_commands(client, commands)
+        replies = wire.evalsha_rows(client, self._sha(client), keys, [b"%d" % len(names), *names],
+                                    [ts, exp, *(values for _, values in columns)], rows_per_call)
         errors = [r for r in replies if isinstance(r, Exception)]
         if errors:
             if any(isinstance(e, NoScriptError) for e in errors):
@@ -259,18 +240,7 @@ class TTLRedisOnlineStore(RedisOnlineStore):
         return codec.entity_text(entity_key.join_keys, [codec.proto_value(v) for v in entity_key.entity_values])
 
     def _hmget(self, config: RepoConfig, keys: list[bytes], fields: list[bytes]) -> list:
-        client = self._get_client(config.online_store)
-        if isinstance(client, Redis):
-            head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
-            tail = b"".join(map(wire.bulk, fields))
-            payload = b"".join(head + wire.bulk(k) + tail for k in keys)
-            replies = wire.execute_packed(client, payload, len(keys))
-        else:
-            replies = wire.execute_commands(client, [[b"HMGET", k, *fields] for k in keys])
-        for r in replies:
-            if isinstance(r, Exception):
-                raise r
-        return replies
+        return wire.hmget(self._get_client(config.online_store), [(fields, keys)])
 
     def online_read(
         self,
@@ -374,25 +344,9 @@ class TTLRedisOnlineStore(RedisOnlineStore):
 
     def _hmget_grouped(self, config: RepoConfig, keys: list[bytes], work) -> list:
         """One round trip for every view's HMGETs (each view asks for its own fields)."""
-        client = self._get_client(config.online_store)
-        per_view = []
-        for _, requested, _, _, start, count in work:
-            fields = [n.encode() for n in requested] + [TS_FIELD]
-            per_view.append((fields, keys[start:start + count]))
-        if isinstance(client, Redis):
-            parts = []
-            for fields, view_keys in per_view:
-                head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
-                tail = b"".join(map(wire.bulk, fields))
-                parts.extend([head + wire.bulk(k) + tail for k in view_keys])
-            replies = wire.execute_packed(client, b"".join(parts), len(keys))
-        else:
-            replies = wire.execute_commands(
-                client, [[b"HMGET", k, *fields] for fields, view_keys in per_view for k in view_keys])
-        for r in replies:
-            if isinstance(r, Exception):
-                raise r
-        return replies
+        return wire.hmget(self._get_client(config.online_store),
+                          [([n.encode() for n in requested] + [TS_FIELD], keys[start:start + count])
+                           for _, requested, _, _, start, count in work])
 
     async def _read_features_per_fv_async(self, config, grouped_refs, join_key_values,
                                           entity_name_to_join_key_map, online_features_response,

@@ -43,13 +43,6 @@ def test_encode_column_on_chunked_input():
     assert [Value.FromString(b).int64_val for b in codec.encode_column(arr, V.INT64)] == [1, 2, 3]
 
 
-def test_varints_match_protobuf():
-    values = np.array([0, 1, 127, 128, 255, 2**14 - 1, 2**14, 2**21, 2**35 + 3, 2**63 - 1, -1, -(2**63)], np.int64)
-    buf, offsets = codec._varints(values)
-    assert codec._split(buf, offsets) == [codec.varint(int(v)) for v in values]
-    assert [Value.FromString(b"\x20" + b).int64_val for b in codec._split(buf, offsets)] == values.tolist()
-
-
 def test_timestamp_cells_equal_protobuf():
     from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesResponse
 

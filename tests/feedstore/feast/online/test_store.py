@@ -13,8 +13,8 @@ from feast.data_source import PushMode
 from redis.crc import key_slot
 
 from feedstore.feast import synthetic
-from feedstore.feast.online import codec
 from feedstore.feast.engine import materialize
+from feedstore.feast.online import codec
 
 HOUR_US = 3_600_000_000
 USER_IDS = np.arange(1, 41)
