@@ -23,6 +23,8 @@ from feast.infra.offline_stores.offline_store import RetrievalJob
 from feast.infra.registry.base_registry import BaseRegistry
 from pydantic import StrictStr
 
+from feedstore.feast import private
+
 log = structlog.get_logger(__name__)
 
 _lock = threading.Lock()
@@ -72,7 +74,6 @@ class S3DuckDBOfflineStore(DuckDBOfflineStore):
                                 full_feature_names: bool = False,
                                 filter_by_created_timestamp: bool = False) -> RetrievalJob:
         import ibis
-        from feast.infra.offline_stores.duckdb import _write_data_source
         from feast.infra.offline_stores.offline_store import RetrievalMetadata
         from feast.on_demand_feature_view import OnDemandFeatureView
 
@@ -94,4 +95,4 @@ class S3DuckDBOfflineStore(DuckDBOfflineStore):
             features=feature_refs, keys=[c for c in query.entity.column_names if c != query.entity_ts],
             min_event_timestamp=lo, max_event_timestamp=hi)
         return asof.AsofRetrievalJob(query, ibis.get_backend().con, odfvs, full_feature_names, metadata,
-                                           _write_data_source, str(config.repo_path))
+                                           private.write_data_source, str(config.repo_path))

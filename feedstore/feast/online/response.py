@@ -25,6 +25,7 @@ from feast.type_map import feast_value_type_to_python_type, python_values_to_pro
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from feedstore.feast import private
 from feedstore.feast.online import codec
 from feedstore.feast.online.wire import len_prefix, read_varint
 
@@ -210,7 +211,7 @@ class CellOnlineResponse(OnlineResponse):
                  include_version: bool = False) -> None:
         if proto is None and entities is None:
             raise ValueError("a CellOnlineResponse needs Feast's proto or the entity columns")
-        self._feature_types = feature_types or {}
+        private.set_response_feature_types(self, feature_types or {})  # as OnlineResponse.__init__ would
         self._views = views
         self._entities = entities
         self._include_version = include_version
@@ -241,6 +242,7 @@ class CellOnlineResponse(OnlineResponse):
     def to_dict(self, include_event_timestamps: bool = False) -> dict[str, Any]:
         if self._entities is None:
             return self._to_dict_along_proto(include_event_timestamps)
+        feature_types = private.response_feature_types(self)
         out: dict[str, list[Any]] = {}
         for name, (values, _) in self._entities.items():
             out[name] = list(values)
@@ -249,16 +251,17 @@ class CellOnlineResponse(OnlineResponse):
         for view in self._views:
             seconds = [t // 1_000_000 for t in view.ts] if include_event_timestamps else None
             for name, column in zip(view.names, view.columns):
-                out[name] = _expand(decode_cells(column, self._feature_types.get(name)), view.order)
+                out[name] = _expand(decode_cells(column, feature_types.get(name)), view.order)
                 if seconds is not None:
                     out[name + TIMESTAMP_POSTFIX] = _expand(seconds, view.order)
         return out
 
     def _to_dict_along_proto(self, include_event_timestamps: bool) -> dict[str, Any]:
         cells = {name: (column, view.order) for view in self._views for name, column in zip(view.names, view.columns)}
+        feature_types = private.response_feature_types(self)
         out: dict[str, list[Any]] = {}
         for name, vector in zip(self.proto.metadata.feature_names.val, self.proto.results):
-            feature_type = self._feature_types.get(name)
+            feature_type = feature_types.get(name)
             found = cells.get(name)
             if found is None:
                 out[name] = [python_value(v, feature_type) for v in vector.values]

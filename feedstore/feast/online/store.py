@@ -29,7 +29,7 @@ from typing import Any, Literal, NoReturn
 import numpy as np
 import pyarrow as pa
 import structlog
-from feast import Entity, FeatureView, RepoConfig, utils
+from feast import Entity, FeatureView, RepoConfig
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
 from feast.online_response import OnlineResponse
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnlineFeaturesResponse
@@ -39,6 +39,7 @@ from feast.value_type import ValueType
 from pydantic import field_validator
 from redis.exceptions import NoScriptError
 
+from feedstore.feast import private
 from feedstore.feast.online import codec, wire
 from feedstore.feast.online import response as response_module
 
@@ -120,9 +121,7 @@ def _now_micros() -> int:
 
 
 def view_name(view: FeatureView, config: RepoConfig) -> str:
-    from feast.infra.online_stores.redis import _versioned_fv_name
-
-    return _versioned_fv_name(view, config)
+    return private.versioned_view_name(view, config)
 
 
 def _glob_escape(text: str) -> str:
@@ -165,7 +164,7 @@ class TTLRedisOnlineStore(RedisOnlineStore):
         progress: Callable[[int], Any] | None,
     ) -> None:
         """Feast's row-of-protos write (``push``, stock materialization), with per-view expiry."""
-        client = self._get_client(config.online_store)
+        client = private.redis_client(self, config)
         view = view_name(table, config)
         ttl = ttl_micros(table)
         now = _now_micros()
@@ -198,7 +197,7 @@ class TTLRedisOnlineStore(RedisOnlineStore):
         """Columnar write of an Arrow table holding the join keys, the view's timestamp field
         and its features (as the offline store returns them); returns rows written."""
         store_config: TTLRedisOnlineStoreConfig = config.online_store
-        client = self._get_client(store_config)
+        client = private.redis_client(self, config)
         self._sha(client)
         join_keys = [e.name for e in table.entity_columns]
         ts_field = table.batch_source.timestamp_field
@@ -240,7 +239,7 @@ class TTLRedisOnlineStore(RedisOnlineStore):
         return codec.entity_text(entity_key.join_keys, [codec.proto_value(v) for v in entity_key.entity_values])
 
     def _hmget(self, config: RepoConfig, keys: list[bytes], fields: list[bytes]) -> list:
-        return wire.hmget(self._get_client(config.online_store), [(fields, keys)])
+        return wire.hmget(private.redis_client(self, config), [(fields, keys)])
 
     def online_read(
         self,
@@ -289,7 +288,7 @@ class TTLRedisOnlineStore(RedisOnlineStore):
                 include_feature_view_version_metadata)
         finally:
             _collector.views = None
-        return response_module.CellOnlineResponse(response._feature_types, views, proto=response.proto)
+        return response_module.CellOnlineResponse(private.response_feature_types(response), views, proto=response.proto)
 
     def _read_plain(self, config: RepoConfig, columns: dict[str, list], grouped_refs, entity_name_to_join_key_map,
                     entity_type_map, full_feature_names: bool, include_version: bool) -> OnlineResponse:
@@ -298,7 +297,7 @@ class TTLRedisOnlineStore(RedisOnlineStore):
                                  full_feature_names)
         _track_read(started)
         entities = {k: (v, entity_type_map[k]) for k, v in columns.items()}
-        return response_module.CellOnlineResponse(self._build_feature_types(grouped_refs), views, entities=entities,
+        return response_module.CellOnlineResponse(private.build_feature_types(grouped_refs), views, entities=entities,
                                                   include_version=include_version)
 
     def _read_views(self, config: RepoConfig, grouped_refs, join_key_values, entity_name_to_join_key_map,
@@ -344,7 +343,7 @@ class TTLRedisOnlineStore(RedisOnlineStore):
 
     def _hmget_grouped(self, config: RepoConfig, keys: list[bytes], work) -> list:
         """One round trip for every view's HMGETs (each view asks for its own fields)."""
-        return wire.hmget(self._get_client(config.online_store),
+        return wire.hmget(private.redis_client(self, config),
                           [([n.encode() for n in requested] + [TS_FIELD], keys[start:start + count])
                            for _, requested, _, _, start, count in work])
 
@@ -361,7 +360,7 @@ class TTLRedisOnlineStore(RedisOnlineStore):
     # ---- housekeeping ------------------------------------------------------------------
 
     def _delete_matching(self, config: RepoConfig, pattern: str) -> int:
-        client = self._get_client(config.online_store)
+        client = private.redis_client(self, config)
         deleted = 0
         batch: list[bytes] = []
         for key in client.scan_iter(match=pattern, count=1000):
@@ -400,11 +399,9 @@ def _proto_key_part(value: ValueProto) -> str:
 
 
 def _track_read(started: float) -> None:
-    try:
-        from feast.metrics import _config, track_online_store_read
-    except ImportError:
-        return
-    if _config.online_features:
+    if private.online_read_metrics_enabled():
+        from feast.metrics import track_online_store_read
+
         track_online_store_read(time.monotonic() - started)
 
 
@@ -442,19 +439,17 @@ def _plain_request(registry, project: str, features, full_feature_names: bool, c
     if not columns:
         return None
     try:
-        ctx = utils._get_cached_request_context(registry, project, features, full_feature_names)
+        ctx = private.request_context(registry, project, features, full_feature_names)
     except Exception:  # noqa: BLE001 - Feast's path raises its own error for the same request
         return None
-    (_, odfvs, entity_name_to_join_key_map, entity_type_map, join_keys, grouped_refs, _, request_data,
-     entityless) = ctx[:9]
-    if odfvs or request_data or entityless or getattr(features, "precompute_online", False):
+    if ctx.on_demand_views or ctx.request_data or ctx.entityless or getattr(features, "precompute_online", False):
         return None
     n = len(next(iter(columns.values())))
     if n == 0 or any(len(v) != n for v in columns.values()):
         return None
-    if any(k not in join_keys or not _plain_column(v, entity_type_map.get(k)) for k, v in columns.items()):
+    if any(k not in ctx.join_keys or not _plain_column(v, ctx.entity_type_map.get(k)) for k, v in columns.items()):
         return None
-    return grouped_refs, entity_name_to_join_key_map, entity_type_map
+    return ctx.grouped_refs, ctx.entity_name_to_join_key_map, ctx.entity_type_map
 
 
 def _view_cells(table: FeatureView, requested: list[str], replies: list, order: list[int] | None,
@@ -496,7 +491,7 @@ def _unique_entities(table: FeatureView, join_key_values, entity_name_to_join_ke
     """Feast's ``_get_unique_entities`` as entity texts: the distinct entities of a view, and for
     each output row the index of its entity (``None`` when every row is distinct). ``texts``
     caches, across the views of one call, each key column's texts and each key set's result."""
-    values = utils._get_table_entity_values(table, entity_name_to_join_key_map, join_key_values)
+    values = private.table_entity_values(table, entity_name_to_join_key_map, join_key_values)
     expected = set(entity_name_to_join_key_map.values()) - {"__dummy_id"}
     if any(k not in values or not values[k] for k in expected) and not any(values.values()):
         raise KeyError(f"Missing join key values for keys: {sorted(k for k in expected if k not in values)}. "

@@ -12,7 +12,7 @@ import pytest
 from feast.data_source import PushMode
 from redis.crc import key_slot
 
-from feedstore.feast import synthetic
+from feedstore.feast import private, synthetic
 from feedstore.feast.engine import materialize
 from feedstore.feast.online import codec
 
@@ -215,7 +215,7 @@ def test_direct_path_answers_exactly_as_feasts_path(fs, online_tables, redis_cli
     feasts = fs.get_online_features(entity_rows={"user_id": [np.int64(u) for u in users],
                                                  "item_id": [np.int64(i) for i in items]}, **kwargs)
     assert direct._entities is not None and feasts._entities is None  # each took the path meant
-    assert direct.to_dict() == feasts.to_dict() == OnlineResponse(feasts.proto, feasts._feature_types).to_dict()
+    assert direct.to_dict() == feasts.to_dict() == OnlineResponse(feasts.proto, private.response_feature_types(feasts)).to_dict()
     assert direct.to_dict(True) == feasts.to_dict(True)
     assert direct.proto == feasts.proto
     assert direct.to_df().equals(feasts.to_df())
