@@ -1,4 +1,4 @@
-"""Column-at-a-time encoding of Feast values, keys and timestamps.
+"""Column-at-a-time encoding of Feast values and timestamps.
 
 Feast's local materialization builds one ``ValueProto`` object per cell (~20K rows/s). The
 bytes of a ``ValueProto`` are simple enough to produce for a whole Arrow column at once, and
@@ -9,9 +9,8 @@ that parse with protobuf see exactly what stock Feast would have written
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timezone
-from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
@@ -141,53 +140,6 @@ def encode_column(arr: pa.Array | pa.ChunkedArray, value_type: ValueType) -> lis
         protos = python_values_to_proto_values(arr.to_numpy(zero_copy_only=False), value_type)
         return [p.SerializeToString() for p in protos]
     return _with_nulls(arr, encoder)
-
-
-# ---- entity keys -------------------------------------------------------------------------
-
-def key_part(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, str):
-        return quote(value, safe="")
-    return str(int(value))
-
-
-def entity_text(join_keys: Sequence[str], values: Sequence[object]) -> str:
-    """``user_id=42`` (composite keys sorted by name); strings are %-quoted so braces never appear."""
-    pairs = sorted(zip(join_keys, values)) if len(join_keys) > 1 else zip(join_keys, values)
-    return ",".join(f"{k}={key_part(v)}" for k, v in pairs)
-
-
-def proto_value(v: ValueProto) -> object:
-    kind = v.WhichOneof("val")
-    if kind is None:
-        raise ValueError("an entity key value is empty")
-    return getattr(v, kind)
-
-
-def key_prefix(project: str) -> str:
-    return f"{project}:{{"
-
-
-def key_suffix(view: str) -> str:
-    return f"}}:{view}"
-
-
-def redis_key(project: str, entity: str, view: str) -> bytes:
-    """``<project>:{<entity>}:<view>``: the braces make Redis Cluster place every view of an
-    entity in the same slot, and one key per view lets each carry its own expiry."""
-    return f"{project}:{{{entity}}}:{view}".encode()
-
-
-def entity_texts(table: pa.Table | pa.RecordBatch, join_keys: Sequence[str]) -> list[str]:
-    """Entity texts for every row; the common single-integer key takes a vectorised path."""
-    if len(join_keys) == 1:
-        col = table.column(join_keys[0])
-        if pa.types.is_integer(col.type):
-            return pc.binary_join_element_wise(join_keys[0] + "=", pc.cast(col, pa.string()), "").to_pylist()
-    cols = [table.column(k).to_pylist() for k in join_keys]
-    return [entity_text(join_keys, row) for row in zip(*cols)]
 
 
 # ---- timestamps --------------------------------------------------------------------------

@@ -111,8 +111,8 @@ def test_online_response_keeps_its_types_in_feature_types():
 
 def test_the_read_hooks_our_store_overrides():
     from feast.infra.online_stores.online_store import OnlineStore
-    from feast.infra.online_stores.redis import RedisOnlineStore
 
+    from feedstore.feast.online.read import TTLRedisReads
     from feedstore.feast.online.store import TTLRedisOnlineStore
 
     hook = ["self", "config", "grouped_refs", "join_key_values", "entity_name_to_join_key_map",
@@ -122,7 +122,7 @@ def test_the_read_hooks_our_store_overrides():
     assert "_read_features_per_fv" in _names(OnlineStore.get_online_features.__code__), \
         "OnlineStore.get_online_features no longer reads through _read_features_per_fv"
     assert "_read_features_per_fv_async" in _names(OnlineStore.get_online_features_async.__code__)
-    assert TTLRedisOnlineStore._read_features_per_fv is not RedisOnlineStore._read_features_per_fv  # ours
+    assert TTLRedisOnlineStore._read_features_per_fv is TTLRedisReads._read_features_per_fv  # ours, not Redis'
 
 
 # ---- metrics -------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow as pa
 import pytest
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.utils import _columns_to_proto_values
 from feast.value_type import ValueType as V
@@ -55,12 +54,3 @@ def test_timestamp_cells_equal_protobuf():
     assert b"".join(codec.timestamp_cells(us)) == expected.SerializeToString()
     assert b"".join(codec.timestamp_cells(us * 20)) == expected.SerializeToString() * 20   # the vectorised path
     assert [codec.micros_to_datetime(u) for u in us] == dts
-
-
-def test_entity_keys_are_readable_and_brace_free():
-    assert codec.redis_key("p", "user_id=42", "v") == b"p:{user_id=42}:v"
-    assert codec.entity_text(["b", "a"], ["x}{y", 1]) == "a=1,b=x%7D%7By"
-    table = pa.table({"item_id": pa.array([5, -7], pa.int64())})
-    assert codec.entity_texts(table, ["item_id"]) == ["item_id=5", "item_id=-7"]
-    key = EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=42)])
-    assert codec.entity_text(key.join_keys, [codec.proto_value(v) for v in key.entity_values]) == "user_id=42"
