@@ -102,3 +102,11 @@ def test_materialize_writes_column_wise_through_our_output_node(fs, settings, re
     materialize(fs, [view.name], end - timedelta(minutes=5), end)
     assert written() - before == len(ids)
     assert all(redis_client.exists(f"feed_ranking:{{item_id={i}}}:{view.name}") for i in ids)
+
+
+def test_feature_store_yaml_selects_the_fast_engine(fs):
+    from feedstore.feast.engine import FastComputeEngine, FastComputeEngineConfig
+
+    assert isinstance(fs.config.batch_engine, FastComputeEngineConfig)
+    assert fs.config.batch_engine.type == f"{FastComputeEngine.__module__}.{FastComputeEngine.__name__}"
+    assert isinstance(fs._get_provider().batch_engine, FastComputeEngine)

@@ -11,7 +11,7 @@ from feast.data_source import PushMode
 from redis.crc import key_slot
 
 from feedstore.feast.online import codec
-from feedstore.feast.online.store import TTLRedisOnlineStoreConfig
+from feedstore.feast.online.store import TTLRedisOnlineStore, TTLRedisOnlineStoreConfig
 from tests.feedstore.feast.online.conftest import HOUR_US, USER_VIEWS, latest, now_us, write_at
 
 
@@ -98,3 +98,10 @@ def test_an_unexpanded_endpoint_fails_in_one_line_naming_the_variable():
         TTLRedisOnlineStoreConfig(connection_string="${FEED_FEAST_REDIS}")
     assert TTLRedisOnlineStoreConfig(connection_string="localhost:6379").type == \
         "feedstore.feast.online.store.TTLRedisOnlineStore"
+
+
+def test_feature_store_yaml_selects_the_ttl_store(fs):
+    """Feast imports ``<type>Config`` from the type's module; its ``type`` must be that same path."""
+    assert isinstance(fs.config.online_store, TTLRedisOnlineStoreConfig)
+    assert fs.config.online_store.type == f"{TTLRedisOnlineStore.__module__}.{TTLRedisOnlineStore.__name__}"
+    assert isinstance(fs._get_provider().online_store, TTLRedisOnlineStore)
