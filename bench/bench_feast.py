@@ -116,7 +116,7 @@ def stock_repo_dir() -> Path:
 def open_store(which: str):
     from feast import FeatureStore
 
-    from feedstore.feast.offline_store import ensure_duckdb_s3
+    from feedstore.feast.offline.store import ensure_duckdb_s3
     from feedstore.feast.store import store
 
     if which == "ours":
@@ -387,7 +387,7 @@ def child_historical(which: str, entity_rows: int, hist_entities: int, now_us: i
     import numpy as np
     import pandas as pd
 
-    from feedstore.feast.offline_store import ensure_duckdb_s3
+    from feedstore.feast.offline.store import ensure_duckdb_s3
     from feedstore.feast.sources import feature_glob
     from feedstore.s3 import configure_duckdb
 

@@ -84,7 +84,7 @@ class FeastResource(_FromSettings):
 
     def materialize(self, start, end, views: list[str]) -> None:
         """Feast's materialization semantics with our column-wise Redis writer."""
-        from feedstore.feast.materialize import materialize
+        from feedstore.feast.engine import materialize
 
         materialize(self.store(), views, start, end)
 

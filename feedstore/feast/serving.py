@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from feedstore.feast import private
 from feedstore.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -119,11 +120,11 @@ class OnlineFeaturesEndpoint:
 
     async def __call__(self, scope, receive, send) -> None:
         from feast import metrics as feast_metrics
-        from feast.feature_server import _resolve_feature_counts, bin_feature_count
+        from feast.feature_server import bin_feature_count
         from feast.feature_server_utils import convert_response_to_dict
 
         body = await _body(receive)
-        if feast_metrics._config.audit_logging:  # Feast's handler writes the audit records
+        if private.audit_logging_enabled():  # Feast's handler writes the audit records
             await self.fallback(scope, _replay(body), send)
             return
         try:
@@ -133,7 +134,7 @@ class OnlineFeaturesEndpoint:
             return
         with feast_metrics.track_request_latency("/get-online-features") as ctx:
             features = self.services.get(request.feature_service) if request.feature_service else request.features
-            feat_count, ctx.feature_view_count = _resolve_feature_counts(features)
+            feat_count, ctx.feature_view_count = private.resolve_feature_counts(features)
             ctx.feature_count = bin_feature_count(int(feat_count), self.bins)
             feast_metrics.track_online_features_entities(len(next(iter(request.entities.values()), [])))
             response = self.fs.get_online_features(

@@ -15,7 +15,7 @@ import yaml
 from feast import FeatureStore
 from feast.repo_config import RepoConfig
 
-from feedstore.feast.offline_store import ensure_duckdb_s3
+from feedstore.feast.offline.store import ensure_duckdb_s3
 from feedstore.settings import Settings, get_settings
 
 

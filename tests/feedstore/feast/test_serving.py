@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from devtools.synthetic import features as synthetic
-from feedstore.feast.materialize import materialize
+from feedstore.feast.engine import materialize
 
 
 def post(app, body: dict) -> tuple[int, dict]:
@@ -187,12 +187,11 @@ def test_real_server_answers_like_feasts_app(fs, served):
 
 
 def test_audit_logging_leaves_the_request_to_feasts_route(fs, served_rows, monkeypatch):
+    import feast.feature_server
     from feast import metrics as feast_metrics
     from feast.feature_server import get_app
 
     from feedstore.feast import serving
-
-    import feast.feature_server
 
     monkeypatch.setattr(feast_metrics, "_config", feast_metrics._MetricsFlags(audit_logging=True))
     audited = []

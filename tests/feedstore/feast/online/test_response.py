@@ -8,7 +8,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 from feast.value_type import ValueType
 
-from feedstore.feast.response import _expand, decode_cells
+from feedstore.feast.online.response import _expand, decode_cells
 
 CASES = {
     ValueType.INT64: [0, -1, 2**63 - 1, -(2**63), 300],

@@ -114,11 +114,11 @@ def test_no_value_comes_from_the_future(fs, history):
 
 def test_every_view_is_planned_as_an_asof_join(fs, history, settings):
     """Not a nested-loop join: DuckDB picks one when it underestimates the entity side."""
-    from feedstore.feast import historical
+    from feedstore.feast.offline import asof
     from feedstore.s3 import configure_duckdb
 
     _, entity = history
-    query = historical.plan([fs.get_feature_view(n) for n in VIEWS], FEATURES, entity, False, False)
+    query = asof.plan([fs.get_feature_view(n) for n in VIEWS], FEATURES, entity, False, False)
     con = duckdb.connect()
     configure_duckdb(con, settings)
     sql = query.sql()
@@ -167,8 +167,8 @@ def tie_view(fs, settings):
 def _both(fs, views, refs, entity, full_feature_names=False):
     from feast.infra.offline_stores.duckdb import DuckDBOfflineStore
 
-    from feedstore.feast.historical import AsofRetrievalJob
-    from feedstore.feast.offline_store import S3DuckDBOfflineStore
+    from feedstore.feast.offline.asof import AsofRetrievalJob
+    from feedstore.feast.offline.store import S3DuckDBOfflineStore
 
     args = (fs.config, views, refs, entity.copy(), fs.registry, fs.project, full_feature_names)
     ours = S3DuckDBOfflineStore.get_historical_features(*args)

@@ -25,7 +25,9 @@ from feast.type_map import feast_value_type_to_python_type, python_values_to_pro
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from feedstore.feast import codec
+from feedstore.feast import private
+from feedstore.feast.online import codec
+from feedstore.feast.online.wire import len_prefix, read_varint
 
 PRESENT = FieldStatus.PRESENT
 
@@ -51,33 +53,13 @@ def python_value(v: ValueProto, feature_type: ValueType | None) -> Any:
     return feast_value_type_to_python_type(v, feature_type)
 
 
-def _len_varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        b = data[pos]
-        value |= (b & 0x7F) << shift
-        pos += 1
-        if b < 0x80:
-            return value, pos
-        shift += 7
-
-
 def _packed(tag: int, message) -> Callable[[list[bytes]], list | None]:
     """Scalars whose cells are ``tag + varint``: the payloads concatenated are a packed list."""
     def decode(cells: list[bytes]) -> list | None:
         if any(c[0] != tag for c in cells):
             return None
         body = b"".join([c[1:] for c in cells])
-        return list(message.FromString(b"\x0a" + _len_varint(len(body)) + body).val)
+        return list(message.FromString(b"\x0a" + len_prefix(len(body)) + body).val)
     return decode
 
 
@@ -109,9 +91,9 @@ def _numeric_list(tag: bytes, dtype: str) -> Callable[[list[bytes]], list | None
         first = cells[0]
         if not first.startswith(tag):
             return None
-        _, pos = _read_varint(first, len(tag))
+        _, pos = read_varint(first, len(tag))
         if pos < len(first):
-            _, pos = _read_varint(first, pos + 1)  # FloatList/DoubleList field 1 (packed)
+            _, pos = read_varint(first, pos + 1)  # FloatList/DoubleList field 1 (packed)
         header, size = first[:pos], len(first)
         if (size - pos) % width or any(len(c) != size or not c.startswith(header) for c in cells):
             return None
@@ -124,7 +106,7 @@ def _lists(kind: str) -> Callable[[list[bytes]], list | None]:
     """List values of any length (tags, candidate ids): every cell framed as a ``Value`` of one
     ``FeatureVector`` and parsed in one call, instead of one parse per cell."""
     def decode(cells: list[bytes]) -> list | None:
-        body = b"".join([b"\x0a" + _len_varint(len(c)) + c for c in cells])
+        body = b"".join([b"\x0a" + len_prefix(len(c)) + c for c in cells])
         values = GetOnlineFeaturesResponse.FeatureVector.FromString(body).values
         out = []
         for v in values:
@@ -203,16 +185,15 @@ def append_view(response: GetOnlineFeaturesResponse, view: ViewCells, include_ve
         ts_cells[u] = cell
     if order is None:
         ts_part = b"".join(ts_cells)
-        status_part = b"\x12" + codec._len_prefix(view.output_len) + bytes(status)
+        status_part = b"\x12" + len_prefix(view.output_len) + bytes(status)
     else:
         ts_part = b"".join([ts_cells[u] for u in order])
-        status_part = b"\x12" + codec._len_prefix(view.output_len) + bytes([status[u] for u in order])
+        status_part = b"\x12" + len_prefix(view.output_len) + bytes([status[u] for u in order])
     response.metadata.feature_names.val.extend(view.names)
     if include_version and view.meta_name not in [m.name for m in response.metadata.feature_view_metadata]:
         meta = response.metadata.feature_view_metadata.add()
         meta.name = view.meta_name
         meta.version = view.version
-    len_prefix = codec._len_prefix
     for column in view.columns:
         cells = [b"\x0a" + len_prefix(len(v)) + v if v else b"\x0a\x00" for v in column]
         body = b"".join(cells) if order is None else b"".join([cells[u] for u in order])
@@ -230,7 +211,7 @@ class CellOnlineResponse(OnlineResponse):
                  include_version: bool = False) -> None:
         if proto is None and entities is None:
             raise ValueError("a CellOnlineResponse needs Feast's proto or the entity columns")
-        self._feature_types = feature_types or {}
+        private.set_response_feature_types(self, feature_types or {})  # as OnlineResponse.__init__ would
         self._views = views
         self._entities = entities
         self._include_version = include_version
@@ -261,6 +242,7 @@ class CellOnlineResponse(OnlineResponse):
     def to_dict(self, include_event_timestamps: bool = False) -> dict[str, Any]:
         if self._entities is None:
             return self._to_dict_along_proto(include_event_timestamps)
+        feature_types = private.response_feature_types(self)
         out: dict[str, list[Any]] = {}
         for name, (values, _) in self._entities.items():
             out[name] = list(values)
@@ -269,16 +251,17 @@ class CellOnlineResponse(OnlineResponse):
         for view in self._views:
             seconds = [t // 1_000_000 for t in view.ts] if include_event_timestamps else None
             for name, column in zip(view.names, view.columns):
-                out[name] = _expand(decode_cells(column, self._feature_types.get(name)), view.order)
+                out[name] = _expand(decode_cells(column, feature_types.get(name)), view.order)
                 if seconds is not None:
                     out[name + TIMESTAMP_POSTFIX] = _expand(seconds, view.order)
         return out
 
     def _to_dict_along_proto(self, include_event_timestamps: bool) -> dict[str, Any]:
         cells = {name: (column, view.order) for view in self._views for name, column in zip(view.names, view.columns)}
+        feature_types = private.response_feature_types(self)
         out: dict[str, list[Any]] = {}
         for name, vector in zip(self.proto.metadata.feature_names.val, self.proto.results):
-            feature_type = self._feature_types.get(name)
+            feature_type = feature_types.get(name)
             found = cells.get(name)
             if found is None:
                 out[name] = [python_value(v, feature_type) for v in vector.values]

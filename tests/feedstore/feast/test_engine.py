@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from devtools.synthetic import features as synthetic
-from feedstore.feast import codec
+from feedstore.feast.online import codec
 from tests.feedstore.feast.conftest import feast_cli
 
 
@@ -47,7 +47,7 @@ def test_latest_rows_query_equals_feasts_pull_latest(fs, settings):
     from feast.infra.offline_stores.duckdb import DuckDBOfflineStore
     from feast.types import Int64
 
-    from feedstore.feast.materialize import LatestRowsNode
+    from feedstore.feast.engine import LatestRowsNode
     from feedstore.feast.sources import feature_glob
 
     hour = 3_600_000_000
@@ -80,3 +80,33 @@ def test_latest_rows_query_equals_feasts_pull_latest(fs, settings):
     key = [("item_id", "ascending")]
     assert got.num_rows == stock.num_rows > 30
     assert got.select(["item_id", "v"]).sort_by(key).equals(stock.select(["item_id", "v"]).sort_by(key))
+
+
+def test_materialize_writes_column_wise_through_our_output_node(fs, settings, redis_client):
+    """``FastComputeEngine`` runs Feast's materialization with ``ArrowFeatureBuilder``: the rows go
+    through ``ArrowOnlineOutputNode`` (counted), not Feast's row-of-protos write."""
+    from prometheus_client import REGISTRY
+
+    from feedstore.feast.engine import materialize
+
+    def written() -> float:
+        return REGISTRY.get_sample_value("feedstore_feast_materialized_rows_total", {"view": view.name}) or 0.0
+
+    now = time.time_ns() // 1000
+    view = fs.get_feature_view("item_engagement_features")
+    ids = np.arange(8001, 8006)
+    synthetic.write(view.name, synthetic.frame(view, ids, np.full(len(ids), now - 60_000_000), seed=9), settings,
+                    part="engine")
+    before = written()
+    end = datetime.now(timezone.utc)
+    materialize(fs, [view.name], end - timedelta(minutes=5), end)
+    assert written() - before == len(ids)
+    assert all(redis_client.exists(f"feed_ranking:{{item_id={i}}}:{view.name}") for i in ids)
+
+
+def test_feature_store_yaml_selects_the_fast_engine(fs):
+    from feedstore.feast.engine import FastComputeEngine, FastComputeEngineConfig
+
+    assert isinstance(fs.config.batch_engine, FastComputeEngineConfig)
+    assert fs.config.batch_engine.type == f"{FastComputeEngine.__module__}.{FastComputeEngine.__name__}"
+    assert isinstance(fs._get_provider().batch_engine, FastComputeEngine)

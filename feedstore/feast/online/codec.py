@@ -1,17 +1,16 @@
-"""Column-at-a-time encoding of Feast values, keys and timestamps.
+"""Column-at-a-time encoding of Feast values and timestamps.
 
 Feast's local materialization builds one ``ValueProto`` object per cell (~20K rows/s). The
 bytes of a ``ValueProto`` are simple enough to produce for a whole Arrow column at once, and
 the result must be byte-for-byte what ``ValueProto.SerializeToString()`` gives, so readers
 that parse with protobuf see exactly what stock Feast would have written
-(tests/feedstore/feast/test_codec.py checks this against Feast's own converter).
+(tests/feedstore/feast/online/test_codec.py checks this against Feast's own converter).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timezone
-from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
@@ -19,53 +18,7 @@ import pyarrow.compute as pc
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 
-
-def varint(value: int) -> bytes:
-    """Protobuf base-128 varint; negatives as 64-bit two's complement, as protobuf does."""
-    value &= 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_SMALL_VARINTS = [varint(i) for i in range(16384)]
-
-
-def _len_prefix(n: int) -> bytes:
-    return _SMALL_VARINTS[n] if n < 16384 else varint(n)
-
-
-def _varints(values: np.ndarray) -> tuple[bytes, np.ndarray]:
-    """Varints of an int64 array as one buffer plus row offsets (vectorised, no per-value Python)."""
-    u = values.astype(np.int64, copy=False).view(np.uint64)
-    n = len(u)
-    if n == 0:
-        return b"", np.zeros(1, dtype=np.int64)
-    shifts = np.arange(10, dtype=np.uint64) * np.uint64(7)
-    groups = (u[:, None] >> shifts[None, :]) & np.uint64(0x7F)
-    bitlen = np.zeros(n, dtype=np.int64)
-    nz = u != 0
-    bitlen[nz] = np.floor(np.log2(u[nz].astype(np.float64))).astype(np.int64) + 1
-    # float log2 may round up near powers of two; fix with an exact check
-    big = bitlen > 0
-    too_high = big & ((u >> np.clip(bitlen - 1, 0, 63).astype(np.uint64)) == 0)
-    bitlen[too_high] -= 1
-    nbytes = np.maximum(1, (bitlen + 6) // 7)
-    cols = np.arange(10)[None, :]
-    cont = cols < (nbytes[:, None] - 1)
-    mat = (groups | (cont.astype(np.uint64) << np.uint64(7))).astype(np.uint8)
-    keep = cols < nbytes[:, None]
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(nbytes, out=offsets[1:])
-    return mat[keep].tobytes(), offsets
-
-
-def _split(buf: bytes, offsets: np.ndarray) -> list[bytes]:
-    o = offsets.tolist()
-    return [buf[o[i]:o[i + 1]] for i in range(len(o) - 1)]
+from feedstore.feast.online.wire import len_prefix, split, varint, varints
 
 
 def _fixed_width(tag: bytes, data: np.ndarray, width: int) -> list[bytes]:
@@ -94,8 +47,8 @@ def _with_nulls(arr: pa.Array, encode: Callable[[pa.Array], list[bytes]]) -> lis
 
 def _scalar_int(tag: bytes) -> Callable[[pa.Array], list[bytes]]:
     def encode(arr: pa.Array) -> list[bytes]:
-        buf, offsets = _varints(arr.to_numpy(zero_copy_only=False).astype(np.int64))
-        return [tag + v for v in _split(buf, offsets)]
+        buf, offsets = varints(arr.to_numpy(zero_copy_only=False).astype(np.int64))
+        return [tag + v for v in split(buf, offsets)]
     return encode
 
 
@@ -113,7 +66,7 @@ def _bool(arr: pa.Array) -> list[bytes]:
 def _string(tag: bytes) -> Callable[[pa.Array], list[bytes]]:
     def encode(arr: pa.Array) -> list[bytes]:
         values = arr.cast(pa.binary()) if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) else arr
-        return [tag + _len_prefix(len(b)) + b for b in values.to_pylist()]
+        return [tag + len_prefix(len(b)) + b for b in values.to_pylist()]
     return encode
 
 
@@ -126,7 +79,7 @@ def _packed_list(tag: bytes, dtype: str | None) -> Callable[[pa.Array], list[byt
         offsets = offsets - offsets[0]
         lengths = np.diff(offsets)
         if dtype is None:  # varint-packed integers
-            buf, voff = _varints(flat.astype(np.int64))
+            buf, voff = varints(flat.astype(np.int64))
             payload_offsets = voff[offsets]
         else:
             flat = flat.astype(dtype)
@@ -134,8 +87,8 @@ def _packed_list(tag: bytes, dtype: str | None) -> Callable[[pa.Array], list[byt
             payload_offsets = offsets * np.dtype(dtype).itemsize
         sizes = np.diff(payload_offsets).tolist()
         if dtype is not None and len(lengths) and (lengths == lengths[0]).all() and lengths[0] > 0:
-            inner = b"\x0a" + _len_prefix(sizes[0])
-            header = tag + _len_prefix(len(inner) + sizes[0]) + inner
+            inner = b"\x0a" + len_prefix(sizes[0])
+            header = tag + len_prefix(len(inner) + sizes[0]) + inner
             return _fixed_width(header, flat, sizes[0])
         po = payload_offsets.tolist()
         out = []
@@ -143,8 +96,8 @@ def _packed_list(tag: bytes, dtype: str | None) -> Callable[[pa.Array], list[byt
             if size == 0:
                 out.append(tag + b"\x00")
                 continue
-            inner = b"\x0a" + _len_prefix(size) + buf[po[i]:po[i + 1]]
-            out.append(tag + _len_prefix(len(inner)) + inner)
+            inner = b"\x0a" + len_prefix(size) + buf[po[i]:po[i + 1]]
+            out.append(tag + len_prefix(len(inner)) + inner)
         return out
     return encode
 
@@ -153,8 +106,8 @@ def _string_list(tag: bytes) -> Callable[[pa.Array], list[bytes]]:
     def encode(arr: pa.Array) -> list[bytes]:
         out = []
         for items in arr.to_pylist():
-            inner = b"".join(b"\x0a" + _len_prefix(len(b)) + b for b in (s.encode() if isinstance(s, str) else s for s in items))
-            out.append(tag + _len_prefix(len(inner)) + inner)
+            inner = b"".join(b"\x0a" + len_prefix(len(b)) + b for b in (s.encode() if isinstance(s, str) else s for s in items))
+            out.append(tag + len_prefix(len(inner)) + inner)
         return out
     return encode
 
@@ -189,53 +142,6 @@ def encode_column(arr: pa.Array | pa.ChunkedArray, value_type: ValueType) -> lis
     return _with_nulls(arr, encoder)
 
 
-# ---- entity keys -------------------------------------------------------------------------
-
-def key_part(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, str):
-        return quote(value, safe="")
-    return str(int(value))
-
-
-def entity_text(join_keys: Sequence[str], values: Sequence[object]) -> str:
-    """``user_id=42`` (composite keys sorted by name); strings are %-quoted so braces never appear."""
-    pairs = sorted(zip(join_keys, values)) if len(join_keys) > 1 else zip(join_keys, values)
-    return ",".join(f"{k}={key_part(v)}" for k, v in pairs)
-
-
-def proto_value(v: ValueProto) -> object:
-    kind = v.WhichOneof("val")
-    if kind is None:
-        raise ValueError("an entity key value is empty")
-    return getattr(v, kind)
-
-
-def key_prefix(project: str) -> str:
-    return f"{project}:{{"
-
-
-def key_suffix(view: str) -> str:
-    return f"}}:{view}"
-
-
-def redis_key(project: str, entity: str, view: str) -> bytes:
-    """``<project>:{<entity>}:<view>``: the braces make Redis Cluster place every view of an
-    entity in the same slot, and one key per view lets each carry its own expiry."""
-    return f"{project}:{{{entity}}}:{view}".encode()
-
-
-def entity_texts(table: pa.Table | pa.RecordBatch, join_keys: Sequence[str]) -> list[str]:
-    """Entity texts for every row; the common single-integer key takes a vectorised path."""
-    if len(join_keys) == 1:
-        col = table.column(join_keys[0])
-        if pa.types.is_integer(col.type):
-            return pc.binary_join_element_wise(join_keys[0] + "=", pc.cast(col, pa.string()), "").to_pylist()
-    cols = [table.column(k).to_pylist() for k in join_keys]
-    return [entity_text(join_keys, row) for row in zip(*cols)]
-
-
 # ---- timestamps --------------------------------------------------------------------------
 
 def to_micros(ts: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -266,16 +172,16 @@ def timestamp_cells(us: list[int]) -> list[bytes]:
         for t in us:
             s, m = divmod(t, 1_000_000)
             body = (b"\x08" + varint(s) if s else b"") + (b"\x10" + varint(m * 1000) if m else b"")
-            out.append(b"\x1a" + _len_prefix(len(body)) + body)
+            out.append(b"\x1a" + len_prefix(len(body)) + body)
         return out
     seconds, micros = np.divmod(np.asarray(us, dtype=np.int64), 1_000_000)
-    sec_buf, sec_off = _varints(seconds)
-    ns_buf, ns_off = _varints(micros * 1000)
+    sec_buf, sec_off = varints(seconds)
+    ns_buf, ns_off = varints(micros * 1000)
     so, no = sec_off.tolist(), ns_off.tolist()
     out = []
     for i, (s, m) in enumerate(zip(seconds.tolist(), micros.tolist())):
         body = (b"\x08" + sec_buf[so[i]:so[i + 1]] if s else b"") + (b"\x10" + ns_buf[no[i]:no[i + 1]] if m else b"")
-        out.append(b"\x1a" + _len_prefix(len(body)) + body)
+        out.append(b"\x1a" + len_prefix(len(body)) + body)
     return out
 
 

@@ -5,9 +5,9 @@ Feast's ``duckdb`` store reads through ibis' default DuckDB backend and ignores
 subclass first loads httpfs from the wheel and creates the S3 secret on that backend (once per
 backend), so the SDK and the ``feast`` CLI (``materialize``, ``materialize-incremental``) both
 work without any per-process setup.
-``get_historical_features`` runs as one ASOF-join query (``feedstore.feast.historical``), with
+``get_historical_features`` runs as one ASOF-join query (``feedstore.feast.offline.asof``), with
 stock Feast as the fallback for what that does not cover.
-Selected in ``feature_store.yaml`` with ``type: feedstore.feast.offline_store.S3DuckDBOfflineStore``.
+Selected in ``feature_store.yaml`` with ``type: feedstore.feast.offline.store.S3DuckDBOfflineStore``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineS
 from feast.infra.offline_stores.offline_store import RetrievalJob
 from feast.infra.registry.base_registry import BaseRegistry
 from pydantic import StrictStr
+
+from feedstore.feast import private
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +50,7 @@ def ensure_duckdb_s3() -> None:
 
 
 class S3DuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
-    type: StrictStr = "feedstore.feast.offline_store.S3DuckDBOfflineStore"
+    type: StrictStr = "feedstore.feast.offline.store.S3DuckDBOfflineStore"
 
 
 def _configured_first(method):
@@ -72,26 +74,25 @@ class S3DuckDBOfflineStore(DuckDBOfflineStore):
                                 full_feature_names: bool = False,
                                 filter_by_created_timestamp: bool = False) -> RetrievalJob:
         import ibis
-        from feast.infra.offline_stores.duckdb import _write_data_source
         from feast.infra.offline_stores.offline_store import RetrievalMetadata
         from feast.on_demand_feature_view import OnDemandFeatureView
 
-        from feedstore.feast import historical
+        from feedstore.feast.offline import asof
 
         ensure_duckdb_s3()
         odfvs = OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry)
         query = None
         if not any(o.mode == "substrait" for o in odfvs):
-            query = historical.plan(feature_views, feature_refs, entity_df, full_feature_names,
+            query = asof.plan(feature_views, feature_refs, entity_df, full_feature_names,
                                     filter_by_created_timestamp)
         if query is None:
             log.info("historical.stock_fallback", views=[v.name for v in feature_views])
             return DuckDBOfflineStore.get_historical_features(
                 config, feature_views, feature_refs, entity_df, registry, project, full_feature_names,
                 filter_by_created_timestamp)
-        lo, hi = historical.ts_range(query.entity[query.entity_ts])
+        lo, hi = asof.ts_range(query.entity[query.entity_ts])
         metadata = RetrievalMetadata(
             features=feature_refs, keys=[c for c in query.entity.column_names if c != query.entity_ts],
             min_event_timestamp=lo, max_event_timestamp=hi)
-        return historical.AsofRetrievalJob(query, ibis.get_backend().con, odfvs, full_feature_names, metadata,
-                                           _write_data_source, str(config.repo_path))
+        return asof.AsofRetrievalJob(query, ibis.get_backend().con, odfvs, full_feature_names, metadata,
+                                           private.write_data_source, str(config.repo_path))

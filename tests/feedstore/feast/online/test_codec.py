@@ -7,12 +7,11 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow as pa
 import pytest
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.utils import _columns_to_proto_values
 from feast.value_type import ValueType as V
 
-from feedstore.feast import codec
+from feedstore.feast.online import codec
 
 RNG = np.random.default_rng(1)
 CASES = {
@@ -43,13 +42,6 @@ def test_encode_column_on_chunked_input():
     assert [Value.FromString(b).int64_val for b in codec.encode_column(arr, V.INT64)] == [1, 2, 3]
 
 
-def test_varints_match_protobuf():
-    values = np.array([0, 1, 127, 128, 255, 2**14 - 1, 2**14, 2**21, 2**35 + 3, 2**63 - 1, -1, -(2**63)], np.int64)
-    buf, offsets = codec._varints(values)
-    assert codec._split(buf, offsets) == [codec.varint(int(v)) for v in values]
-    assert [Value.FromString(b"\x20" + b).int64_val for b in codec._split(buf, offsets)] == values.tolist()
-
-
 def test_timestamp_cells_equal_protobuf():
     from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesResponse
 
@@ -62,12 +54,3 @@ def test_timestamp_cells_equal_protobuf():
     assert b"".join(codec.timestamp_cells(us)) == expected.SerializeToString()
     assert b"".join(codec.timestamp_cells(us * 20)) == expected.SerializeToString() * 20   # the vectorised path
     assert [codec.micros_to_datetime(u) for u in us] == dts
-
-
-def test_entity_keys_are_readable_and_brace_free():
-    assert codec.redis_key("p", "user_id=42", "v") == b"p:{user_id=42}:v"
-    assert codec.entity_text(["b", "a"], ["x}{y", 1]) == "a=1,b=x%7D%7By"
-    table = pa.table({"item_id": pa.array([5, -7], pa.int64())})
-    assert codec.entity_texts(table, ["item_id"]) == ["item_id=5", "item_id=-7"]
-    key = EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=42)])
-    assert codec.entity_text(key.join_keys, [codec.proto_value(v) for v in key.entity_values]) == "user_id=42"

@@ -4,7 +4,7 @@ Feast's local engine reads, filters and de-duplicates the source (kept here unch
 turns every cell into a ``ValueProto`` (~20K rows/s, GBs of objects). ``FastComputeEngine``
 swaps only that last step: the Arrow table goes to ``TTLRedisOnlineStore.write_arrow``, which
 serialises whole columns and pipelines one atomic newer-wins write per row. Selected in
-``feature_store.yaml`` (``batch_engine: feedstore.feast.materialize.FastComputeEngine``), so
+``feature_store.yaml`` (``batch_engine: feedstore.feast.engine.FastComputeEngine``), so
 ``feast materialize``/``materialize-incremental`` and ``FeatureStore.materialize`` all use it and
 Feast keeps recording the materialized intervals in the registry.
 """
@@ -20,21 +20,21 @@ import pyarrow as pa
 import structlog
 from feast import FeatureStore
 from feast.data_format import ParquetFormat
-from feast.infra.common.materialization_job import MaterializationJobStatus, MaterializationTask
+from feast.infra.common.materialization_job import MaterializationJob, MaterializationTask
 from feast.infra.compute_engines.dag.context import ExecutionContext
 from feast.infra.compute_engines.local.arrow_table_value import ArrowTableValue
 from feast.infra.compute_engines.local.compute import LocalComputeEngine, LocalComputeEngineConfig
 from feast.infra.compute_engines.local.feature_builder import LocalFeatureBuilder
-from feast.infra.compute_engines.local.job import LocalMaterializationJob
 from feast.infra.compute_engines.local.local_node import LocalNode
 from feast.infra.compute_engines.local.nodes import LocalOutputNode
 from feast.infra.offline_stores.file_source import FileSource
 from feast.infra.registry.base_registry import BaseRegistry
 from prometheus_client import Counter
 
-from feedstore.feast.historical import quote
-from feedstore.feast.offline_store import ensure_duckdb_s3
-from feedstore.feast.online_store import TTLRedisOnlineStore
+from feedstore.feast import private
+from feedstore.feast.offline.asof import quote
+from feedstore.feast.offline.store import ensure_duckdb_s3
+from feedstore.feast.online.store import TTLRedisOnlineStore
 
 log = structlog.get_logger(__name__)
 
@@ -150,7 +150,7 @@ class ArrowFeatureBuilder(LocalFeatureBuilder):
         if not isinstance(self.task, MaterializationTask) or not _plain_parquet_view(view):
             return super().build_source_node(view)
         node = LatestRowsNode("source", view, self.get_column_info(view), self.task.start_time,
-                              self.task.end_time, self._should_dedupe(view))
+                              self.task.end_time, private.should_dedupe(self, view))
         self.nodes.append(node)
         return node
 
@@ -171,23 +171,19 @@ class ArrowFeatureBuilder(LocalFeatureBuilder):
 
 
 class FastComputeEngineConfig(LocalComputeEngineConfig):
-    type: Literal["feedstore.feast.materialize.FastComputeEngine"] = (  # type: ignore[assignment]
-        "feedstore.feast.materialize.FastComputeEngine"
+    type: Literal["feedstore.feast.engine.FastComputeEngine"] = (  # type: ignore[assignment]
+        "feedstore.feast.engine.FastComputeEngine"
     )
 
 
 class FastComputeEngine(LocalComputeEngine):
-    def _materialize_one(self, registry: BaseRegistry, task: MaterializationTask, **kwargs):
-        """The parent's method with our builder (it names its builder class inline)."""
+    """Feast's local engine, its materialization plans built by ``ArrowFeatureBuilder``."""
+
+    def _materialize_one(self, registry: BaseRegistry, task: MaterializationTask, **kwargs) -> MaterializationJob:
+        """Feast's own method (it names its builder class inline), with our builder, once the
+        DuckDB session can read S3."""
         ensure_duckdb_s3()
-        job_id = f"{task.feature_view.name}-{task.start_time}-{task.end_time}"
-        context = self.get_execution_context(registry, task)
-        try:
-            plan = ArrowFeatureBuilder(registry, task, backend=self._get_backend(context)).build()
-            plan.execute(context)
-            return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.SUCCEEDED)
-        except Exception as exc:  # noqa: BLE001 - Feast's provider re-raises job errors
-            return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.ERROR, error=exc)
+        return private.materialize_one(self, registry, task, ArrowFeatureBuilder, **kwargs)
 
 
 def materialize(store: FeatureStore, views: Sequence[str] | None, start: datetime, end: datetime) -> None:

@@ -1,0 +1,84 @@
+"""Online reads after materialization: values, repeated entities, the TTL on read, Feast's
+``online_read`` API, and the direct path answering exactly as Feast's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from feedstore.feast import private
+from tests.feedstore.feast.online.conftest import HOUR_US, ITEM_IDS, expected_rows, latest, now_us
+
+
+def test_online_values_equal_the_newest_source_rows(fs, online_tables):
+    users = [1, 2, 40, 999]  # 999 has no features at all
+    items = [1001, 1080, 1050, 5]
+    got = fs.get_online_features(features=fs.get_feature_service("ranking"),
+                                 entity_rows=[{"user_id": u, "item_id": i} for u, i in zip(users, items)]).to_dict()
+    expected = expected_rows(online_tables, users, items)
+    assert len(got) == len(expected[0])
+    for col in expected[0]:
+        assert got[col] == [row[col] for row in expected], col
+
+
+def test_one_user_500_items_reads_every_row(fs, online_tables):
+    items = list(ITEM_IDS) * 6 + [7] * 20
+    got = fs.get_online_features(features=fs.get_feature_service("ranking"),
+                                 entity_rows=[{"user_id": 3, "item_id": int(i)} for i in items]).to_dict()
+    assert len(got["item_embedding"]) == 500
+    embeddings = {r["item_id"]: r["item_embedding"] for r in online_tables["item_embedding"].to_pylist()}
+    assert got["item_embedding"] == [embeddings.get(i) for i in items]
+    user_emb = latest(online_tables["user_embedding"], "user_id")[3]["user_embedding"]
+    assert got["user_embedding"] == [user_emb] * 500
+
+
+def test_a_value_past_its_ttl_is_not_served_even_if_the_key_survives(fs, online_tables, redis_client):
+    """E.g. a TTL shortened after the write: the read itself enforces the view's TTL."""
+    key = "feed_ranking:{user_id=9}:user_embedding"
+    before = fs.get_online_features(features=["user_embedding:user_embedding"],
+                                    entity_rows=[{"user_id": 9}]).to_dict()["user_embedding"]
+    assert before[0] is not None
+    redis_client.hset(key, "_ts", str(now_us() - 25 * HOUR_US))
+    resp = fs.get_online_features(features=["user_embedding:user_embedding"], entity_rows=[{"user_id": 9}])
+    assert resp.to_dict()["user_embedding"] == [None]
+    assert redis_client.exists(key)
+
+
+def test_online_read_api_applies_the_ttl(fs, online_tables):
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    store = fs._get_provider().online_store
+    view = fs.get_feature_view("item_embedding")
+    rows = store.online_read(fs.config, view, [EntityKey(join_keys=["item_id"], entity_values=[Value(int64_val=i)])
+                                               for i in (1001, 424242)])
+    ts, values = rows[0]
+    assert ts is not None and list(values["item_embedding"].float_list_val.val) == \
+        latest(online_tables["item_embedding"], "item_id")[1001]["item_embedding"]
+    assert rows[1] == (None, None)
+
+
+@pytest.mark.parametrize("full_names", [False, True])
+def test_direct_path_answers_exactly_as_feasts_path(fs, online_tables, redis_client, full_names):
+    """Plain int keys take the direct path (proto built lazily); numpy ints take Feast's path
+    (entity protos, ``_read_features_per_fv``). Both, and Feast's own converter, must agree."""
+    from feast.online_response import OnlineResponse
+
+    redis_client.hset("feed_ranking:{user_id=12}:user_embedding", "_ts", str(now_us() - 25 * HOUR_US))
+    users, items = [12, 12, 999, 4], [1001, 1001, 1002, 77777]  # expired, repeated, unknown user, unknown item
+    kwargs = {"features": fs.get_feature_service("ranking"), "full_feature_names": full_names,
+              "include_feature_view_version_metadata": full_names}
+    direct = fs.get_online_features(entity_rows=[{"user_id": u, "item_id": i} for u, i in zip(users, items)],
+                                    **kwargs)
+    feasts = fs.get_online_features(entity_rows={"user_id": [np.int64(u) for u in users],
+                                                 "item_id": [np.int64(i) for i in items]}, **kwargs)
+    assert direct._entities is not None and feasts._entities is None  # each took the path meant
+    assert direct.to_dict() == feasts.to_dict() == OnlineResponse(feasts.proto, private.response_feature_types(feasts)).to_dict()
+    assert direct.to_dict(True) == feasts.to_dict(True)
+    assert direct.proto == feasts.proto
+    assert direct.to_df().equals(feasts.to_df())
+    got = direct.to_dict()
+    emb = "user_embedding__user_embedding" if full_names else "user_embedding"
+    assert got[emb][:3] == [None, None, None] and got[emb][3] is not None
+    statuses = direct.proto.results[list(direct.proto.metadata.feature_names.val).index(emb)].statuses
+    assert list(statuses) == [4, 4, 3, 1]  # OUTSIDE_MAX_AGE, OUTSIDE_MAX_AGE, NOT_FOUND, PRESENT
