@@ -56,7 +56,7 @@ def namespace_env() -> dict[str, str]:
 
     base = get_settings()
     return {
-        "FEED_POSTGRES_DSN": urlsplit(base.postgres_dsn)._replace(path="/feedstore_bench").geturl(),
+        "FEED_POSTGRES_DSN": urlsplit(base.postgres.dsn)._replace(path="/feedstore_bench").geturl(),
         "FEED_REDIS_URL": f"redis://127.0.0.1:{BENCH_REDIS_PORT}/0",
         "BENCH_STOCK_REDIS_URL": f"redis://127.0.0.1:{BENCH_REDIS_PORT}/1",
         "FEED_S3_BUCKET": "feedstore-bench",
@@ -76,18 +76,18 @@ def prepare_namespace(env: dict[str, str]) -> None:
     os.environ.update(env)
     reset_settings_cache()
     s = get_settings()
-    admin = urlsplit(s.postgres_dsn)._replace(path="/postgres").geturl()
+    admin = urlsplit(s.postgres.dsn)._replace(path="/postgres").geturl()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier("feedstore_bench")))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("feedstore_bench")))
     client = s3_client(s)
-    if s.s3_bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
-        client.create_bucket(Bucket=s.s3_bucket)
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s.s3_bucket):
+    if s.s3.bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+        client.create_bucket(Bucket=s.s3.bucket)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s.s3.bucket):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
-            client.delete_objects(Bucket=s.s3_bucket, Delete={"Objects": keys})
-    for url in (s.redis_url, env["BENCH_STOCK_REDIS_URL"]):
+            client.delete_objects(Bucket=s.s3.bucket, Delete={"Objects": keys})
+    for url in (s.redis.url, env["BENCH_STOCK_REDIS_URL"]):
         redis.Redis.from_url(url).flushdb()
 
 
@@ -141,7 +141,7 @@ def bench_view():
     return FeatureView(
         name=BENCH_VIEW, entities=[item], ttl=timedelta(days=7), online=True,
         source=FileSource(name=f"{BENCH_VIEW}_source", path=feature_glob(BENCH_VIEW), file_format=ParquetFormat(),
-                          s3_endpoint_override=get_settings().s3_endpoint, timestamp_field="event_timestamp"),
+                          s3_endpoint_override=get_settings().s3.endpoint, timestamp_field="event_timestamp"),
         schema=[Field(name="vec", dtype=Array(Float32)), Field(name="a", dtype=Int64), Field(name="b", dtype=Int64),
                 Field(name="c", dtype=Float64), Field(name="d", dtype=Float64), Field(name="e", dtype=String)],
     )

@@ -35,7 +35,7 @@ console = Console(width=180)
 
 
 def pg_table_bytes(s: Settings) -> int:
-    with psycopg.connect(s.postgres_dsn) as conn:
+    with psycopg.connect(s.postgres.dsn) as conn:
         return int(conn.execute("SELECT sum(pg_total_relation_size(t::regclass)) FROM "
                             "unnest(ARRAY['users', 'user_follows', 'items']) t").fetchone()[0])
 
@@ -77,7 +77,7 @@ def copy_baseline(s: Settings, repeat: int) -> dict:
     columns = rows.column_names
 
     def per_row() -> None:
-        with psycopg.connect(s.postgres_dsn) as conn, conn.cursor() as cur:
+        with psycopg.connect(s.postgres.dsn) as conn, conn.cursor() as cur:
             cur.execute("TRUNCATE items")
             stmt = sql.SQL("COPY items ({}) FROM STDIN").format(sql.SQL(", ").join(map(sql.Identifier, columns)))
             with cur.copy(stmt) as copy:
@@ -85,7 +85,7 @@ def copy_baseline(s: Settings, repeat: int) -> dict:
                     copy.write_row([r[c] for c in columns])
 
     def chunked() -> None:
-        with psycopg.connect(s.postgres_dsn) as conn, conn.cursor() as cur:
+        with psycopg.connect(s.postgres.dsn) as conn, conn.cursor() as cur:
             cur.execute("TRUNCATE items")
             copy_rows(cur, "items", rows)
 

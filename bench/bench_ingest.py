@@ -106,14 +106,14 @@ def bench_end_to_end(n: int, batch_size: int) -> dict:
     from tests.ingestion.conftest import produce, seed_catalog
 
     with sandbox("bench") as namespace:
-        s = namespace.model_copy(update={"ingest_batch_size": batch_size})
-        seed_catalog(s.postgres_dsn)
+        s = namespace.replace(ingest={"batch_size": batch_size})
+        seed_catalog(s.postgres.dsn)
         now = datetime.now(timezone.utc)
         lines, reasons = inject_defects(valid_lines(n, now=now, seed=4), copies=max(1, n // 20000), duplicates=200,
                                         now=now, unknown_user_id=999_999, unknown_item_id=999_999)
         produce(s, lines)
         stats = IngestConsumer(s, Options(until_idle=3)).run()
-        with psycopg.connect(s.postgres_dsn) as conn:
+        with psycopg.connect(s.postgres.dsn) as conn:
             stored = conn.execute("SELECT count(*) FROM user_activity").fetchone()[0]
         assert stored == sum(r is None for r in reasons), (stored, stats)
         return {"events": len(lines), "batch_size": batch_size, "seconds": stats.busy_seconds,

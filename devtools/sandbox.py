@@ -24,10 +24,10 @@ log = get_logger(__name__)
 
 def _environment(base: Settings, tag: str) -> dict[str, str]:
     """Database 0 of Redis stays the default namespace's; sandboxes take 1-15 in turn."""
-    redis_db = 1 + int(redis.Redis.from_url(base.redis_url).incr(REDIS_DB_COUNTER)) % 15
+    redis_db = 1 + int(redis.Redis.from_url(base.redis.url).incr(REDIS_DB_COUNTER)) % 15
     return {
-        "FEED_POSTGRES_DSN": urlsplit(base.postgres_dsn)._replace(path=f"/feedstore_{tag}").geturl(),
-        "FEED_REDIS_URL": urlsplit(base.redis_url)._replace(path=f"/{redis_db}").geturl(),
+        "FEED_POSTGRES_DSN": urlsplit(base.postgres.dsn)._replace(path=f"/feedstore_{tag}").geturl(),
+        "FEED_REDIS_URL": urlsplit(base.redis.url)._replace(path=f"/{redis_db}").geturl(),
         "FEED_S3_BUCKET": f"feedstore-{tag}",
         "FEED_TOPIC_ACTIVITY": f"user-activity-{tag}",
         "FEED_TOPIC_DLQ": f"user-activity-dlq-{tag}",
@@ -48,10 +48,10 @@ def sandbox(kind: str = "test") -> Iterator[Settings]:
     reset_settings_cache()
     isolated = get_settings()
     try:
-        redis.Redis.from_url(isolated.redis_url).flushdb()
+        redis.Redis.from_url(isolated.redis.url).flushdb()
         for service in services(isolated):
             service.provision()
-        with psycopg.connect(isolated.postgres_dsn) as conn:
+        with psycopg.connect(isolated.postgres.dsn) as conn:
             migrate(conn)
         yield isolated
     finally:
@@ -69,8 +69,8 @@ def drop(base: Settings, isolated: Settings) -> None:
     from feedstore.s3 import s3_client
     from feedstore.kafka import admin_client
 
-    admin = admin_client(base.kafka_bootstrap)
-    for topic, future in admin.delete_topics([isolated.topic_activity, isolated.topic_dlq],
+    admin = admin_client(base.kafka.bootstrap)
+    for topic, future in admin.delete_topics([isolated.kafka.topic_activity, isolated.kafka.topic_dlq],
                                              operation_timeout=30).items():
         try:
             future.result()
@@ -78,15 +78,15 @@ def drop(base: Settings, isolated: Settings) -> None:
             log.warning("sandbox_topic_not_deleted", topic=topic, error=str(exc))
     try:
         client = s3_client(isolated)
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=isolated.s3_bucket):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=isolated.s3.bucket):
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
             if keys:
-                client.delete_objects(Bucket=isolated.s3_bucket, Delete={"Objects": keys})
-        client.delete_bucket(Bucket=isolated.s3_bucket)
+                client.delete_objects(Bucket=isolated.s3.bucket, Delete={"Objects": keys})
+        client.delete_bucket(Bucket=isolated.s3.bucket)
     except Exception as exc:  # noqa: BLE001
-        log.warning("sandbox_bucket_not_deleted", bucket=isolated.s3_bucket, error=str(exc))
-    redis.Redis.from_url(isolated.redis_url).flushdb()
-    dbname = urlsplit(isolated.postgres_dsn).path.lstrip("/")
-    admin_dsn = urlsplit(base.postgres_dsn)._replace(path="/postgres").geturl()
+        log.warning("sandbox_bucket_not_deleted", bucket=isolated.s3.bucket, error=str(exc))
+    redis.Redis.from_url(isolated.redis.url).flushdb()
+    dbname = urlsplit(isolated.postgres.dsn).path.lstrip("/")
+    admin_dsn = urlsplit(base.postgres.dsn)._replace(path="/postgres").geturl()
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))

@@ -408,7 +408,7 @@ def _postgres(suite: str, target: PostgresTarget, params: dict[str, Any], contex
         raise ValidationError(f"cannot read {target}: {str(exc).strip().splitlines()[0]}") from exc
     spec = suites.SuiteSpec(engine="postgres", columns=columns, params=params)
     expectations = suites.build_expectations(suite, spec)
-    dsn = settings.postgres_dsn.replace("postgresql://", "postgresql+psycopg2://", 1)
+    dsn = settings.postgres.dsn.replace("postgresql://", "postgresql+psycopg2://", 1)
     asset = context.data_sources.add_postgres("postgres", connection_string=dsn).add_query_asset("data", query=text)
     return expectations, asset.add_batch_definition_whole_table("whole"), None
 
@@ -418,7 +418,7 @@ def upload_docs(docs_dir: Path, prefix: str) -> str:
     from feedstore.s3 import s3_client, s3_uri
 
     client = s3_client()
-    bucket = get_settings().s3_bucket
+    bucket = get_settings().s3.bucket
     prefix = prefix.strip("/")
     for path in sorted(p for p in docs_dir.rglob("*") if p.is_file()):
         key = f"{prefix}/{path.relative_to(docs_dir).as_posix()}"

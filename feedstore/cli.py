@@ -135,7 +135,7 @@ def feast(ctx: typer.Context) -> None:
     settings = get_settings()
     args = list(ctx.args)
     if not {"-c", "--chdir", "-f", "--feature-store-yaml"} & {a.split("=", 1)[0] for a in args}:
-        args = ["-c", str(settings.feast_repo_path), *args]
+        args = ["-c", str(settings.feast.repo_path), *args]
     os.environ.update(settings.feast_env())
     os.execv(exe, [exe, *args])
 

@@ -10,12 +10,12 @@ from feedstore.settings import Settings, get_settings
 
 def connect(settings: Settings | None = None, **kwargs) -> psycopg.Connection:
     s = settings or get_settings()
-    return psycopg.connect(s.postgres_dsn, connect_timeout=10, **kwargs)
+    return psycopg.connect(s.postgres.dsn, connect_timeout=10, **kwargs)
 
 
 def pool(settings: Settings | None = None, min_size: int = 1, max_size: int = 4) -> ConnectionPool:
     s = settings or get_settings()
     return ConnectionPool(
-        s.postgres_dsn, min_size=min_size, max_size=max_size, open=True,
+        s.postgres.dsn, min_size=min_size, max_size=max_size, open=True,
         kwargs={"connect_timeout": 10},
     )

@@ -16,10 +16,10 @@ def s3_client(settings: Settings | None = None, timeout: float = 10):
     s = settings or get_settings()
     return boto3.client(
         "s3",
-        endpoint_url=s.s3_endpoint,
-        aws_access_key_id=s.aws_access_key_id,
-        aws_secret_access_key=s.aws_secret_access_key,
-        region_name=s.s3_region,
+        endpoint_url=s.s3.endpoint,
+        aws_access_key_id=s.s3.access_key_id,
+        aws_secret_access_key=s.s3.secret_access_key,
+        region_name=s.s3.region,
         config=Config(connect_timeout=timeout, read_timeout=max(timeout, 30),
                       retries={"max_attempts": 2}, s3={"addressing_style": "path"}),
     )
@@ -28,23 +28,23 @@ def s3_client(settings: Settings | None = None, timeout: float = 10):
 def arrow_fs(settings: Settings | None = None) -> pafs.S3FileSystem:
     s = settings or get_settings()
     return pafs.S3FileSystem(
-        access_key=s.aws_access_key_id,
-        secret_key=s.aws_secret_access_key,
-        endpoint_override=s.s3_host_port,
-        scheme="https" if s.s3_use_ssl else "http",
-        region=s.s3_region,
+        access_key=s.s3.access_key_id,
+        secret_key=s.s3.secret_access_key,
+        endpoint_override=s.s3.host_port,
+        scheme="https" if s.s3.use_ssl else "http",
+        region=s.s3.region,
     )
 
 
 def s3_uri(key: str, settings: Settings | None = None) -> str:
     s = settings or get_settings()
-    return f"s3://{s.s3_bucket}/{key.lstrip('/')}"
+    return f"s3://{s.s3.bucket}/{key.lstrip('/')}"
 
 
 def bucket_path(key: str, settings: Settings | None = None) -> str:
     """``bucket/key`` as pyarrow's filesystem wants it."""
     s = settings or get_settings()
-    return f"{s.s3_bucket}/{key.lstrip('/')}"
+    return f"{s.s3.bucket}/{key.lstrip('/')}"
 
 
 @lru_cache(maxsize=1)
@@ -71,6 +71,6 @@ def configure_duckdb(con, settings: Settings | None = None) -> None:
     con.execute(
         "CREATE OR REPLACE SECRET feedstore_s3 (TYPE s3, KEY_ID $key, SECRET $secret, "
         "ENDPOINT $endpoint, URL_STYLE 'path', USE_SSL $ssl, REGION $region)",
-        {"key": s.aws_access_key_id, "secret": s.aws_secret_access_key, "endpoint": s.s3_host_port,
-         "ssl": s.s3_use_ssl, "region": s.s3_region},
+        {"key": s.s3.access_key_id, "secret": s.s3.secret_access_key, "endpoint": s.s3.host_port,
+         "ssl": s.s3.use_ssl, "region": s.s3.region},
     )

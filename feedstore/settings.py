@@ -1,112 +1,180 @@
-"""The one place where endpoints, credentials and tunables are read from the environment.
+"""The one place where endpoints, credentials and tunables are read from the environment,
+grouped by component.
 
-Every other module asks ``get_settings()``; defaults point at the local stack that
-``feedstore stack up`` runs on loopback.
+Every other module asks ``get_settings()`` at call time; defaults point at the local stack that
+``feedstore stack up`` runs on loopback. Each group reads its own ``FEED_<GROUP>_*`` variables
+(a few keep the names they were documented under, given as aliases), so ``settings.kafka`` is
+what the Kafka clients need and nothing else.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FEED_", extra="ignore")
+def _group(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, extra="ignore", populate_by_name=True)
 
-    postgres_dsn: str = "postgresql://feedstore:feedstore@127.0.0.1:5433/feedstore"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    s3_endpoint: str = "http://127.0.0.1:8333"
-    s3_bucket: str = "feedstore"
-    s3_region: str = "us-east-1"
-    aws_access_key_id: str = Field(
-        "feedstore-key", validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "FEED_AWS_ACCESS_KEY_ID")
-    )
-    aws_secret_access_key: str = Field(
-        "feedstore-secret",
-        validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "FEED_AWS_SECRET_ACCESS_KEY"),
-    )
 
-    topic_activity: str = "user-activity"
-    topic_dlq: str = "user-activity-dlq"
-    topic_partitions: int = 4
-    consumer_group: str = "feedstore-ingest"
-    # The broker accepts 16 MiB (stack/kafka.py); producers may send up to that.
-    kafka_message_max_bytes: int = 16 * 1024 * 1024
-    kafka_session_timeout_ms: int = 10_000
+def _env(*names: str) -> Any:
+    """A field read from variables named otherwise than its group's prefix would give."""
+    return AliasChoices(*names)
 
-    # Ingestion consumer; unset clock bounds fall back to feedstore.contract.rules.
-    ingest_batch_size: int = 5_000
-    ingest_batch_timeout_ms: int = 500
-    ingest_max_event_age_seconds: int | None = None
-    ingest_max_future_skew_seconds: int | None = None
-    # Push realtime user features to Feast per batch (needs `feast apply` of feature_repo/ first).
-    ingest_feast_push: bool = False
 
-    stack_dir: Path = PROJECT_ROOT / ".stack"
-    cache_dir: Path = Path.home() / ".cache" / "feedstore"
-    kafka_version: str = "4.1.2"
-    kafka_controller_port: int = 9093
-    kafka_heap: str = "-Xmx512m"
-    # weed mini's master, volume, filer and admin listen on base .. base+3 (gRPC on +10000).
-    seaweedfs_port_base: int = 9333
+class PostgresSettings(BaseSettings):
+    model_config = _group("FEED_POSTGRES_")
 
-    feast_repo_path: Path = PROJECT_ROOT / "feature_repo"
-    feast_materialize_chunk_rows: int = 5_000
-    feast_materialize_workers: int = 2
-    serve_gc_threshold: int = 50_000
-    # Feast's DuckDB connection (offline store: get_historical_features, materialization reads).
-    feast_duckdb_memory_limit: str = "2GB"
-
-    # Daily pipeline (orchestration/). Dagster keeps its own storage in Postgres when this DSN is
-    # set, else in SQLite under $DAGSTER_HOME.
-    dagster_storage_dsn: str | None = None
-    pipeline_start_date: str = "2025-01-01"
-    # Where the pre-computed content embeddings land (the generator's item snapshots).
-    content_embeddings_prefix: str = "snapshots/items/"
-    activity_retention_days: int = 30
-    candidates_per_user: int = 100
-    candidate_pool_size: int = 5_000
-    # DuckDB's default is 80% of RAM; a bound makes the big joins spill to disk instead.
-    pipeline_duckdb_memory_limit: str = "4GB"
+    dsn: str = "postgresql://feedstore:feedstore@127.0.0.1:5433/feedstore"
 
     @property
-    def s3_host_port(self) -> str:
-        """``host:port`` of the S3 endpoint, as DuckDB and Kafka-style configs want it."""
-        return urlsplit(self.s3_endpoint).netloc
+    def port(self) -> int:
+        return urlsplit(self.dsn).port or 5432
+
+
+class RedisSettings(BaseSettings):
+    model_config = _group("FEED_REDIS_")
+
+    url: str = "redis://127.0.0.1:6379/0"
 
     @property
-    def s3_use_ssl(self) -> bool:
-        return urlsplit(self.s3_endpoint).scheme == "https"
+    def port(self) -> int:
+        return urlsplit(self.url).port or 6379
+
+
+class KafkaSettings(BaseSettings):
+    model_config = _group("FEED_KAFKA_")
+
+    bootstrap: str = "127.0.0.1:9092"
+    topic_activity: str = Field("user-activity", validation_alias=_env("FEED_TOPIC_ACTIVITY"))
+    topic_dlq: str = Field("user-activity-dlq", validation_alias=_env("FEED_TOPIC_DLQ"))
+    topic_partitions: int = Field(4, validation_alias=_env("FEED_TOPIC_PARTITIONS"))
+    consumer_group: str = Field("feedstore-ingest", validation_alias=_env("FEED_CONSUMER_GROUP"))
+    # The broker accepts 16 MiB (devtools/stack/kafka.py); producers may send up to that.
+    message_max_bytes: int = 16 * 1024 * 1024
+    session_timeout_ms: int = 10_000
 
     @property
-    def kafka_port(self) -> int:
-        return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+    def port(self) -> int:
+        return int(self.bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+
+class S3Settings(BaseSettings):
+    model_config = _group("FEED_S3_")
+
+    endpoint: str = "http://127.0.0.1:8333"
+    bucket: str = "feedstore"
+    region: str = "us-east-1"
+    access_key_id: str = Field("feedstore-key", validation_alias=_env(
+        "AWS_ACCESS_KEY_ID", "FEED_AWS_ACCESS_KEY_ID"))
+    secret_access_key: str = Field("feedstore-secret", validation_alias=_env(
+        "AWS_SECRET_ACCESS_KEY", "FEED_AWS_SECRET_ACCESS_KEY"))
 
     @property
-    def redis_port(self) -> int:
-        return urlsplit(self.redis_url).port or 6379
+    def host_port(self) -> str:
+        """``host:port`` of the endpoint, as DuckDB and Kafka-style configs want it."""
+        return urlsplit(self.endpoint).netloc
 
     @property
-    def s3_port(self) -> int:
-        return urlsplit(self.s3_endpoint).port or 80
+    def use_ssl(self) -> bool:
+        return urlsplit(self.endpoint).scheme == "https"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.endpoint).port or 80
+
+
+class IngestSettings(BaseSettings):
+    """The consumer; unset clock bounds fall back to ``feedstore.contract.rules``."""
+
+    model_config = _group("FEED_INGEST_")
+
+    batch_size: int = 5_000
+    batch_timeout_ms: int = 500
+    max_event_age_seconds: int | None = None
+    max_future_skew_seconds: int | None = None
+    feast_push: bool = False
+    """Push realtime user features to Feast per batch (needs `feast apply` of feature_repo/ first)."""
+
+
+class FeastSettings(BaseSettings):
+    model_config = _group("FEED_FEAST_")
+
+    repo_path: Path = PROJECT_ROOT / "feature_repo"
+    duckdb_memory_limit: str = "2GB"
+    """Feast's DuckDB connection (offline store: get_historical_features, materialization reads)."""
+
+
+class ServeSettings(BaseSettings):
+    model_config = _group("FEED_SERVE_")
+
+    gc_threshold: int = 50_000
+
+
+class PipelineSettings(BaseSettings):
+    """The daily Dagster pipeline (orchestration/)."""
+
+    model_config = _group("FEED_PIPELINE_")
+
+    start_date: str = "2025-01-01"
+    duckdb_memory_limit: str = "4GB"
+    """DuckDB's default is 80% of RAM; a bound makes the big joins spill to disk instead."""
+    dagster_storage_dsn: str | None = Field(None, validation_alias=_env("FEED_DAGSTER_STORAGE_DSN"))
+    """Dagster keeps its runs in Postgres when set, else in SQLite under $DAGSTER_HOME."""
+    content_embeddings_prefix: str = Field("snapshots/items/", validation_alias=_env(
+        "FEED_CONTENT_EMBEDDINGS_PREFIX"))
+    """Where the pre-computed content embeddings land (the generator's item snapshots)."""
+    activity_retention_days: int = Field(30, validation_alias=_env("FEED_ACTIVITY_RETENTION_DAYS"))
+    candidates_per_user: int = Field(100, validation_alias=_env("FEED_CANDIDATES_PER_USER"))
+    candidate_pool_size: int = Field(5_000, validation_alias=_env("FEED_CANDIDATE_POOL_SIZE"))
+
+
+class StackSettings(BaseSettings):
+    """The local stack (devtools/stack); nothing in production reads it."""
+
+    model_config = _group("FEED_STACK_")
+
+    dir: Path = PROJECT_ROOT / ".stack"
+    cache_dir: Path = Field(Path.home() / ".cache" / "feedstore", validation_alias=_env("FEED_CACHE_DIR"))
+    kafka_version: str = Field("4.1.2", validation_alias=_env("FEED_KAFKA_VERSION"))
+    kafka_controller_port: int = Field(9093, validation_alias=_env("FEED_KAFKA_CONTROLLER_PORT"))
+    kafka_heap: str = Field("-Xmx512m", validation_alias=_env("FEED_KAFKA_HEAP"))
+    seaweedfs_port_base: int = Field(9333, validation_alias=_env("FEED_SEAWEEDFS_PORT_BASE"))
+    """weed mini's master, volume, filer and admin listen on base .. base+3 (gRPC on +10000)."""
+
+
+class Settings(BaseModel):
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    feast: FeastSettings = Field(default_factory=FeastSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    stack: StackSettings = Field(default_factory=StackSettings)
+
+    def replace(self, **groups: dict[str, Any]) -> Settings:
+        """A copy with some fields of some groups changed: ``s.replace(kafka={"topic_activity": "t"})``."""
+        return self.model_copy(update={name: getattr(self, name).model_copy(update=fields)
+                                       for name, fields in groups.items() if fields})
 
     @property
     def feast_registry_url(self) -> str:
         """The SQLAlchemy URL Feast's SQL registry wants (psycopg 3 driver) for the same database."""
-        dsn = urlsplit(self.postgres_dsn)
-        return dsn._replace(scheme="postgresql+psycopg").geturl()
+        return urlsplit(self.postgres.dsn)._replace(scheme="postgresql+psycopg").geturl()
 
     @property
     def feast_redis_connection(self) -> str:
-        """Feast's Redis connection string, ``host:port,db=N[,password=...]``, from ``redis_url``."""
-        url = urlsplit(self.redis_url)
+        """Feast's Redis connection string, ``host:port,db=N[,password=...]``, from the Redis URL."""
+        url = urlsplit(self.redis.url)
         parts = [f"{url.hostname or '127.0.0.1'}:{url.port or 6379}", f"db={int(url.path.lstrip('/') or 0)}"]
         if url.username:
             parts.append(f"username={url.username}")
@@ -122,15 +190,11 @@ class Settings(BaseSettings):
         return {
             "FEED_FEAST_REGISTRY_URL": self.feast_registry_url,
             "FEED_FEAST_REDIS": self.feast_redis_connection,
-            "AWS_ACCESS_KEY_ID": self.aws_access_key_id,
-            "AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key,
-            "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
-            "AWS_DEFAULT_REGION": self.s3_region,
+            "AWS_ACCESS_KEY_ID": self.s3.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.s3.secret_access_key,
+            "AWS_ENDPOINT_URL_S3": self.s3.endpoint,
+            "AWS_DEFAULT_REGION": self.s3.region,
         }
-
-    @property
-    def postgres_port(self) -> int:
-        return urlsplit(self.postgres_dsn).port or 5432
 
 
 @lru_cache(maxsize=1)

@@ -68,9 +68,9 @@ class RunStats:
 
 def limits_from(settings: Settings, replay: bool) -> Limits:
     return Limits(
-        max_age_seconds=settings.ingest_max_event_age_seconds or rules.MAX_EVENT_AGE_SECONDS,
-        max_future_seconds=(rules.MAX_FUTURE_SKEW_SECONDS if settings.ingest_max_future_skew_seconds is None
-                            else settings.ingest_max_future_skew_seconds),
+        max_age_seconds=settings.ingest.max_event_age_seconds or rules.MAX_EVENT_AGE_SECONDS,
+        max_future_seconds=(rules.MAX_FUTURE_SKEW_SECONDS if settings.ingest.max_future_skew_seconds is None
+                            else settings.ingest.max_future_skew_seconds),
         replay=replay,
     )
 
@@ -80,7 +80,7 @@ def default_stages(settings: Settings) -> list[Stage]:
     and Feast pushes only what Postgres found new. Feast is on with ``ingest_feast_push``."""
     stages = [Stage(DlqSink(settings)), Stage(S3Sink(settings)), Stage(PostgresSink(settings)),
               Stage(RedisSink(settings), after=("postgres",), new_only=True)]
-    if settings.ingest_feast_push:
+    if settings.ingest.feast_push:
         from ingestion.sinks.feast_push import FeastPushSink
 
         stages.append(Stage(FeastPushSink(settings), after=("redis",), new_only=True))
@@ -116,12 +116,12 @@ class IngestConsumer:
 
     def _kafka_config(self) -> dict:
         conf = {
-            "bootstrap.servers": self.settings.kafka_bootstrap,
-            "group.id": self.settings.consumer_group,
+            "bootstrap.servers": self.settings.kafka.bootstrap,
+            "group.id": self.settings.kafka.consumer_group,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            "session.timeout.ms": self.settings.kafka_session_timeout_ms,
+            "session.timeout.ms": self.settings.kafka.session_timeout_ms,
             "partition.assignment.strategy": "roundrobin",
             "log_level": 3,
         }
@@ -159,13 +159,13 @@ class IngestConsumer:
         restore = self._install_signal_handlers()
         self.warm_up()
         consumer = self._consumer = Consumer(self._kafka_config())
-        consumer.subscribe([self.settings.topic_activity], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info("ingest_started", topic=self.settings.topic_activity, group=self.settings.consumer_group,
+        consumer.subscribe([self.settings.kafka.topic_activity], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info("ingest_started", topic=self.settings.kafka.topic_activity, group=self.settings.kafka.consumer_group,
                  replay=self.options.replay, stages=[s.name for s in self.processor.stages])
-        timeout = self.settings.ingest_batch_timeout_ms / 1000
+        timeout = self.settings.ingest.batch_timeout_ms / 1000
         try:
             while not self._stop.is_set():
-                messages = consumer.consume(self.settings.ingest_batch_size, timeout)
+                messages = consumer.consume(self.settings.ingest.batch_size, timeout)
                 messages = [m for m in messages if not self._is_error(m)]
                 if not messages:
                     if self._idle_long_enough():

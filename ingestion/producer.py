@@ -48,11 +48,11 @@ class DeliveryReport:
 def producer_config(settings: Settings | None = None) -> dict:
     s = settings or get_settings()
     return {
-        "bootstrap.servers": s.kafka_bootstrap,
+        "bootstrap.servers": s.kafka.bootstrap,
         "enable.idempotence": True,  # acks=all, no duplicates or reordering on retry
         "linger.ms": 20,
         "compression.type": "lz4",
-        "message.max.bytes": s.kafka_message_max_bytes,
+        "message.max.bytes": s.kafka.message_max_bytes,
         "partitioner": "murmur2_random",  # same key → partition mapping as Java clients
         "log_level": 3,
     }
@@ -68,12 +68,12 @@ def check_topic(topic: str, settings: Settings | None = None, timeout: float = 1
     from feedstore.kafka import admin_client
 
     try:
-        metadata = admin_client(s.kafka_bootstrap).list_topics(topic=topic, timeout=timeout)
+        metadata = admin_client(s.kafka.bootstrap).list_topics(topic=topic, timeout=timeout)
     except KafkaException as exc:
-        raise ProducerError(f"kafka at {s.kafka_bootstrap} is not answering: {exc}") from exc
+        raise ProducerError(f"kafka at {s.kafka.bootstrap} is not answering: {exc}") from exc
     info = metadata.topics.get(topic)
     if info is None or info.error is not None:
-        raise ProducerError(f"topic {topic!r} does not exist on {s.kafka_bootstrap}")
+        raise ProducerError(f"topic {topic!r} does not exist on {s.kafka.bootstrap}")
     return len(info.partitions)
 
 
@@ -153,7 +153,7 @@ def iter_lines(path: Path, on_bytes: Callable[[int], None] | None = None) -> Ite
 def produce_file(path: Path, topic: str | None = None, settings: Settings | None = None,
                  on_bytes: Callable[[int], None] | None = None) -> DeliveryReport:
     s = settings or get_settings()
-    topic = topic or s.topic_activity
+    topic = topic or s.kafka.topic_activity
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")

@@ -26,8 +26,8 @@ def instance_config(settings: Settings) -> dict:
         "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator",
                             "config": {"max_concurrent_runs": 2}},
     }
-    if settings.dagster_storage_dsn:
-        config["storage"] = {"postgres": {"postgres_url": sqlalchemy_url(settings.dagster_storage_dsn)}}
+    if settings.pipeline.dagster_storage_dsn:
+        config["storage"] = {"postgres": {"postgres_url": sqlalchemy_url(settings.pipeline.dagster_storage_dsn)}}
     return config
 
 

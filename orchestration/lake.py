@@ -55,7 +55,7 @@ def days_back(day: date, n: int) -> list[date]:
 def list_keys(prefix: str, settings: Settings | None = None) -> list[str]:
     s = settings or get_settings()
     keys: list[str] = []
-    for page in s3_client(s).get_paginator("list_objects_v2").paginate(Bucket=s.s3_bucket, Prefix=prefix):
+    for page in s3_client(s).get_paginator("list_objects_v2").paginate(Bucket=s.s3.bucket, Prefix=prefix):
         keys.extend(o["Key"] for o in page.get("Contents", []))
     return sorted(keys)
 
@@ -69,7 +69,7 @@ def partition_days(root: str, settings: Settings | None = None) -> list[date]:
     s = settings or get_settings()
     days = []
     paginator = s3_client(s).get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=s.s3_bucket, Prefix=f"{root}/dt=", Delimiter="/"):
+    for page in paginator.paginate(Bucket=s.s3.bucket, Prefix=f"{root}/dt=", Delimiter="/"):
         for p in page.get("CommonPrefixes", []):
             try:
                 days.append(date.fromisoformat(p["Prefix"].rstrip("/").rsplit("dt=", 1)[1]))
@@ -83,7 +83,7 @@ def delete_keys(keys: Iterable[str], settings: Settings | None = None) -> None:
     keys = list(keys)
     client = s3_client(s)
     for i in range(0, len(keys), 1000):
-        client.delete_objects(Bucket=s.s3_bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+        client.delete_objects(Bucket=s.s3.bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
 
 
 def write_partition(table: pa.Table, prefix: str, settings: Settings | None = None,
@@ -99,7 +99,7 @@ def write_partition(table: pa.Table, prefix: str, settings: Settings | None = No
 
 def put_json(key: str, value: dict[str, Any], settings: Settings | None = None) -> str:
     s = settings or get_settings()
-    s3_client(s).put_object(Bucket=s.s3_bucket, Key=key, Body=json.dumps(value, indent=2, default=str).encode(),
+    s3_client(s).put_object(Bucket=s.s3.bucket, Key=key, Body=json.dumps(value, indent=2, default=str).encode(),
                             ContentType="application/json")
     return s3_uri(key, s)
 
@@ -108,7 +108,7 @@ def get_json(key: str, settings: Settings | None = None) -> dict[str, Any] | Non
     s = settings or get_settings()
     client = s3_client(s)
     try:
-        body = client.get_object(Bucket=s.s3_bucket, Key=key)["Body"].read()
+        body = client.get_object(Bucket=s.s3.bucket, Key=key)["Body"].read()
     except client.exceptions.NoSuchKey:
         return None
     return json.loads(body)
@@ -128,7 +128,7 @@ def read_table(prefix: str, settings: Settings | None = None, columns: list[str]
 
 def duckdb_connection(settings: Settings | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     """In-memory DuckDB with S3 configured and UTC as the session time zone (day arithmetic)."""
-    limit = memory_limit or (settings or get_settings()).pipeline_duckdb_memory_limit
+    limit = memory_limit or (settings or get_settings()).pipeline.duckdb_memory_limit
     con = duckdb.connect(config={"memory_limit": limit})
     configure_duckdb(con, settings)
     con.execute("SET TimeZone = 'UTC'")

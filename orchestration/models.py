@@ -42,7 +42,7 @@ def upload_checkpoint(path: Path, model_name: str, version: str, settings: Setti
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for f in files:
         key = prefix + (f.name if path.is_file() else f.relative_to(path).as_posix())
-        client.upload_file(str(f), s.s3_bucket, key)
+        client.upload_file(str(f), s.s3.bucket, key)
     return s3_uri(prefix, s)
 
 

@@ -8,7 +8,8 @@ import dagster as dg
 
 from feedstore.settings import get_settings
 
-daily = dg.DailyPartitionsDefinition(start_date=get_settings().pipeline_start_date, timezone="UTC")
+# Dagster fixes partitions when the code location loads, so the start date is read then.
+daily = dg.DailyPartitionsDefinition(start_date=get_settings().pipeline.start_date, timezone="UTC")
 
 
 def window(days: int) -> dg.TimeWindowPartitionMapping:

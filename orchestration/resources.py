@@ -18,10 +18,12 @@ from feedstore.settings import Settings, get_settings
 
 class _FromSettings(dg.ConfigurableResource):
     def settings(self) -> Settings:
-        overrides = {k: v for k, v in self._overrides().items() if v is not None}
-        return get_settings().model_copy(update=overrides) if overrides else get_settings()
+        """The environment's settings with the fields this resource's Dagster config sets."""
+        overrides = {group: {k: v for k, v in fields.items() if v is not None}
+                     for group, fields in self._overrides().items()}
+        return get_settings().replace(**overrides)
 
-    def _overrides(self) -> dict[str, Any]:
+    def _overrides(self) -> dict[str, dict[str, Any]]:
         return {}
 
 
@@ -30,8 +32,8 @@ class PostgresResource(_FromSettings):
 
     dsn: str | None = None
 
-    def _overrides(self) -> dict[str, Any]:
-        return {"postgres_dsn": self.dsn}
+    def _overrides(self) -> dict[str, dict[str, Any]]:
+        return {"postgres": {"dsn": self.dsn}}
 
     def connect(self, **kwargs: Any) -> psycopg.Connection:
         from feedstore.db import connect
@@ -45,8 +47,8 @@ class S3Resource(_FromSettings):
     endpoint: str | None = None
     bucket: str | None = None
 
-    def _overrides(self) -> dict[str, Any]:
-        return {"s3_endpoint": self.endpoint, "s3_bucket": self.bucket}
+    def _overrides(self) -> dict[str, dict[str, Any]]:
+        return {"s3": {"endpoint": self.endpoint, "bucket": self.bucket}}
 
     def duckdb(self, memory_limit: str | None = None):
         from orchestration.lake import duckdb_connection
@@ -59,11 +61,11 @@ class RedisResource(_FromSettings):
 
     url: str | None = None
 
-    def _overrides(self) -> dict[str, Any]:
-        return {"redis_url": self.url}
+    def _overrides(self) -> dict[str, dict[str, Any]]:
+        return {"redis": {"url": self.url}}
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.settings().redis_url)
+        return redis.Redis.from_url(self.settings().redis.url)
 
 
 class FeastResource(_FromSettings):
@@ -71,8 +73,8 @@ class FeastResource(_FromSettings):
 
     repo_path: str | None = None
 
-    def _overrides(self) -> dict[str, Any]:
-        return {"feast_repo_path": self.repo_path}
+    def _overrides(self) -> dict[str, dict[str, Any]]:
+        return {"feast": {"repo_path": self.repo_path}}
 
     def store(self):
         """The configured store, with the repo's definitions applied (cheap when unchanged)."""

@@ -111,7 +111,7 @@ def _before(column: str, moment) -> duckdb.Expression:
 
 def content_embeddings(con, settings: Settings) -> None:
     """View ``content_embeddings``: the newest drop of pre-computed item embeddings."""
-    root = settings.content_embeddings_prefix.rstrip("/")
+    root = settings.pipeline.content_embeddings_prefix.rstrip("/")
     days = lake.partition_days(root, settings)
     keys = lake.parquet_keys(lake.day_prefix(root, days[-1]), settings) if days else []
     if keys:

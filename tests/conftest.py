@@ -49,13 +49,13 @@ def settings(stack: Settings) -> Iterator[Settings]:
 
 @pytest.fixture()
 def pg(settings: Settings) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+    with psycopg.connect(settings.postgres.dsn, autocommit=True) as conn:
         yield conn
 
 
 @pytest.fixture()
 def redis_client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url)
+    return redis.Redis.from_url(settings.redis.url)
 
 
 def _free_port_base(used: set[int]) -> int:
@@ -79,19 +79,18 @@ def private_stack(stack: Settings, **overrides) -> Iterator[Settings]:
     pg, rd, kafka, s3, weed = (_free_port_base(used) for _ in range(5))
     # Beside the shared stack's directory: pytest's tmp dirs are private to root, and
     # PostgreSQL runs as its own user.
-    stack_dir = Path(tempfile.mkdtemp(prefix=".stack-test-", dir=stack.stack_dir.parent))
+    stack_dir = Path(tempfile.mkdtemp(prefix=".stack-test-", dir=stack.stack.dir.parent))
     stack_dir.chmod(0o755)
     try:
-        yield stack.model_copy(update={
-            "stack_dir": stack_dir,
-            "postgres_dsn": f"postgresql://feedstore:pw@127.0.0.1:{pg}/feedstore",
-            "redis_url": f"redis://127.0.0.1:{rd}/0",
-            "kafka_bootstrap": f"127.0.0.1:{kafka}",
-            "kafka_controller_port": kafka + 1,
-            "s3_endpoint": f"http://127.0.0.1:{s3}",
-            "seaweedfs_port_base": weed,
-            "s3_bucket": "private",
-            **overrides,
-        })
+        groups: dict[str, dict] = {
+            "stack": {"dir": stack_dir, "kafka_controller_port": kafka + 1, "seaweedfs_port_base": weed},
+            "postgres": {"dsn": f"postgresql://feedstore:pw@127.0.0.1:{pg}/feedstore"},
+            "redis": {"url": f"redis://127.0.0.1:{rd}/0"},
+            "kafka": {"bootstrap": f"127.0.0.1:{kafka}"},
+            "s3": {"endpoint": f"http://127.0.0.1:{s3}", "bucket": "private"},
+        }
+        for group, fields in overrides.items():
+            groups.setdefault(group, {}).update(fields)
+        yield stack.replace(**groups)
     finally:
         shutil.rmtree(stack_dir, ignore_errors=True)

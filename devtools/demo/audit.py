@@ -31,7 +31,7 @@ PROJECT = "feed_ranking"
 
 def _consumer(settings: Settings, group: str | None = None) -> Consumer:
     return Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap, "group.id": group or f"feedstore-audit-{uuid.uuid4().hex}",
+        "bootstrap.servers": settings.kafka.bootstrap, "group.id": group or f"feedstore-audit-{uuid.uuid4().hex}",
         "enable.auto.commit": False, "log_level": 3,
         "fetch.message.max.bytes": 32 * 1024 * 1024, "max.partition.fetch.bytes": 32 * 1024 * 1024,
     })
@@ -74,7 +74,7 @@ def skip_to_end(settings: Settings, topic: str, group: str) -> dict[int, int]:
 def dead_letter_reasons(settings: Settings, start: dict[int, int], end: dict[int, int],
                         timeout: float = 60) -> Counter:
     """The ``reason`` header of every DLQ message between two sets of offsets."""
-    topic = settings.topic_dlq
+    topic = settings.kafka.topic_dlq
     wanted = {p: end[p] - start.get(p, 0) for p in end if end[p] > start.get(p, 0)}
     reasons: Counter = Counter()
     if not wanted:
@@ -164,7 +164,7 @@ def tier_counts(settings: Settings, archived_until: datetime) -> TierCounts:
     pg_archived, _ = postgres_events(settings, before=archived_until)
     landed_rows, landed_distinct = lake_events(settings, lake.LANDED)
     archive_rows, _ = lake_events(settings, lake.ARCHIVE)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     try:
         hot_events, hot_users = hot_counters(client)
         online = online_key_counts(client)

@@ -42,7 +42,7 @@ def send_bad_events(spec: GenerationSpec, settings: Settings, sample: int = 60) 
     mixed, reasons = inject_defects(lines, copies=1, duplicates=5, max_age_seconds=REPLAY_MAX_EVENT_AGE_SECONDS,
                                     seed=spec.seed)
     bad = [(line, r) for line, r in zip(mixed, reasons, strict=True) if r is not None and r is not Reason.TOO_LARGE]
-    report = send(make_producer(settings), settings.topic_activity, ((key_for_line(x), x) for x, _ in bad))
+    report = send(make_producer(settings), settings.kafka.topic_activity, ((key_for_line(x), x) for x, _ in bad))
     if not report.ok:
         raise ProducerError(f"{report.failed} of {report.sent} bad events not delivered: {dict(report.errors)}")
     return Counter(str(r) for _, r in bad)
@@ -52,7 +52,7 @@ def ingest(settings: Settings, expected: int, options: DemoOptions, console: Con
     """The consumer in replay mode (the feed spans days) with the Feast push on, until drained."""
     from ingestion.consumer import IngestConsumer, Options
 
-    consumer = IngestConsumer(settings.model_copy(update={"ingest_feast_push": True}),
+    consumer = IngestConsumer(settings.replace(ingest={"feast_push": True}),
                               Options(until_idle=options.idle_seconds, replay=True))
     thread, failure = _start(consumer)
     try:

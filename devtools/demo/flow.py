@@ -34,7 +34,7 @@ def run(options: DemoOptions | None = None, console: Console | None = None,
     options = options or DemoOptions()
     settings = settings or get_settings()
     console = console or Console(file=sys.stdout)
-    log_dir = Path(options.log_dir or settings.stack_dir / "demo").resolve()
+    log_dir = Path(options.log_dir or settings.stack.dir / "demo").resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
     spec = spec_for(options.scale, seed=options.seed)
     report = DemoReport(options.scale, (spec.start, spec.end), generated_days(spec), log_dir=log_dir)
@@ -101,9 +101,9 @@ def _bad_events(demo: _Demo) -> str:
 def _ingest(demo: _Demo) -> str:
     """The DLQ's offsets before and after, so that only this run's dead letters are counted."""
     report, settings = demo.report, demo.settings
-    dlq_start = audit.high_watermarks(settings, settings.topic_dlq)
+    dlq_start = audit.high_watermarks(settings, settings.kafka.topic_dlq)
     report.consumed = ingest(settings, report.sent_to_kafka, demo.options, demo.console)
-    report.dlq = audit.dead_letter_reasons(settings, dlq_start, audit.high_watermarks(settings, settings.topic_dlq))
+    report.dlq = audit.dead_letter_reasons(settings, dlq_start, audit.high_watermarks(settings, settings.kafka.topic_dlq))
     c = report.consumed
     return (f"{c['messages']:,} messages in {c['batches']} batches: {c['stored']:,} stored, "
             f"{c['duplicates']:,} duplicates, {c['rejected']:,} to the DLQ")
@@ -125,11 +125,11 @@ def _read_back(demo: _Demo) -> str:
 STEPS: list[_Step] = [
     _Step("stack", lambda demo: "Local stack and schema", lambda demo: start_stack(demo.settings)),
     _Step("reset", lambda demo: f"Clear the previous demo's data (database {database_name(demo.settings)}, "
-                                f"bucket {demo.settings.s3_bucket}, Redis {demo.settings.redis_url})", _reset),
+                                f"bucket {demo.settings.s3.bucket}, Redis {demo.settings.redis.url})", _reset),
     _Step("feast-apply", lambda demo: "feast apply (feature_repo/ into the SQL registry)",
           lambda demo: apply_feast(demo.settings)),
     _Step("generate", lambda demo: f"Generate the {demo.options.scale} feed: users and items into Postgres and S3, "
-                                   f"events into Kafka {demo.settings.topic_activity}", _generate),
+                                   f"events into Kafka {demo.settings.kafka.topic_activity}", _generate),
     _Step("bad-events", lambda demo: "Send malformed, invalid and duplicate events too", _bad_events,
           wanted=lambda demo: demo.options.defects),
     _Step("ingest", lambda demo: "Consume into Postgres, S3 Parquet, Redis and Feast (replay mode) until drained",

@@ -16,16 +16,16 @@ DEMO_PREFIXES = tuple(p for p in layout.PREFIXES if p not in (layout.MODELS, lay
 
 
 def database_name(settings: Settings) -> str:
-    return urlsplit(settings.postgres_dsn).path.lstrip("/")
+    return urlsplit(settings.postgres.dsn).path.lstrip("/")
 
 
 def _hosts(settings: Settings) -> list[tuple[str, str | None]]:
     return [
-        ("FEED_POSTGRES_DSN", urlsplit(settings.postgres_dsn).hostname),
-        ("FEED_REDIS_URL", urlsplit(settings.redis_url).hostname),
-        ("FEED_S3_ENDPOINT", urlsplit(settings.s3_endpoint).hostname),
+        ("FEED_POSTGRES_DSN", urlsplit(settings.postgres.dsn).hostname),
+        ("FEED_REDIS_URL", urlsplit(settings.redis.url).hostname),
+        ("FEED_S3_ENDPOINT", urlsplit(settings.s3.endpoint).hostname),
         *[("FEED_KAFKA_BOOTSTRAP", h.strip().rsplit(":", 1)[0].strip("[]"))
-          for h in settings.kafka_bootstrap.split(",")],
+          for h in settings.kafka.bootstrap.split(",")],
     ]
 
 
@@ -60,7 +60,7 @@ def clear_previous(settings: Settings) -> str:
         conn.commit()
     objects = _clear_bucket(settings)
     keys = _clear_redis(settings)
-    audit.skip_to_end(settings, settings.topic_activity, settings.consumer_group)
+    audit.skip_to_end(settings, settings.kafka.topic_activity, settings.kafka.consumer_group)
     return f"{objects} objects, {keys} Redis keys removed; user_activity emptied"
 
 
@@ -76,7 +76,7 @@ def _clear_bucket(settings: Settings) -> int:
 def _clear_redis(settings: Settings) -> int:
     import redis
 
-    r = redis.Redis.from_url(settings.redis_url)
+    r = redis.Redis.from_url(settings.redis.url)
     try:
         keys = audit.redis_keys(r, "user:*") + audit.redis_keys(r, f"{audit.PROJECT}:*")
         for i in range(0, len(keys), 1_000):

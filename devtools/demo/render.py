@@ -86,7 +86,7 @@ def _tiers(report: DemoReport, console: Console, s: Settings) -> None:
     console.rule("[bold]What landed where")
     tiers = Table("tier", "where", "events", "")
     tiers.add_row("generated", f"{report.scale} feed", _fmt(report.events), "")
-    tiers.add_row("Kafka", f"topic {s.topic_activity}, this run",
+    tiers.add_row("Kafka", f"topic {s.kafka.topic_activity}, this run",
                   _fmt(report.consumed.get("messages")), f"incl. {sum(report.bad_events_sent.values())} bad, "
                   f"{report.resent} re-sent")
     tiers.add_row("cold (landed)", report.lake_uris.get("landed events", ""), _fmt(t.landed_distinct),
@@ -112,7 +112,7 @@ def _online_keys_table(t: audit.TierCounts) -> Table:
 
 def _dead_letters(report: DemoReport, console: Console, s: Settings) -> None:
     console.rule("[bold]Dead-letter queue")
-    dlq = Table("reason", "messages", title=f"topic {s.topic_dlq}, this run")
+    dlq = Table("reason", "messages", title=f"topic {s.kafka.topic_dlq}, this run")
     for reason, n in sorted(report.dlq.items()):
         dlq.add_row(reason, str(n))
     console.print(dlq)

@@ -24,9 +24,9 @@ def services(settings: Settings) -> list[Service]:
 
 def write_kcat_config(settings: Settings):
     """kcat has no environment variable for brokers, but reads the file named by KCAT_CONFIG."""
-    path = settings.stack_dir / "kcat.conf"
+    path = settings.stack.dir / "kcat.conf"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"bootstrap.servers={settings.kafka_bootstrap}\n")
+    path.write_text(f"bootstrap.servers={settings.kafka.bootstrap}\n")
     return path
 
 
@@ -35,18 +35,18 @@ def env_lines(settings: Settings) -> list[str]:
     from shlex import quote
     from urllib.parse import urlsplit
 
-    pg = urlsplit(settings.postgres_dsn)
+    pg = urlsplit(settings.postgres.dsn)
     values = {
-        "FEED_POSTGRES_DSN": settings.postgres_dsn,
-        "FEED_REDIS_URL": settings.redis_url,
-        "FEED_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "FEED_S3_ENDPOINT": settings.s3_endpoint,
-        "FEED_S3_BUCKET": settings.s3_bucket,
-        "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
-        "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key,
-        "AWS_DEFAULT_REGION": settings.s3_region,
-        "AWS_ENDPOINT_URL": settings.s3_endpoint,
-        "AWS_ENDPOINT_URL_S3": settings.s3_endpoint,
+        "FEED_POSTGRES_DSN": settings.postgres.dsn,
+        "FEED_REDIS_URL": settings.redis.url,
+        "FEED_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,
+        "FEED_S3_ENDPOINT": settings.s3.endpoint,
+        "FEED_S3_BUCKET": settings.s3.bucket,
+        "AWS_ACCESS_KEY_ID": settings.s3.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": settings.s3.secret_access_key,
+        "AWS_DEFAULT_REGION": settings.s3.region,
+        "AWS_ENDPOINT_URL": settings.s3.endpoint,
+        "AWS_ENDPOINT_URL_S3": settings.s3.endpoint,
         "PGHOST": pg.hostname or "127.0.0.1",
         "PGPORT": str(pg.port or 5432),
         "PGUSER": pg.username or "",

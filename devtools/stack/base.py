@@ -120,7 +120,7 @@ class Service(ABC):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.dir = settings.stack_dir / self.name
+        self.dir = settings.stack.dir / self.name
 
     @property
     def log_file(self) -> Path:

@@ -46,11 +46,11 @@ class KafkaService(Service):
 
     @property
     def lib_dir(self) -> Path:
-        return self.settings.cache_dir / f"kafka-{self.settings.kafka_version}" / "lib"
+        return self.settings.stack.cache_dir / f"kafka-{self.settings.stack.kafka_version}" / "lib"
 
     @property
     def host(self) -> str:
-        return self.settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)[0]
+        return self.settings.kafka.bootstrap.split(",")[0].rsplit(":", 1)[0]
 
     def install(self) -> None:
         require("java")
@@ -59,7 +59,7 @@ class KafkaService(Service):
             return
         build = self.lib_dir.parent / "pom"
         build.mkdir(parents=True, exist_ok=True)
-        (build / "pom.xml").write_text(POM.format(kafka=self.settings.kafka_version, log4j=LOG4J_VERSION))
+        (build / "pom.xml").write_text(POM.format(kafka=self.settings.stack.kafka_version, log4j=LOG4J_VERSION))
         shutil.rmtree(self.lib_dir, ignore_errors=True)
         result = subprocess.run(
             [require("mvn"), "-q", "-B", "dependency:copy-dependencies", "-DincludeScope=runtime",
@@ -71,7 +71,7 @@ class KafkaService(Service):
         marker.touch()
 
     def _properties(self) -> str:
-        port, cport = self.settings.kafka_port, self.settings.kafka_controller_port
+        port, cport = self.settings.kafka.port, self.settings.stack.kafka_controller_port
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -108,17 +108,17 @@ class KafkaService(Service):
             if result.returncode != 0:
                 raise StackError(f"kafka storage format failed: {result.stderr.strip()[-500:]}")
         spawn(
-            [require("java"), self.settings.kafka_heap, "-Xms256m", "-XX:+UseG1GC",
+            [require("java"), self.settings.stack.kafka_heap, "-Xms256m", "-XX:+UseG1GC",
              f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
              "-cp", classpath, "kafka.Kafka", str(config)],
             self.log_file, self.pid_file,
         )
 
     def ready(self) -> bool:
-        if not port_open(self.host, self.settings.kafka_port):
+        if not port_open(self.host, self.settings.kafka.port):
             return False
         try:
-            metadata = admin_client(self.settings.kafka_bootstrap).list_topics(timeout=2)
+            metadata = admin_client(self.settings.kafka.bootstrap).list_topics(timeout=2)
             return bool(metadata.brokers)
         except KafkaException:
             return False
@@ -127,16 +127,16 @@ class KafkaService(Service):
         """Create the activity topic (keyed by user, several partitions) and its dead-letter topic."""
         s = self.settings
         wanted = {
-            s.topic_activity: s.topic_partitions,
-            s.topic_dlq: 1,
+            s.kafka.topic_activity: s.kafka.topic_partitions,
+            s.kafka.topic_dlq: 1,
         }
-        ensure_topics(s.kafka_bootstrap, wanted)
+        ensure_topics(s.kafka.bootstrap, wanted)
 
     def stop(self) -> None:
         terminate(self.pid_file, grace=60)
 
     def endpoint(self) -> str:
-        return self.settings.kafka_bootstrap
+        return self.settings.kafka.bootstrap
 
 
 def ensure_topics(bootstrap: str, partitions_by_topic: dict[str, int]) -> None:

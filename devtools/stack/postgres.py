@@ -65,7 +65,7 @@ class PostgresService(Service):
             os.chown(path, user.pw_uid, user.pw_gid)
 
     def _init_cluster(self) -> None:
-        dsn = urlsplit(self.settings.postgres_dsn)
+        dsn = urlsplit(self.settings.postgres.dsn)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._own(self.dir)
         pwfile = self.dir.resolve() / ".pwfile"
@@ -88,7 +88,7 @@ class PostgresService(Service):
         self.log_file.touch()
         self._own(self.log_file)
         options = " ".join(f"-c {k}={v}" for k, v in SERVER_OPTIONS.items())
-        options += f" -p {self.settings.postgres_port} -k {self.dir.resolve()}"
+        options += f" -p {self.settings.postgres.port} -k {self.dir.resolve()}"
         result = self._run_as_owner([
             require("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file.resolve()),
             "-o", options, "-w", "-t", "60", "start",
@@ -98,7 +98,7 @@ class PostgresService(Service):
 
     def _admin_dsn(self) -> str:
         """The same credentials against the always-present ``postgres`` database."""
-        return urlsplit(self.settings.postgres_dsn)._replace(path="/postgres").geturl()
+        return urlsplit(self.settings.postgres.dsn)._replace(path="/postgres").geturl()
 
     def ready(self) -> bool:
         try:
@@ -109,7 +109,7 @@ class PostgresService(Service):
             return False
 
     def provision(self) -> None:
-        dbname = urlsplit(self.settings.postgres_dsn).path.lstrip("/")
+        dbname = urlsplit(self.settings.postgres.dsn).path.lstrip("/")
         with psycopg.connect(self._admin_dsn(), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
             if not exists:
@@ -120,5 +120,5 @@ class PostgresService(Service):
             self._run_as_owner([require("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
 
     def endpoint(self) -> str:
-        dsn = urlsplit(self.settings.postgres_dsn)
+        dsn = urlsplit(self.settings.postgres.dsn)
         return dsn._replace(netloc=f"{dsn.username}@{dsn.hostname}:{dsn.port}").geturl()

@@ -19,7 +19,7 @@ class RedisService(Service):
     def start(self) -> None:
         cmd = [
             require("redis-server"),
-            "--port", str(self.settings.redis_port),
+            "--port", str(self.settings.redis.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.dir),
             "--appendonly", "yes",
@@ -34,17 +34,17 @@ class RedisService(Service):
 
     def ready(self) -> bool:
         try:
-            return bool(redis.Redis.from_url(self.settings.redis_url, socket_timeout=1).ping())
+            return bool(redis.Redis.from_url(self.settings.redis.url, socket_timeout=1).ping())
         except redis.RedisError:
             return False
 
     def stop(self) -> None:
         if self.ready():
             try:
-                redis.Redis.from_url(self.settings.redis_url).shutdown(save=True)
+                redis.Redis.from_url(self.settings.redis.url).shutdown(save=True)
             except redis.ConnectionError:
                 pass
         terminate(self.pid_file, grace=10)
 
     def endpoint(self) -> str:
-        return self.settings.redis_url
+        return self.settings.redis.url

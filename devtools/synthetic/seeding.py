@@ -169,17 +169,17 @@ def check_schema(conn: psycopg.Connection) -> None:
 
 def check_bucket(settings: Settings) -> None:
     try:
-        s3_client(settings).head_bucket(Bucket=settings.s3_bucket)
+        s3_client(settings).head_bucket(Bucket=settings.s3.bucket)
     except (ClientError, BotoCoreError) as exc:
-        raise SeedingError(f"S3 bucket {settings.s3_bucket!r} at {settings.s3_endpoint} is not usable: {exc}") from exc
+        raise SeedingError(f"S3 bucket {settings.s3.bucket!r} at {settings.s3.endpoint} is not usable: {exc}") from exc
 
 
 def clear_prefix(prefix: str, settings: Settings) -> None:
     client = s3_client(settings)
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket, Prefix=prefix):
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.s3.bucket, Prefix=prefix):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
-            client.delete_objects(Bucket=settings.s3_bucket, Delete={"Objects": keys})
+            client.delete_objects(Bucket=settings.s3.bucket, Delete={"Objects": keys})
 
 
 def put_parquet(table: pa.Table, key: str, settings: Settings) -> int:
@@ -275,7 +275,7 @@ def _write_events(spec: gen.GenerationSpec, settings: Settings, events_to: Event
             with _timed(report, events_to):
                 if producer is not None:
                     keys = gen.event_keys(events).to_pylist()
-                    done = send(producer, settings.topic_activity, zip(keys, values.to_pylist(), strict=True))
+                    done = send(producer, settings.kafka.topic_activity, zip(keys, values.to_pylist(), strict=True))
                     for name in ("sent", "delivered", "failed", "keyed", "bytes"):
                         setattr(total, name, getattr(total, name) + getattr(done, name))
                     total.errors.update(done.errors)
@@ -307,7 +307,7 @@ def generate(spec: gen.GenerationSpec, settings: Settings | None = None, events_
         check_schema(conn)
         check_bucket(s)
         if events_to == "kafka":
-            check_topic(s.topic_activity, s)
+            check_topic(s.kafka.topic_activity, s)
         if events_to == "file":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         for table in ("users", "items"):

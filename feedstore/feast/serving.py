@@ -33,7 +33,7 @@ log = structlog.get_logger(__name__)
 
 def tune_gc(threshold: int | None = None) -> None:
     """Call once the process has loaded everything it keeps (registry, clients, models)."""
-    gen0 = threshold or get_settings().serve_gc_threshold
+    gen0 = threshold or get_settings().serve.gc_threshold
     gc.collect()
     gc.freeze()
     gc.set_threshold(gen0, 50, 1000)

@@ -20,7 +20,7 @@ def parquet_source(view: str) -> FileSource:
         name=f"{view}_source",
         path=feature_glob(view),
         file_format=ParquetFormat(),
-        s3_endpoint_override=get_settings().s3_endpoint,
+        s3_endpoint_override=get_settings().s3.endpoint,
         timestamp_field=EVENT_TIMESTAMP,
         description=f"Parquet under {lake.feature_root(view)}/dt=*/ written by the daily pipeline",
     )

@@ -21,7 +21,7 @@ from feedstore.settings import Settings, get_settings
 
 def repo_config(settings: Settings | None = None, repo_path: Path | None = None) -> RepoConfig:
     s = settings or get_settings()
-    path = Path(repo_path or s.feast_repo_path)
+    path = Path(repo_path or s.feast.repo_path)
     text = (path / "feature_store.yaml").read_text()
     raw = yaml.safe_load(Template(text).safe_substitute({**os.environ, **s.feast_env()}))
     return RepoConfig(repo_path=path, **raw)

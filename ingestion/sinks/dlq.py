@@ -25,12 +25,12 @@ class DlqSink(BatchingSink):
         self.flush_timeout = flush_timeout
         self.last_error: str | None = None
         self._producer = Producer({
-            "bootstrap.servers": settings.kafka_bootstrap,
+            "bootstrap.servers": settings.kafka.bootstrap,
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 20,
             "compression.type": "zstd",
-            "message.max.bytes": settings.kafka_message_max_bytes + PRODUCER_MAX_BYTES_HEADROOM,
+            "message.max.bytes": settings.kafka.message_max_bytes + PRODUCER_MAX_BYTES_HEADROOM,
             "log_level": 3,
         })
 
@@ -59,7 +59,7 @@ class DlqSink(BatchingSink):
     def _produce(self, letter: DeadLetter, report) -> None:
         while True:
             try:
-                self._producer.produce(self.settings.topic_dlq, value=letter.value, key=letter.key,
+                self._producer.produce(self.settings.kafka.topic_dlq, value=letter.value, key=letter.key,
                                        headers=letter.headers(), on_delivery=report)
                 return
             except BufferError:

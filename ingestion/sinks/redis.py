@@ -71,7 +71,7 @@ class RedisSink(BatchingSink):
     def __init__(self, settings: Settings, ttl_seconds: int = rules.HOT_COUNTER_TTL_SECONDS) -> None:
         self.settings = settings
         self.ttl_seconds = ttl_seconds
-        self._client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
+        self._client = redis.Redis.from_url(settings.redis.url, socket_timeout=5, socket_connect_timeout=3)
         self._script = self._client.register_script(_SCRIPT)
 
     def write(self, batch: SinkBatch) -> None:

@@ -36,7 +36,7 @@ class S3Sink(BatchingSink):
 
     def warm_up(self) -> None:
         try:
-            self._fs.get_file_info(self.settings.s3_bucket)
+            self._fs.get_file_info(self.settings.s3.bucket)
         except OSError as exc:
             raise StoreUnavailable(self.name, exc) from exc
 

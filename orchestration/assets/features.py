@@ -228,7 +228,7 @@ def user_candidates(con, day: date, settings: Settings, as_of: datetime | None =
     pool = lake.fetch(con, """
         SELECT e.item_id, e.views_7d, i.item_embedding FROM item_engagement_features e
         JOIN item_embedding i USING (item_id) WHERE e.views_7d > 0
-        ORDER BY e.views_7d DESC, e.item_id LIMIT $n""", {"n": settings.candidate_pool_size})
+        ORDER BY e.views_7d DESC, e.item_id LIMIT $n""", {"n": settings.pipeline.candidate_pool_size})
     users = lake.fetch(con, "SELECT user_id, user_embedding FROM user_embedding ORDER BY user_id")
     if pool.num_rows == 0 or users.num_rows == 0:
         return USER_CANDIDATES.empty_table()
@@ -240,7 +240,7 @@ def user_candidates(con, day: date, settings: Settings, as_of: datetime | None =
         with db.connect(settings) as conn:
             seen = pa.concat_tables([seen, sources.interacted_pairs(conn, lake.day_end(day), as_of)],
                                     promote_options="permissive")
-    return _rank(users, pool, seen, settings.candidates_per_user, as_of)
+    return _rank(users, pool, seen, settings.pipeline.candidates_per_user, as_of)
 
 
 def refresh_time(day: date) -> datetime:

@@ -34,7 +34,7 @@ def activity_partition_days(conn: psycopg.Connection) -> list[date]:
 def apply_retention(conn: psycopg.Connection, con, day: date, settings: Settings) -> RetentionReport:
     """Drop the partitions before ``day - (retention - 1)``, stopping at the first non-empty one
     whose archive does not reconcile (the SQL function drops everything before a cutoff)."""
-    cutoff = day - timedelta(days=settings.activity_retention_days - 1)
+    cutoff = day - timedelta(days=settings.pipeline.activity_retention_days - 1)
     report = RetentionReport(cutoff=cutoff)
     for old in (d for d in activity_partition_days(conn) if d < cutoff):
         pg_rows, s3_rows = postgres_count(conn, old), archived_count(con, old, settings)

@@ -48,7 +48,7 @@ def test_each_step_reports_success_and_writes_a_log(demo):
 def test_counts_are_equal_across_tiers(demo):
     settings, report, text = demo
     generated = _printed_int(text, r"generated\s*│ tiny feed\s*│ ([\d,]+)")
-    with psycopg.connect(settings.postgres_dsn) as conn:
+    with psycopg.connect(settings.postgres.dsn) as conn:
         rows, distinct = conn.execute("SELECT count(*), count(DISTINCT event_id) FROM user_activity").fetchone()
         archived_days = conn.execute('SELECT count(*) FROM user_activity WHERE "timestamp" < %s',
                                      (lake.day_end(report.days[-1]),)).fetchone()[0]

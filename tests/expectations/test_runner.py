@@ -25,7 +25,7 @@ FEEDSTORE = [sys.executable, "-m", "feedstore.cli"]
 def catalog(settings: Settings) -> None:
     """Users and items of the generated frames, and the events in their daily partition."""
     users, items, events = make_users(), make_items(), make_events()
-    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+    with psycopg.connect(settings.postgres.dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE users, items, user_activity CASCADE")
         with conn.cursor() as cur:
             cur.executemany(
@@ -61,7 +61,7 @@ def test_postgres_tables_pass_when_clean(catalog) -> None:
 
 def test_postgres_defects_found_in_sql(settings: Settings, catalog) -> None:
     """Membership and the window are anti-joins in Postgres: bad rows are counted there."""
-    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+    with psycopg.connect(settings.postgres.dsn, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO user_activity (event_id, user_id, item_id, event_type, timestamp, context, created_at) "
             "VALUES (gen_random_uuid(), 1, 424242, 'view', %(ts)s, '{}', %(ts)s), "
@@ -73,7 +73,7 @@ def test_postgres_defects_found_in_sql(settings: Settings, catalog) -> None:
         events = validate("activity_events", PARTITION)
         items = validate("items", "postgres:items")
     finally:
-        with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+        with psycopg.connect(settings.postgres.dsn, autocommit=True) as conn:
             conn.execute("DELETE FROM user_activity WHERE item_id = 424242 OR user_id = 434343 "
                          "OR context->>'device' = 'fridge'")
             conn.execute("UPDATE items SET category = 'tech' WHERE item_id = 1001")
@@ -98,7 +98,7 @@ def test_parquet_prefix_on_s3_and_cli(settings: Settings, catalog, tmp_path) -> 
     events = make_events()
     pq.write_table(events.slice(0, 100), bucket_path("landed/hour=12/a.parquet", settings), filesystem=fs)
     pq.write_table(events.slice(100), bucket_path("landed/hour=12/b.parquet", settings), filesystem=fs)
-    target = f"s3://{settings.s3_bucket}/landed/hour=12/"
+    target = f"s3://{settings.s3.bucket}/landed/hour=12/"
     summary = validate("activity_events", target, ingested_at=NOW)
     assert summary.success and summary.row_count == events.num_rows
 
@@ -111,7 +111,7 @@ def test_parquet_prefix_on_s3_and_cli(settings: Settings, catalog, tmp_path) -> 
     assert [(f["rule"], f["unexpected_count"]) for f in failures] == [("timestamp_window", events.num_rows)]
     assert (tmp_path / "docs" / "index.html").is_file()
     assert any(p.suffix == ".html" and "validations" in p.parts for p in (tmp_path / "docs").rglob("*"))
-    head = s3_client(settings).head_object(Bucket=settings.s3_bucket, Key="docs/run1/index.html")
+    head = s3_client(settings).head_object(Bucket=settings.s3.bucket, Key="docs/run1/index.html")
     assert head["ContentType"] == "text/html"
 
 

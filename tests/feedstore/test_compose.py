@@ -30,20 +30,20 @@ def _host_port(service: dict) -> int:
 
 
 def test_ports_match_the_default_endpoints(compose, defaults):
-    assert _host_port(compose["postgres"]) == defaults.postgres_port
-    assert _host_port(compose["redis"]) == defaults.redis_port
-    assert _host_port(compose["kafka"]) == defaults.kafka_port
-    assert _host_port(compose["seaweedfs"]) == defaults.s3_port
+    assert _host_port(compose["postgres"]) == defaults.postgres.port
+    assert _host_port(compose["redis"]) == defaults.redis.port
+    assert _host_port(compose["kafka"]) == defaults.kafka.port
+    assert _host_port(compose["seaweedfs"]) == defaults.s3.port
 
 
 def test_credentials_match(compose, defaults):
-    dsn = urlsplit(defaults.postgres_dsn)
+    dsn = urlsplit(defaults.postgres.dsn)
     env = compose["postgres"]["environment"]
     assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"]) == (
         dsn.username, dsn.password, dsn.path.lstrip("/"))
     s3 = compose["seaweedfs"]["environment"]
     assert (s3["AWS_ACCESS_KEY_ID"], s3["AWS_SECRET_ACCESS_KEY"]) == (
-        defaults.aws_access_key_id, defaults.aws_secret_access_key)
+        defaults.s3.access_key_id, defaults.s3.secret_access_key)
 
 
 def test_postgres_server_options_match(compose):
@@ -54,7 +54,7 @@ def test_postgres_server_options_match(compose):
 
 def test_kafka_version_and_broker_settings_match(compose, defaults):
     kafka = compose["kafka"]
-    assert kafka["image"] == f"apache/kafka:{defaults.kafka_version}"
+    assert kafka["image"] == f"apache/kafka:{defaults.stack.kafka_version}"
     native = dict(
         line.split("=", 1) for line in KafkaService(defaults)._properties().splitlines()
     )
@@ -70,7 +70,7 @@ def test_kafka_version_and_broker_settings_match(compose, defaults):
                 "group.initial.rebalance.delay.ms", "message.max.bytes", "replica.fetch.max.bytes",
                 "log.retention.hours"):
         assert from_env[key] == native[key], key
-    assert defaults.kafka_heap in kafka["environment"]["KAFKA_HEAP_OPTS"]
+    assert defaults.stack.kafka_heap in kafka["environment"]["KAFKA_HEAP_OPTS"]
 
 
 def test_redis_persistence_matches(compose):

@@ -18,7 +18,7 @@ def _partitions(conn: psycopg.Connection) -> set[str]:
 
 
 def test_migrate_twice_is_a_no_op(settings, pg):
-    with psycopg.connect(settings.postgres_dsn) as conn:
+    with psycopg.connect(settings.postgres.dsn) as conn:
         assert migrate(conn) == []
     versions = [r[0] for r in pg.execute("SELECT version FROM schema_migrations ORDER BY version")]
     assert versions == [m.version for m in discover()]
@@ -30,7 +30,7 @@ def test_concurrent_migrations_on_a_fresh_database(stack, pg):
 
     from psycopg import sql
 
-    dsn = urlsplit(stack.postgres_dsn)
+    dsn = urlsplit(stack.postgres.dsn)
     name = f"feedstore_race_{datetime.now().strftime('%H%M%S%f')}"
     admin = dsn._replace(path="/postgres").geturl()
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -105,5 +105,5 @@ def test_changed_migration_is_refused(settings, tmp_path, monkeypatch):
     for m in discover():
         (tmp_path / f"{m.version:03d}_{m.name}.sql").write_text(m.sql + "\n-- edited\n")
     monkeypatch.setattr(module, "SQL_DIR", tmp_path)
-    with psycopg.connect(settings.postgres_dsn) as conn, pytest.raises(module.MigrationError, match="changed after"):
+    with psycopg.connect(settings.postgres.dsn) as conn, pytest.raises(module.MigrationError, match="changed after"):
         module.migrate(conn)

@@ -57,7 +57,7 @@ def seed_catalog(dsn: str) -> None:
 
 @pytest.fixture(scope="session")
 def catalog(settings):
-    seed_catalog(settings.postgres_dsn)
+    seed_catalog(settings.postgres.dsn)
     return settings
 
 
@@ -74,12 +74,12 @@ from feedstore.settings import Settings  # noqa: E402
 
 def env_of(s: Settings) -> dict[str, str]:
     """The FEED_* variables a ``feedstore ingest`` subprocess needs to see ``s``."""
-    return {**os.environ, "FEED_POSTGRES_DSN": s.postgres_dsn, "FEED_REDIS_URL": s.redis_url,
-            "FEED_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "FEED_S3_ENDPOINT": s.s3_endpoint,
-            "FEED_S3_BUCKET": s.s3_bucket, "FEED_TOPIC_ACTIVITY": s.topic_activity,
-            "FEED_TOPIC_DLQ": s.topic_dlq, "FEED_CONSUMER_GROUP": s.consumer_group,
-            "FEED_KAFKA_SESSION_TIMEOUT_MS": str(s.kafka_session_timeout_ms),
-            "FEED_INGEST_BATCH_SIZE": str(s.ingest_batch_size)}
+    return {**os.environ, "FEED_POSTGRES_DSN": s.postgres.dsn, "FEED_REDIS_URL": s.redis.url,
+            "FEED_KAFKA_BOOTSTRAP": s.kafka.bootstrap, "FEED_S3_ENDPOINT": s.s3.endpoint,
+            "FEED_S3_BUCKET": s.s3.bucket, "FEED_TOPIC_ACTIVITY": s.kafka.topic_activity,
+            "FEED_TOPIC_DLQ": s.kafka.topic_dlq, "FEED_CONSUMER_GROUP": s.kafka.consumer_group,
+            "FEED_KAFKA_SESSION_TIMEOUT_MS": str(s.kafka.session_timeout_ms),
+            "FEED_INGEST_BATCH_SIZE": str(s.ingest.batch_size)}
 
 
 @pytest.fixture()
@@ -88,32 +88,32 @@ def ingest_settings(catalog: Settings) -> Settings:
     from devtools.stack.kafka import KafkaService
 
     tag = uuid.uuid4().hex[:8]
-    s = catalog.model_copy(update={"topic_activity": f"{catalog.topic_activity}-{tag}",
-                                   "topic_dlq": f"{catalog.topic_dlq}-{tag}",
-                                   "consumer_group": f"{catalog.consumer_group}-{tag}",
-                                   "kafka_session_timeout_ms": 6000})
+    s = catalog.replace(kafka={"topic_activity": f"{catalog.kafka.topic_activity}-{tag}",
+                               "topic_dlq": f"{catalog.kafka.topic_dlq}-{tag}",
+                               "consumer_group": f"{catalog.kafka.consumer_group}-{tag}",
+                               "session_timeout_ms": 6000})
     KafkaService(s).provision()
-    with psycopg.connect(s.postgres_dsn, autocommit=True) as conn:
+    with psycopg.connect(s.postgres.dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE user_activity")
     clear_landing(s)
     yield s
     from feedstore.kafka import admin_client
 
-    admin_client(s.kafka_bootstrap).delete_topics([s.topic_activity, s.topic_dlq])
+    admin_client(s.kafka.bootstrap).delete_topics([s.kafka.topic_activity, s.kafka.topic_dlq])
 
 
 def clear_landing(s: Settings) -> None:
     from feedstore.s3 import s3_client
 
     client = s3_client(s)
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s.s3_bucket, Prefix="events/"):
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s.s3.bucket, Prefix="events/"):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
-            client.delete_objects(Bucket=s.s3_bucket, Delete={"Objects": keys})
+            client.delete_objects(Bucket=s.s3.bucket, Delete={"Objects": keys})
 
 
 def produce(s: Settings, lines: list[bytes]) -> None:
-    producer = Producer({"bootstrap.servers": s.kafka_bootstrap, "linger.ms": 20,
+    producer = Producer({"bootstrap.servers": s.kafka.bootstrap, "linger.ms": 20,
                          "message.max.bytes": 16 * 1024 * 1024, "enable.idempotence": True})
     for line in lines:
         try:
@@ -122,7 +122,7 @@ def produce(s: Settings, lines: list[bytes]) -> None:
             key = None
         while True:
             try:
-                producer.produce(s.topic_activity, value=line, key=key)
+                producer.produce(s.kafka.topic_activity, value=line, key=key)
                 break
             except BufferError:
                 producer.poll(0.2)
@@ -130,10 +130,10 @@ def produce(s: Settings, lines: list[bytes]) -> None:
 
 
 def read_dlq(s: Settings) -> list[tuple[bytes, dict[str, str]]]:
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"dlq-reader-{uuid.uuid4().hex}",
+    consumer = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": f"dlq-reader-{uuid.uuid4().hex}",
                          "enable.partition.eof": True, "auto.offset.reset": "earliest",
                          "enable.auto.commit": False})
-    consumer.assign([TopicPartition(s.topic_dlq, 0, 0)])
+    consumer.assign([TopicPartition(s.kafka.topic_dlq, 0, 0)])
     out = []
     try:
         while True:
@@ -148,7 +148,7 @@ def read_dlq(s: Settings) -> list[tuple[bytes, dict[str, str]]]:
 
 
 def stored_event_ids(s: Settings) -> list[str]:
-    with psycopg.connect(s.postgres_dsn) as conn:
+    with psycopg.connect(s.postgres.dsn) as conn:
         return [str(r[0]) for r in conn.execute("SELECT event_id FROM user_activity")]
 
 

@@ -39,7 +39,7 @@ def test_catalog_loads_refreshes_and_checks_misses_in_postgres(catalog, pg):
 def test_binary_copy_parse_handles_an_empty_table(settings):
     from psycopg import sql
 
-    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+    with psycopg.connect(settings.postgres.dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS empty_ids (id BIGINT, created_at TIMESTAMPTZ)")
     from feedstore.ids import Table
 
@@ -49,5 +49,5 @@ def test_binary_copy_parse_handles_an_empty_table(settings):
         assert len(index.index) == 0
     finally:
         index.close()
-        with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+        with psycopg.connect(settings.postgres.dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("empty_ids")))

@@ -54,19 +54,19 @@ def test_end_to_end(ingest_settings):
     refused = Counter((line, str(r)) for line, r in zip(lines, reasons) if r not in (None, Reason.DUPLICATE))
     dlq = read_dlq(s)
     assert Counter((value, headers["reason"]) for value, headers in dlq) == refused
-    assert all(headers["source_topic"] == s.topic_activity and int(headers["source_offset"]) >= 0
-               and 0 <= int(headers["source_partition"]) < s.topic_partitions for _, headers in dlq)
+    assert all(headers["source_topic"] == s.kafka.topic_activity and int(headers["source_offset"]) >= 0
+               and 0 <= int(headers["source_partition"]) < s.kafka.topic_partitions for _, headers in dlq)
     assert stats.rejected == sum(refused.values())
     assert stats.stored == len(expected_valid_ids(lines, reasons))
     for reason in {r for _, r in refused}:
         got = metrics.registry.get_sample_value("validation_failures_total", {"reason": reason})
         assert got == sum(n for (_, r), n in refused.items() if r == reason)
 
-    with psycopg.connect(s.postgres_dsn) as conn:
+    with psycopg.connect(s.postgres.dsn) as conn:
         per_user = conn.execute(
             "SELECT user_id, count(*), count(*) FILTER (WHERE event_type = 'like'), max(\"timestamp\") "
             "FROM user_activity GROUP BY user_id ORDER BY user_id LIMIT 20").fetchall()
-    r = redis.Redis.from_url(s.redis_url)
+    r = redis.Redis.from_url(s.redis.url)
     for user_id, total, likes, _ in per_user:
         counters = r.hgetall(f"user:{user_id}")
         assert int(counters[b"total_events"]) == total
@@ -95,7 +95,7 @@ def _wait_assigned(proc: subprocess.Popen, timeout: float = 60) -> bool:
 
 
 def test_sigkill_at_random_moments_loses_and_doubles_nothing(ingest_settings):
-    s = ingest_settings.model_copy(update={"ingest_batch_size": 200})
+    s = ingest_settings.replace(ingest={"batch_size": 200})
     lines, reasons = _labelled(40_000, seed=12)
     produce(s, lines)
     total = len(expected_valid_ids(lines, reasons))
@@ -132,7 +132,7 @@ def test_sigterm_stops_cleanly(ingest_settings):
 
 
 def test_consumers_in_one_group_share_the_partitions(ingest_settings):
-    s = ingest_settings.model_copy(update={"ingest_batch_size": 1000})
+    s = ingest_settings.replace(ingest={"batch_size": 1000})
     lines, reasons = _labelled(12_000, seed=14)
     produce(s, lines)
     procs = [subprocess.Popen([sys.executable, "-m", "feedstore.cli", "ingest", "--until-idle", "5"],

@@ -29,22 +29,22 @@ from tests.ingestion.conftest import landed_event_ids, produce, seed_catalog, st
 @pytest.fixture()
 def private_stores(stack: Settings) -> Iterator[tuple[Settings, dict]]:
     tag = uuid.uuid4().hex[:8]
-    with private_stack(stack, s3_bucket="outage", topic_activity=f"outage-{tag}", topic_dlq=f"outage-dlq-{tag}",
-                       consumer_group=f"outage-{tag}", ingest_batch_size=500,
-                       kafka_bootstrap=stack.kafka_bootstrap) as s:
+    with private_stack(stack, s3={"bucket": "outage"}, ingest={"batch_size": 500},
+                       kafka={"topic_activity": f"outage-{tag}", "topic_dlq": f"outage-dlq-{tag}",
+                              "consumer_group": f"outage-{tag}", "bootstrap": stack.kafka.bootstrap}) as s:
         services = {"postgres": PostgresService(s), "redis": RedisService(s), "s3": SeaweedFSService(s)}
         try:
             for service in services.values():
                 service.up()
             KafkaService(s).provision()
-            with psycopg.connect(s.postgres_dsn) as conn:
+            with psycopg.connect(s.postgres.dsn) as conn:
                 migrate(conn)
-            seed_catalog(s.postgres_dsn)
+            seed_catalog(s.postgres.dsn)
             yield s, services
         finally:
             for service in services.values():
                 service.stop()
-            admin_client(s.kafka_bootstrap).delete_topics([s.topic_activity, s.topic_dlq])
+            admin_client(s.kafka.bootstrap).delete_topics([s.kafka.topic_activity, s.kafka.topic_dlq])
 
 
 def _wait(probe: Callable[[], bool], what: str, timeout: float = 90) -> None:
@@ -63,9 +63,9 @@ def _committed(s: Settings) -> int:
     """Messages the group has committed, summed over partitions (an offset fetch, no join)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": s.consumer_group})
+    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": s.kafka.consumer_group})
     try:
-        offsets = c.committed([TopicPartition(s.topic_activity, p) for p in range(s.topic_partitions)], timeout=10)
+        offsets = c.committed([TopicPartition(s.kafka.topic_activity, p) for p in range(s.kafka.topic_partitions)], timeout=10)
     finally:
         c.close()
     return sum(max(tp.offset, 0) for tp in offsets)
@@ -102,6 +102,6 @@ def test_stores_going_away_and_coming_back(private_stores):
     stored = stored_event_ids(s)
     assert len(stored) == len(set(stored)) == len(sent)
     assert set(landed_event_ids(s)) == set(stored)
-    r = redis.Redis.from_url(s.redis_url)
+    r = redis.Redis.from_url(s.redis.url)
     totals = sum(int(r.hget(k, "total_events")) for k in r.scan_iter("user:*"))
     assert totals == len(sent), "hot counters lost or doubled events across the outages"

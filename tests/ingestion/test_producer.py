@@ -48,13 +48,13 @@ def test_produce_round_trip_keeps_every_line_byte_identical(settings, tmp_path):
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
 
-    before = high_watermarks(settings.kafka_bootstrap, settings.topic_activity)
+    before = high_watermarks(settings.kafka.bootstrap, settings.kafka.topic_activity)
     done = _produce("--file", str(path))
     assert done.returncode == 0, done.stderr
     assert f"sent {len(lines)} delivered {len(lines)} failed 0" in done.stdout
-    after = high_watermarks(settings.kafka_bootstrap, settings.topic_activity)
+    after = high_watermarks(settings.kafka.bootstrap, settings.kafka.topic_activity)
 
-    got = read_between(settings.kafka_bootstrap, settings.topic_activity, before, after)
+    got = read_between(settings.kafka.bootstrap, settings.kafka.topic_activity, before, after)
     received = [m for part in got.values() for m in part]
     assert sorted(m.value() or b"" for m in received) == sorted(lines)
     position = {line: i for i, line in enumerate(lines)}
@@ -75,26 +75,26 @@ def test_a_message_over_the_limit_fails_alone(settings, tmp_path):
     lines = [_event(1), json.dumps({"user_id": "1", "pad": "y" * 200_000}).encode(), _event(2)]
     path = tmp_path / "oversize.jsonl"
     path.write_bytes(b"\n".join(lines))  # no final newline: the last line still counts
-    before = high_watermarks(settings.kafka_bootstrap, settings.topic_activity)
+    before = high_watermarks(settings.kafka.bootstrap, settings.kafka.topic_activity)
     done = _produce("--file", str(path), env={"FEED_KAFKA_MESSAGE_MAX_BYTES": "100000"})
     assert done.returncode == 1
     assert "sent 3 delivered 2 failed 1" in done.stdout and "MSG_SIZE_TOO_LARGE" in done.stderr
-    after = high_watermarks(settings.kafka_bootstrap, settings.topic_activity)
-    got = read_between(settings.kafka_bootstrap, settings.topic_activity, before, after)
+    after = high_watermarks(settings.kafka.bootstrap, settings.kafka.topic_activity)
+    got = read_between(settings.kafka.bootstrap, settings.kafka.topic_activity, before, after)
     assert sorted(m.value() for part in got.values() for m in part) == sorted([lines[0], lines[2]])
 
 
 def test_produce_to_an_explicit_topic_and_errors(settings, tmp_path):
     path = tmp_path / "one.jsonl"
     path.write_bytes(_event(3) + b"\n")
-    before = high_watermarks(settings.kafka_bootstrap, settings.topic_dlq)
-    done = _produce("--file", str(path), "--topic", settings.topic_dlq)
+    before = high_watermarks(settings.kafka.bootstrap, settings.kafka.topic_dlq)
+    done = _produce("--file", str(path), "--topic", settings.kafka.topic_dlq)
     assert done.returncode == 0, done.stderr
-    got = read_between(settings.kafka_bootstrap, settings.topic_dlq, before,
-                       high_watermarks(settings.kafka_bootstrap, settings.topic_dlq))
+    got = read_between(settings.kafka.bootstrap, settings.kafka.topic_dlq, before,
+                       high_watermarks(settings.kafka.bootstrap, settings.kafka.topic_dlq))
     assert [m.value() for part in got.values() for m in part] == [_event(3)]
 
     missing = _produce("--file", str(tmp_path / "nope.jsonl"))
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
-    no_topic = _produce("--file", str(path), "--topic", f"{settings.topic_activity}-absent")
+    no_topic = _produce("--file", str(path), "--topic", f"{settings.kafka.topic_activity}-absent")
     assert no_topic.returncode == 2 and "does not exist" in no_topic.stderr

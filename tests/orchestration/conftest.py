@@ -75,7 +75,7 @@ def tiny_feed(settings) -> TinyFeed:
     import psycopg
 
     feed = make_feed(datetime.now(timezone.utc).date())
-    with psycopg.connect(settings.postgres_dsn) as conn:
+    with psycopg.connect(settings.postgres.dsn) as conn:
         load_feed(feed, settings, conn)
     return feed
 

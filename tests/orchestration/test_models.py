@@ -16,10 +16,10 @@ def test_register_model_uploads_and_records(settings, pg, tmp_path):
     (ckpt / "config.json").write_text('{"dim": 32}')
     record = register_model("two_tower", "v1", ckpt, metrics={"auc": 0.71}, params={"lr": 0.01},
                             experiment="baseline")
-    assert record.checkpoint_uri == f"s3://{settings.s3_bucket}/models/two_tower/v1/"
+    assert record.checkpoint_uri == f"s3://{settings.s3.bucket}/models/two_tower/v1/"
     assert lake.list_keys("models/two_tower/v1/", settings) == [
         "models/two_tower/v1/config.json", "models/two_tower/v1/weights/layer0.bin"]
-    body = s3_client(settings).get_object(Bucket=settings.s3_bucket,
+    body = s3_client(settings).get_object(Bucket=settings.s3.bucket,
                                           Key="experiments/baseline/two_tower-v1/results.json")["Body"].read()
     assert json.loads(body)["metrics"] == {"auc": 0.71}
     row = pg.execute("SELECT checkpoint_uri, experiment_uri, metrics, params FROM model_metadata "

@@ -45,7 +45,7 @@ def ensure_duckdb_s3() -> None:
         if id(backend) in _configured:
             return
         configure_duckdb(backend.con)
-        backend.con.execute("SET memory_limit = $1", [get_settings().feast_duckdb_memory_limit])
+        backend.con.execute("SET memory_limit = $1", [get_settings().feast.duckdb_memory_limit])
         _configured.add(id(backend))
 
 

@@ -27,14 +27,14 @@ def private_env(stack: Settings) -> Iterator[dict[str, str]]:
     with private_stack(stack) as s:
         yield {
             **os.environ,
-            "FEED_STACK_DIR": str(s.stack_dir),
-            "FEED_POSTGRES_DSN": s.postgres_dsn,
-            "FEED_REDIS_URL": s.redis_url,
-            "FEED_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-            "FEED_KAFKA_CONTROLLER_PORT": str(s.kafka_controller_port),
-            "FEED_S3_ENDPOINT": s.s3_endpoint,
-            "FEED_SEAWEEDFS_PORT_BASE": str(s.seaweedfs_port_base),
-            "FEED_S3_BUCKET": s.s3_bucket,
+            "FEED_STACK_DIR": str(s.stack.dir),
+            "FEED_POSTGRES_DSN": s.postgres.dsn,
+            "FEED_REDIS_URL": s.redis.url,
+            "FEED_KAFKA_BOOTSTRAP": s.kafka.bootstrap,
+            "FEED_KAFKA_CONTROLLER_PORT": str(s.stack.kafka_controller_port),
+            "FEED_S3_ENDPOINT": s.s3.endpoint,
+            "FEED_SEAWEEDFS_PORT_BASE": str(s.stack.seaweedfs_port_base),
+            "FEED_S3_BUCKET": s.s3.bucket,
         }
 
 
@@ -45,24 +45,24 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 
 def _write_marks(s: Settings) -> None:
-    with psycopg.connect(s.postgres_dsn, autocommit=True) as conn:
+    with psycopg.connect(s.postgres.dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE mark (v TEXT)")
         conn.execute("INSERT INTO mark VALUES ('kept')")
-    redis.Redis.from_url(s.redis_url).set("mark", "kept")
-    s3_client(s).put_object(Bucket=s.s3_bucket, Key="mark", Body=b"kept")
-    producer = Producer({"bootstrap.servers": s.kafka_bootstrap})
-    producer.produce(s.topic_activity, key=b"1", value=b"kept")
+    redis.Redis.from_url(s.redis.url).set("mark", "kept")
+    s3_client(s).put_object(Bucket=s.s3.bucket, Key="mark", Body=b"kept")
+    producer = Producer({"bootstrap.servers": s.kafka.bootstrap})
+    producer.produce(s.kafka.topic_activity, key=b"1", value=b"kept")
     assert producer.flush(30) == 0
 
 
 def _read_marks(s: Settings) -> list[str]:
-    with psycopg.connect(s.postgres_dsn) as conn:
+    with psycopg.connect(s.postgres.dsn) as conn:
         pg = conn.execute("SELECT v FROM mark").fetchone()[0]
-    rd = redis.Redis.from_url(s.redis_url).get("mark").decode()
-    s3 = s3_client(s).get_object(Bucket=s.s3_bucket, Key="mark")["Body"].read().decode()
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": "marks",
+    rd = redis.Redis.from_url(s.redis.url).get("mark").decode()
+    s3 = s3_client(s).get_object(Bucket=s.s3.bucket, Key="mark")["Body"].read().decode()
+    consumer = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": "marks",
                          "auto.offset.reset": "earliest"})
-    consumer.subscribe([s.topic_activity])
+    consumer.subscribe([s.kafka.topic_activity])
     kafka = None
     for _ in range(60):
         msg = consumer.poll(1.0)
@@ -81,8 +81,8 @@ def test_up_status_down_up_keeps_data(private_env, monkeypatch):
         up = _cli(private_env, "stack", "up")
         assert up.returncode == 0, up.stderr
         # A broker that has just started may still be electing its group coordinator.
-        assert skip_to_end(settings, settings.topic_activity, "fresh-group") == dict.fromkeys(
-            range(settings.topic_partitions), 0)
+        assert skip_to_end(settings, settings.kafka.topic_activity, "fresh-group") == dict.fromkeys(
+            range(settings.kafka.topic_partitions), 0)
         status = _cli(private_env, "stack", "status")
         assert status.returncode == 0, status.stdout + status.stderr
         assert status.stdout.count(" up ") == 4
@@ -112,7 +112,7 @@ def test_env_lines_reach_the_stack(settings):
         f'{kcat} -L -t "$FEED_TOPIC" | grep -c "partition [0-9]" && '
         f'{sys.executable} -c "import boto3; print(len(boto3.client(\'s3\').list_buckets()[\'Buckets\']) > 0)"'
     )
-    env = {**os.environ, "FEED_TOPIC": settings.topic_activity}
+    env = {**os.environ, "FEED_TOPIC": settings.kafka.topic_activity}
     out = subprocess.run([require("bash"), "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1", "PONG", str(settings.topic_partitions), "True"]
+    assert out.stdout.split() == ["1", "PONG", str(settings.kafka.topic_partitions), "True"]

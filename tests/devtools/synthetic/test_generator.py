@@ -193,11 +193,11 @@ def test_generate_tiny_loads_postgres_s3_and_kafka(settings, pg):
     from devtools.synthetic.seeding import snapshot_prefix
 
     spec = gen.spec_for("tiny", seed=11, end=END)
-    before = high_watermarks(settings.kafka_bootstrap, settings.topic_activity)
+    before = high_watermarks(settings.kafka.bootstrap, settings.kafka.topic_activity)
     args = ["generate", "--scale", "tiny", "--seed", "11", "--end", "2025-11-16T06:00:00Z"]
     done = _feedstore(*args)
     assert done.returncode == 0, done.stderr
-    after = high_watermarks(settings.kafka_bootstrap, settings.topic_activity)
+    after = high_watermarks(settings.kafka.bootstrap, settings.kafka.topic_activity)
 
     users, items, follows = gen.users_table(spec), gen.items_table(spec), gen.follows_table(spec)
     events = gen.events_table(spec)
@@ -217,7 +217,7 @@ def test_generate_tiny_loads_postgres_s3_and_kafka(settings, pg):
     assert snap_users.num_rows == users.num_rows and snap_items.num_rows == items.num_rows
     assert snap_items.sort_by("item_id")["content_embedding"].equals(items["content_embedding"])
 
-    got = read_between(settings.kafka_bootstrap, settings.topic_activity, before, after)
+    got = read_between(settings.kafka.bootstrap, settings.kafka.topic_activity, before, after)
     messages = [m for part in got.values() for m in part]
     assert len(messages) == events.num_rows
     assert sorted(m.value() for m in messages) == sorted(pc.cast(gen.event_json(events), pa.binary()).to_pylist())
@@ -232,7 +232,7 @@ def test_generate_tiny_loads_postgres_s3_and_kafka(settings, pg):
     again = _feedstore(*args, "--events-to", "none")  # truncate-and-load: same rows, no events
     assert again.returncode == 0, again.stderr
     assert pg.execute("SELECT count(*) FROM items").fetchone()[0] == items.num_rows
-    assert high_watermarks(settings.kafka_bootstrap, settings.topic_activity) == after
+    assert high_watermarks(settings.kafka.bootstrap, settings.kafka.topic_activity) == after
 
 
 def test_generate_events_to_file(settings, tmp_path):
@@ -260,12 +260,12 @@ def test_generate_without_schema_says_migrate(settings):
 
     import psycopg
 
-    name = f"{urlsplit(settings.postgres_dsn).path.lstrip('/')}_empty"
-    admin = urlsplit(settings.postgres_dsn)._replace(path="/postgres").geturl()
+    name = f"{urlsplit(settings.postgres.dsn).path.lstrip('/')}_empty"
+    admin = urlsplit(settings.postgres.dsn)._replace(path="/postgres").geturl()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        env = {**os.environ, "FEED_POSTGRES_DSN": urlsplit(settings.postgres_dsn)._replace(path=f"/{name}").geturl()}
+        env = {**os.environ, "FEED_POSTGRES_DSN": urlsplit(settings.postgres.dsn)._replace(path=f"/{name}").geturl()}
         done = subprocess.run([FEEDSTORE, "generate", "--scale", "tiny", "--events-to", "none"],
                               capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 2 and "feedstore migrate" in done.stderr

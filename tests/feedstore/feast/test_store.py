@@ -13,7 +13,7 @@ VIEWS = {
 
 def test_apply_writes_the_registry_to_postgres(feast_applied, settings):
     assert "Deploying infrastructure for user_embedding" in feast_applied.stdout
-    with psycopg.connect(settings.postgres_dsn) as conn:
+    with psycopg.connect(settings.postgres.dsn) as conn:
         names = {r[0] for r in conn.execute(
             "SELECT feature_view_name FROM feature_views WHERE project_id = %s", ("feed_ranking",))}
     assert names == set(VIEWS)

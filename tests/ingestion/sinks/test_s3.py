@@ -31,7 +31,7 @@ def test_replaying_a_range_rewrites_the_same_objects(settings):
     sink = S3Sink(settings)
     keys = sink.write_objects(batch)
     assert sink.write_objects(batch) == keys
-    listed = [o["Key"] for o in s3_client(settings).list_objects_v2(Bucket=settings.s3_bucket,
+    listed = [o["Key"] for o in s3_client(settings).list_objects_v2(Bucket=settings.s3.bucket,
                                                                       Prefix="events/")["Contents"]]
     assert sorted(listed) == sorted(keys) and len(keys) >= 6  # 2 partitions x 3-4 hours
     landed = landed_event_ids(settings)

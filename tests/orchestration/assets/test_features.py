@@ -96,7 +96,7 @@ def test_candidates_are_ranked_unseen_items(tiny_feed, pipeline, settings):
     pool = set(engagement[engagement.views_7d > 0].item_id)
     for r in candidates.head(10).itertuples():
         seen = set(events[events.user_id == r.user_id].item_id)
-        assert len(r.candidate_item_ids) == min(settings.candidates_per_user, len(pool - seen))
+        assert len(r.candidate_item_ids) == min(settings.pipeline.candidates_per_user, len(pool - seen))
         assert set(r.candidate_item_ids) <= pool
         assert not seen & set(r.candidate_item_ids)
         assert list(r.candidate_scores) == sorted(r.candidate_scores, reverse=True)

@@ -69,7 +69,7 @@ def test_midday_refresh_drops_what_users_touched_since_and_reaches_redis(online_
     event = tiny_feed.events.iloc[[0]].assign(
         event_id=str(uuid.uuid4()), user_id=user, item_id=touched, event_type="like", dwell_time_ms=None,
         timestamp=pd.Timestamp(lake.day_end(day)) + pd.Timedelta(hours=3))
-    with psycopg.connect(settings.postgres_dsn) as conn:
+    with psycopg.connect(settings.postgres.dsn) as conn:
         conn.execute("SELECT ensure_activity_partitions(%s, %s)", (lake.day_end(day).date(), lake.day_end(day).date()))
         load_events(_event_table(event), conn)
         try:

@@ -10,7 +10,7 @@ from tests.orchestration.conftest import make_feed, materialize
 def test_drops_only_reconciled_days(tiny_feed, settings, pg):
     today = tiny_feed.days[-1] + timedelta(days=1)
     day = tiny_feed.days[-1]
-    cutoff = day - timedelta(days=settings.activity_retention_days - 1)
+    cutoff = day - timedelta(days=settings.pipeline.activity_retention_days - 1)
     old = [cutoff - timedelta(days=n) for n in range(6, 0, -1)]           # cutoff-6 … cutoff-1
     archived_day, unarchived_day = old[2], old[4]
     pg.execute("SELECT ensure_activity_partitions(%s, %s)", (old[0], old[-1]))
