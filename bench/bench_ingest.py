@@ -16,13 +16,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devtools.synthetic.defects import inject_defects  # noqa: E402
 from feedstore.contract import rules  # noqa: E402
 from ingestion.catalog import IdIndex  # noqa: E402
-from devtools.synthetic.defects import inject_defects  # noqa: E402
 from ingestion.events import derive_event_id  # noqa: E402
 from ingestion.validation import Validator  # noqa: E402
 from tests.ingestion.conftest import ITEM_IDS, USER_IDS, valid_lines  # noqa: E402

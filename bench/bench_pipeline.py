@@ -58,7 +58,6 @@ class PeakRss:
 def load_events(events: pa.Table, conn, settings, land: bool) -> None:
     """Activity straight into Postgres (COPY) and, for the benchmarked day, as landed files too."""
     from devtools.synthetic.seeding import activity_rows, copy_rows
-
     from feedstore.s3 import arrow_fs, bucket_path
 
     with conn.cursor() as cur:
@@ -76,11 +75,10 @@ def load_events(events: pa.Table, conn, settings, land: bool) -> None:
 
 
 def prepare(scale: str, day: date, history: int, seed: int) -> None:
+    from devtools.synthetic import generator as gen
     from devtools.synthetic.seeding import generate
-
     from feedstore.db import connect
     from feedstore.settings import get_settings
-    from devtools.synthetic import generator as gen
     from orchestration.lake import day_end
 
     settings = get_settings()

@@ -38,8 +38,8 @@ def _environment(base: Settings, tag: str) -> dict[str, str]:
 @contextmanager
 def sandbox(kind: str = "test") -> Iterator[Settings]:
     """Create the namespace, export it to the environment, and drop it all afterwards."""
-    from feedstore.migrate import migrate
     from devtools.stack import services
+    from feedstore.migrate import migrate
 
     base = get_settings()
     env = _environment(base, f"{kind}-{uuid.uuid4().hex[:10]}".replace("_", "-"))
@@ -66,8 +66,8 @@ def sandbox(kind: str = "test") -> Iterator[Settings]:
 
 def drop(base: Settings, isolated: Settings) -> None:
     """Best effort: every part is attempted even when another fails, and failures are logged."""
-    from feedstore.s3 import s3_client
     from feedstore.kafka import admin_client
+    from feedstore.s3 import s3_client
 
     admin = admin_client(base.kafka.bootstrap)
     for topic, future in admin.delete_topics([isolated.kafka.topic_activity, isolated.kafka.topic_dlq],

@@ -285,9 +285,9 @@ def generate(
     import psycopg
 
     from devtools.synthetic.generator import spec_for
-    from ingestion.producer import ProducerError
     from devtools.synthetic.seeding import RichProgress, SeedingError
     from devtools.synthetic.seeding import generate as run
+    from ingestion.producer import ProducerError
 
     if events_to is EventsTo.file and file is None:
         fail("--events-to file needs --file PATH")

@@ -161,6 +161,12 @@ class Settings(BaseModel):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     stack: StackSettings = Field(default_factory=StackSettings)
 
+    @classmethod
+    def defaults(cls) -> Settings:
+        """The built-in defaults, whatever the environment says."""
+        return cls.model_construct(**{name: field.default_factory.model_construct()
+                                      for name, field in cls.model_fields.items()})
+
     def replace(self, **groups: dict[str, Any]) -> Settings:
         """A copy with some fields of some groups changed: ``s.replace(kafka={"topic_activity": "t"})``."""
         return self.model_copy(update={name: getattr(self, name).model_copy(update=fields)

@@ -24,12 +24,12 @@ import numpy as np
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from feedstore.contract import rules
 from feedstore.db import connect
+from feedstore.ids import ITEMS, USERS
 from feedstore.logs import get_logger
 from feedstore.settings import Settings
-from feedstore.contract import rules
 from ingestion import validation
-from feedstore.ids import ITEMS, USERS
 from ingestion.catalog import CatalogIndex
 from ingestion.metrics import IngestMetrics
 from ingestion.processing import BatchAbandoned, BatchProcessor, Processed, Stage, backoff_seconds, brief

@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from feedstore.contract import rules
-from ingestion.events import EVENT_SCHEMA, event_ids_text
 from feedstore.contract.rules import Reason
+from ingestion.events import EVENT_SCHEMA, event_ids_text
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Membership = Callable[[np.ndarray], np.ndarray]

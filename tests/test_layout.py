@@ -6,7 +6,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 from feedstore.settings import PROJECT_ROOT
+
+pytestmark = pytest.mark.pure
 
 # package -> the project packages it may import (its own included)
 MAY_IMPORT: dict[str, set[str]] = {

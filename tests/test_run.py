@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from feedstore.settings import PROJECT_ROOT
 from devtools.stack.tools import require
+from feedstore.settings import PROJECT_ROOT
 
 BARE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -13,9 +13,9 @@ read back), ``render`` (the printout), with ``flow`` putting them in order throu
 runner in ``steps``; ``report`` holds what they share and ``audit`` the cross-checks.
 """
 
+from devtools.demo.flow import run
 from devtools.demo.render import render
 from devtools.demo.report import DemoOptions
-from devtools.demo.flow import run
 from devtools.demo.steps import StepFailed
 
 __all__ = ["DemoOptions", "StepFailed", "render", "run"]

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from feedstore.settings import Settings
 from devtools.demo.report import DemoOptions
 from devtools.demo.steps import progress_bar
+from feedstore.settings import Settings
 
 if TYPE_CHECKING:
     from devtools.synthetic.generator import GenerationSpec
@@ -34,8 +34,8 @@ def send_bad_events(spec: GenerationSpec, settings: Settings, sample: int = 60) 
     reason were sent (``duplicate`` ones are stored once, the rest go to the DLQ)."""
     from devtools.synthetic import generator as gen
     from devtools.synthetic.defects import inject_defects
-    from ingestion.producer import ProducerError, key_for_line, make_producer, send
     from feedstore.contract.rules import REPLAY_MAX_EVENT_AGE_SECONDS, Reason
+    from ingestion.producer import ProducerError, key_for_line, make_producer, send
 
     first_day = next(gen.iter_event_chunks(spec)).slice(0, sample)
     lines = gen.event_json(first_day).to_pylist()

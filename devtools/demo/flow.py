@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from feedstore.contract.rules import Reason
-from feedstore.settings import Settings, get_settings
 from devtools.demo import audit
 from devtools.demo.feed import generate_feed, ingest, send_bad_events
 from devtools.demo.pipeline import generated_days, run_pipeline, write_docs_index
@@ -21,6 +19,8 @@ from devtools.demo.prepare import apply_feast, clear_previous, database_name, re
 from devtools.demo.readback import read_back
 from devtools.demo.report import DemoOptions, DemoReport
 from devtools.demo.steps import LogSink, Steps, routed_output
+from feedstore.contract.rules import Reason
+from feedstore.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from devtools.synthetic.generator import GenerationSpec

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from devtools.demo import audit
 from feedstore.contract import lake as layout
 from feedstore.settings import Settings
-from devtools.demo import audit
 from orchestration import lake
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -38,9 +38,9 @@ def require_local(settings: Settings) -> None:
 
 
 def start_stack(settings: Settings) -> str:
+    from devtools.stack import services
     from feedstore.db import connect
     from feedstore.migrate import migrate
-    from devtools.stack import services
 
     started = [s.name for s in services(settings) if s.up()]
     with connect(settings) as conn:

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from devtools.demo import audit
+from devtools.demo.report import DemoReport
 from feedstore.contract import lake as layout
 from feedstore.contract.features import BATCH_VIEWS
 from feedstore.settings import Settings
-from devtools.demo import audit
-from devtools.demo.report import DemoReport
 from orchestration import lake
 
 if TYPE_CHECKING:

@@ -13,10 +13,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from feedstore.settings import Settings, get_settings
 from devtools.demo import audit
 from devtools.demo.prepare import database_name
 from devtools.demo.report import CheckOutcome, DemoReport
+from feedstore.settings import Settings, get_settings
 
 TRAINING_COLUMNS = ["user_id", "item_id", "event_timestamp", "label", "sample_type", "interactions_7d",
                     "like_rate_7d", "top_category_30d", "category", "views_7d", "engagement_rate_7d"]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from feedstore.settings import Settings
 from devtools.stack.base import Service, StackError
 from devtools.stack.kafka import KafkaService
 from devtools.stack.postgres import PostgresService
 from devtools.stack.redis import RedisService
 from devtools.stack.seaweedfs import SeaweedFSService
+from feedstore.settings import Settings
 
 __all__ = ["Service", "StackError", "services", "env_lines"]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic
 
-from feedstore.kafka import admin_client
 from devtools.stack.base import Service, StackError, port_open, spawn, terminate
 from devtools.stack.tools import require
+from feedstore.kafka import admin_client
 
 LOG4J_VERSION = "2.24.3"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024

@@ -14,6 +14,7 @@ from psycopg import sql
 
 from devtools.stack.base import Service, StackError, is_root
 from devtools.stack.tools import require
+
 SERVER_OPTIONS = {
     "listen_addresses": "127.0.0.1",
     "shared_buffers": "512MB",

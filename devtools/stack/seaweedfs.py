@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from feedstore.s3 import s3_client
 from devtools.stack.base import Service, spawn, terminate
 from devtools.stack.tools import venv_program
+from feedstore.s3 import s3_client
 
 
 class SeaweedFSService(Service):

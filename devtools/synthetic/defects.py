@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
 from feedstore.contract import rules
-from ingestion.events import format_timestamp
 from feedstore.contract.rules import Reason
+from ingestion.events import format_timestamp
 
 TEN_MB = 10 * 1024 * 1024
 Event = dict

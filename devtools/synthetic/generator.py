@@ -28,11 +28,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingestion.events import EVENT_NAMESPACE, EVENT_SCHEMA
 from feedstore.contract.rules import (
-    AGE_RANGES, CATEGORIES, COUNTRIES, DEVICES, EMBEDDING_DIM, EVENT_TYPES, LANGUAGES, MAX_DWELL_MS,
-    MEDIA_TYPES, PLATFORMS,
+    AGE_RANGES,
+    CATEGORIES,
+    COUNTRIES,
+    DEVICES,
+    EMBEDDING_DIM,
+    EVENT_TYPES,
+    LANGUAGES,
+    MAX_DWELL_MS,
+    MEDIA_TYPES,
+    PLATFORMS,
 )
+from ingestion.events import EVENT_NAMESPACE, EVENT_SCHEMA
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import Counter as PromCounter
 from psycopg import sql
 
+from devtools.synthetic import generator as gen
 from feedstore.contract import lake
 from feedstore.db import connect
 from feedstore.logs import get_logger
 from feedstore.s3 import arrow_fs, bucket_path, s3_client
 from feedstore.settings import Settings, get_settings
-from devtools.synthetic import generator as gen
 from ingestion.producer import DeliveryReport, check_topic, make_producer, send
 
 log = get_logger(__name__)

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import redis
 
-from feedstore.settings import Settings
 from feedstore.contract import rules
+from feedstore.settings import Settings
 from ingestion.events import format_timestamp
 from ingestion.sinks.base import BatchingSink, SinkBatch, StoreUnavailable
 

@@ -14,8 +14,8 @@ import pyarrow.compute as pc
 
 from feedstore import db
 from feedstore.contract import features as contract
-from feedstore.settings import Settings
 from feedstore.contract.rules import CATEGORIES, EMBEDDING_DIM, ENGAGEMENT_TYPES, LONG_DWELL_MS
+from feedstore.settings import Settings
 from orchestration import lake, sources
 from orchestration.assets.snapshots import ITEM_CATALOG_FEATURES, USER_PROFILE_FEATURES
 from orchestration.partitions import daily, partition_day, window
@@ -240,7 +240,7 @@ def user_candidates(con, day: date, settings: Settings, as_of: datetime | None =
         with db.connect(settings) as conn:
             seen = pa.concat_tables([seen, sources.interacted_pairs(conn, lake.day_end(day), as_of)],
                                     promote_options="permissive")
-    return _rank(users, pool, seen, settings.pipeline.candidates_per_user, as_of)
+    return rank_candidates(users, pool, seen, settings.pipeline.candidates_per_user, as_of)
 
 
 def refresh_time(day: date) -> datetime:
@@ -259,7 +259,9 @@ def refreshed_candidates(con, day: date, settings: Settings) -> pa.Table:
     return user_candidates(con, day, settings, as_of=refresh_time(day))
 
 
-def _rank(users: pa.Table, pool: pa.Table, seen: pa.Table, k: int, ts: datetime) -> pa.Table:
+def rank_candidates(users: pa.Table, pool: pa.Table, seen: pa.Table, k: int, ts: datetime) -> pa.Table:
+    """Each user's ``k`` best unseen items of the pool, by 0.8 x the dot product of the (unit-length)
+    embeddings + 0.2 x log popularity normalised to [0, 1]."""
     item_ids = pool["item_id"].to_numpy()
     views = pool["views_7d"].to_numpy().astype(np.float64)
     popularity = (np.log1p(views) / np.log1p(views.max())).astype(np.float32)

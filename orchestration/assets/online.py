@@ -16,7 +16,6 @@ from orchestration.partitions import daily, partition_day
 from orchestration.resources import FeastResource
 
 
-
 def materialize_window(day):
     return lake.day_start(day) + timedelta(microseconds=1), lake.day_end(day)
 

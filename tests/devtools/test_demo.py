@@ -14,10 +14,10 @@ import psycopg
 import pytest
 from rich.console import Console
 
-from devtools.sandbox import sandbox
-from orchestration import lake
 from devtools.demo import DemoOptions, render, run
 from devtools.demo.readback import read_training
+from devtools.sandbox import sandbox
+from orchestration import lake
 
 
 @pytest.fixture(scope="module")

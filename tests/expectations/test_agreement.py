@@ -20,13 +20,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from expectations.runner import validate
 from devtools.synthetic import generator
 from devtools.synthetic.defects import inject_defects
-from ingestion.events import EVENT_SCHEMA, derive_event_id
+from expectations.runner import validate
 from feedstore.contract.rules import Reason
+from ingestion.events import EVENT_SCHEMA, derive_event_id
 from ingestion.validation import Validator
 from tests.expectations.conftest import ITEM_IDS, NOW, USER_IDS, make_events
+
+pytestmark = pytest.mark.pure
 
 INT64_MAX = 2**63 - 1
 

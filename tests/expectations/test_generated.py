@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from expectations.runner import validate
 from devtools.synthetic import generator
+from expectations.runner import validate
 
 END = datetime(2025, 11, 15, 12, tzinfo=timezone.utc)
 

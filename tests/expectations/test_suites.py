@@ -24,6 +24,8 @@ from tests.expectations.conftest import (
     make_users,
 )
 
+pytestmark = pytest.mark.pure
+
 EVENT_PARAMS = {"ingested_at": NOW, "user_ids": USER_IDS, "item_ids": ITEM_IDS}
 
 

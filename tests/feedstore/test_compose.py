@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from feedstore.settings import PROJECT_ROOT, Settings
 from devtools.stack.kafka import KafkaService
 from devtools.stack.postgres import SERVER_OPTIONS
+from feedstore.settings import PROJECT_ROOT, Settings
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,7 @@ def compose() -> dict:
 
 @pytest.fixture(scope="module")
 def defaults() -> Settings:
-    """The built-in defaults, whatever the environment says."""
-    return Settings.model_construct()
+    return Settings.defaults()
 
 
 def _host_port(service: dict) -> int:

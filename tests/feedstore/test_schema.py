@@ -8,7 +8,6 @@ import psycopg
 import pytest
 
 
-
 def test_timestamps_are_timestamptz(pg):
     rows = pg.execute(
         "SELECT table_name, column_name, data_type FROM information_schema.columns "

@@ -13,10 +13,10 @@ from collections import Counter
 import psycopg
 import redis
 
-from ingestion.consumer import IngestConsumer, Options
 from devtools.synthetic.defects import inject_defects
-from ingestion.metrics import IngestMetrics
 from feedstore.contract.rules import Reason
+from ingestion.consumer import IngestConsumer, Options
+from ingestion.metrics import IngestMetrics
 from tests.ingestion.conftest import (
     env_of,
     expected_valid_ids,

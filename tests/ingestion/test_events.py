@@ -4,8 +4,11 @@ import random
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
+import pytest
 
 from ingestion.events import derive_event_id, event_id_text, event_ids_text, format_timestamp, format_timestamps_us
+
+pytestmark = pytest.mark.pure
 
 
 def test_batch_event_ids_equal_the_reference_derivation():

@@ -13,13 +13,13 @@ import psycopg
 import pytest
 import redis
 
-from feedstore.migrate import migrate
-from feedstore.settings import Settings
 from devtools.stack.kafka import KafkaService
-from feedstore.kafka import admin_client
 from devtools.stack.postgres import PostgresService
 from devtools.stack.redis import RedisService
 from devtools.stack.seaweedfs import SeaweedFSService
+from feedstore.kafka import admin_client
+from feedstore.migrate import migrate
+from feedstore.settings import Settings
 from ingestion.consumer import IngestConsumer, Options
 from ingestion.metrics import IngestMetrics
 from tests.conftest import private_stack

@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 
 import pytest
 
+from feedstore.ids import IdIndex
 from feedstore.settings import Settings
 from ingestion import consumer as consumer_module
-from feedstore.ids import IdIndex
 from ingestion.consumer import IngestConsumer, Options
 from ingestion.metrics import IngestMetrics
 from ingestion.processing import BatchAbandoned, BatchProcessor, Stage, batch_from, checked

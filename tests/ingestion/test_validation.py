@@ -8,13 +8,15 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from feedstore.contract import rules
-from feedstore.ids import IdIndex
 from devtools.synthetic.defects import inject_defects
-from ingestion.events import derive_event_id, format_timestamp
+from feedstore.contract import rules
 from feedstore.contract.rules import Reason
+from feedstore.ids import IdIndex
+from ingestion.events import derive_event_id, format_timestamp
 from ingestion.validation import Limits, Validator, classify_structure, parse_id
 from tests.ingestion.conftest import ITEM_IDS, USER_IDS, valid_lines
+
+pytestmark = pytest.mark.pure
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 

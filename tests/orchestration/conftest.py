@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from feedstore.s3 import arrow_fs, bucket_path
 from devtools.synthetic import generator as gen
+from feedstore.s3 import arrow_fs, bucket_path
 from ingestion.events import EVENT_SCHEMA
 
 SCALE, SEED, DAYS = "tiny", 7, 3

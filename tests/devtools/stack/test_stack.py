@@ -14,10 +14,10 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer
 
-from feedstore.s3 import s3_client
-from feedstore.settings import Settings
 from devtools.demo.audit import skip_to_end
 from devtools.stack.tools import require, venv_program
+from feedstore.s3 import s3_client
+from feedstore.settings import Settings
 from tests.conftest import private_stack
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from feedstore.settings import PROJECT_ROOT
 from devtools.stack.tools import TOOLS, require, venv_program
+from feedstore.settings import PROJECT_ROOT
 
 SOURCES = ["feedstore", "ingestion", "orchestration", "expectations", "devtools", "feature_repo", "tests", "bench"]
 SPAWNERS = {"run", "Popen", "call", "check_call", "check_output", "execv", "execvp", "execve", "execl", "execlp"}

@@ -15,8 +15,8 @@ import pytest
 from psycopg import sql
 
 from devtools.synthetic import generator as gen
-from ingestion.events import EVENT_SCHEMA, derive_event_id
 from feedstore.contract.rules import CATEGORIES, EMBEDDING_DIM, EVENT_TYPES, MAX_DWELL_MS
+from ingestion.events import EVENT_SCHEMA, derive_event_id
 from tests.ingestion.kafka_reading import high_watermarks, read_between
 
 END = datetime(2025, 11, 16, 6, tzinfo=timezone.utc)
@@ -189,8 +189,8 @@ def _feedstore(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_generate_tiny_loads_postgres_s3_and_kafka(settings, pg):
-    from feedstore.s3 import arrow_fs, bucket_path
     from devtools.synthetic.seeding import snapshot_prefix
+    from feedstore.s3 import arrow_fs, bucket_path
 
     spec = gen.spec_for("tiny", seed=11, end=END)
     before = high_watermarks(settings.kafka.bootstrap, settings.kafka.topic_activity)

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import pytest
+
 from ingestion.sinks.feast_push import COLUMNS, realtime_frame
 from ingestion.sinks.redis import UserCounters
+
+pytestmark = pytest.mark.pure
 
 
 def test_realtime_frame_has_the_contract_columns_and_types():

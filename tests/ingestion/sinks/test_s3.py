@@ -5,8 +5,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pyarrow as pa
 
-from feedstore.s3 import s3_client
 from feedstore.ids import IdIndex
+from feedstore.s3 import s3_client
 from ingestion.sinks.base import OffsetRange, SinkBatch
 from ingestion.sinks.s3 import S3Sink, object_key
 from ingestion.validation import Limits, Validator

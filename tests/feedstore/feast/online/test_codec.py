@@ -13,6 +13,8 @@ from feast.value_type import ValueType as V
 
 from feedstore.feast.online import codec
 
+pytestmark = pytest.mark.pure
+
 RNG = np.random.default_rng(1)
 CASES = {
     "int64": (V.INT64, pa.array([1, None, -5, 0, 2**40, -(2**40), 127, 128, 16383, 16384], pa.int64())),

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
 from feedstore.feast.online import layout
+
+pytestmark = pytest.mark.pure
 
 
 def test_entity_keys_are_readable_and_brace_free():

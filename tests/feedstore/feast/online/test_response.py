@@ -10,6 +10,8 @@ from feast.value_type import ValueType
 
 from feedstore.feast.online.response import _expand, decode_cells
 
+pytestmark = pytest.mark.pure
+
 CASES = {
     ValueType.INT64: [0, -1, 2**63 - 1, -(2**63), 300],
     ValueType.INT32: [0, -5, 2**31 - 1, 7],
