@@ -107,8 +107,9 @@ def offset_ranges(messages: Sequence[Record]) -> list[OffsetRange]:
 
 
 def batch_from(messages: Sequence[Record], result: Result) -> SinkBatch:
-    letters = [DeadLetter(messages[i].value(), messages[i].key(), str(reason), messages[i].topic(),
-                          messages[i].partition(), messages[i].offset()) for i, reason in result.rejected]
+    letters = [DeadLetter.of(messages[i].value(), messages[i].key(), str(reason), messages[i].topic(),
+                             messages[i].partition(), messages[i].offset(), result.errors.get(i))
+               for i, reason in result.rejected]
     rows = result.valid_index.tolist()
     partitions = np.fromiter((messages[i].partition() for i in rows), dtype=np.int64, count=len(rows))
     offsets = np.fromiter((messages[i].offset() for i in rows), dtype=np.int64, count=len(rows))

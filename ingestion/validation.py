@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from feedstore.contract import rules
 from feedstore.contract.rules import Reason
+from feedstore.logs import get_logger
 from ingestion.events import EVENT_SCHEMA, event_ids_text
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -48,6 +49,7 @@ class Event(msgspec.Struct):
 
 
 _decoder = msgspec.json.Decoder(Event)
+log = get_logger("feedstore.ingest")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 _EVENT_TYPES = frozenset(rules.EVENT_TYPES)
@@ -80,6 +82,8 @@ class Result:
     valid_index: np.ndarray
     rejected: list[tuple[int, Reason]] = field(default_factory=list)
     duplicates: list[int] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)
+    """Payload index -> the exception class, for ``INTERNAL_ERROR`` rejects."""
 
     def reasons(self, n: int) -> list[Reason | None]:
         """One entry per payload: its reason, ``DUPLICATE`` for a repeat, None when stored."""
@@ -160,7 +164,7 @@ def classify_structure(payload: bytes) -> Reason:
         return Reason.BAD_ENCODING
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
         return Reason.BAD_JSON
     if not isinstance(obj, dict):
         return Reason.NOT_AN_OBJECT
@@ -200,19 +204,13 @@ class Validator:
         rows: list[tuple] = []
         index: list[int] = []
         decode = _decoder.decode
+        errors: dict[int, str] = {}
         for i, payload in enumerate(payloads):
-            if payload is None:
-                rejected.append((i, Reason.BAD_JSON))
-                continue
-            if len(payload) > rules.MAX_MESSAGE_BYTES:
-                rejected.append((i, Reason.TOO_LARGE))
-                continue
             try:
-                ev = decode(payload)
-            except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-                rejected.append((i, classify_structure(payload)))
-                continue
-            row = check_event(ev)
+                row = self._check_one(payload, decode)
+            except Exception as exc:  # no message may stop ingestion: this one goes to the DLQ
+                log.warning("validation_raised", error=type(exc).__name__, detail=str(exc)[:200])
+                row, errors[i] = Reason.INTERNAL_ERROR, type(exc).__name__
             if type(row) is Reason:
                 rejected.append((i, row))
             else:
@@ -229,7 +227,19 @@ class Validator:
         else:
             dup_idx = np.empty(0, dtype=np.int64)
         rejected.sort()
-        return Result(table, idx, rejected, sorted(int(i) for i in dup_idx))
+        return Result(table, idx, rejected, sorted(int(i) for i in dup_idx), errors)
+
+    @staticmethod
+    def _check_one(payload: bytes | None, decode) -> tuple | Reason:
+        if payload is None:
+            return Reason.BAD_JSON
+        if len(payload) > rules.MAX_MESSAGE_BYTES:
+            return Reason.TOO_LARGE
+        try:
+            ev = decode(payload)
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            return classify_structure(payload)
+        return check_event(ev)
 
     def _vector_checks(self, table: pa.Table, now: datetime | None) -> tuple[np.ndarray, list[tuple[int, Reason]]]:
         """Clock bounds and catalog membership over whole columns; returns a keep mask and rejects."""

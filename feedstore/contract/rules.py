@@ -42,6 +42,10 @@ DISTRIBUTION_SUM_TOLERANCE = 1e-4
 
 # Ingestion (consumer validator, DLQ headers, GX agreement tests).
 MAX_MESSAGE_BYTES = 64 * 1024
+# A dead letter carries at most this much of the message (the rest is still at its source offset),
+# so it fits a DLQ topic with the broker's default limits whatever the producer sent.
+DLQ_MAX_VALUE_BYTES = MAX_MESSAGE_BYTES
+DLQ_MAX_KEY_BYTES = 1024
 REPLAY_MAX_EVENT_AGE_SECONDS = 10 * 366 * 24 * 3600
 REQUIRED_EVENT_FIELDS: tuple[str, ...] = ("user_id", "item_id", "event_type", "timestamp")
 OPTIONAL_EVENT_FIELDS: tuple[str, ...] = ("context", "dwell_time_ms", "event_id")
@@ -73,6 +77,7 @@ class Reason(StrEnum):
     BAD_CONTEXT = "bad_context"        # context not an object, or a value of the wrong kind
     UNKNOWN_USER = "unknown_user"
     UNKNOWN_ITEM = "unknown_item"
+    INTERNAL_ERROR = "internal_error"  # validating it raised; the DLQ ``error`` header names the exception
     DUPLICATE = "duplicate"
 
 

@@ -19,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from feedstore.contract.rules import DLQ_MAX_KEY_BYTES, DLQ_MAX_VALUE_BYTES
+
 if TYPE_CHECKING:
     from ingestion.sinks.redis import UserCounters
 
@@ -47,16 +49,41 @@ class PermanentSinkError(SinkError):
 
 @dataclass(frozen=True)
 class DeadLetter:
+    """A refused message, cut to ``DLQ_MAX_VALUE_BYTES`` (and its key to ``DLQ_MAX_KEY_BYTES``) so
+    that any message the source topic accepted fits the DLQ; the whole message stays at its source
+    offset, which the headers give."""
+
     value: bytes | None
     key: bytes | None
     reason: str
     topic: str
     partition: int
     offset: int
+    value_size: int = 0
+    key_size: int = 0
+    error: str | None = None
+
+    @classmethod
+    def of(cls, value: bytes | None, key: bytes | None, reason: str, topic: str, partition: int, offset: int,
+           error: str | None = None) -> DeadLetter:
+        return cls(value[:DLQ_MAX_VALUE_BYTES] if value is not None else None,
+                   key[:DLQ_MAX_KEY_BYTES] if key is not None else None, reason, topic, partition, offset,
+                   len(value) if value is not None else 0, len(key) if key is not None else 0, error)
+
+    @property
+    def truncated(self) -> bool:
+        return (self.value is not None and self.value_size > len(self.value)) or \
+            (self.key is not None and self.key_size > len(self.key))
 
     def headers(self) -> list[tuple[str, bytes]]:
-        return [("reason", self.reason.encode()), ("source_topic", self.topic.encode()),
-                ("source_partition", str(self.partition).encode()), ("source_offset", str(self.offset).encode())]
+        headers = [("reason", self.reason.encode()), ("source_topic", self.topic.encode()),
+                   ("source_partition", str(self.partition).encode()), ("source_offset", str(self.offset).encode())]
+        if self.error:
+            headers.append(("error", self.error.encode()))
+        if self.truncated:
+            headers += [("truncated", b"true"), ("original_size", str(self.value_size).encode()),
+                        ("original_key_size", str(self.key_size).encode())]
+        return headers
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,29 @@ def test_each_reason(validator, payload, reason):
 
 
 def test_every_dlq_reason_has_a_case():
-    assert {reason for _, reason in CASES} == set(rules.DLQ_REASONS)
+    """Every reason a payload can earn; ``INTERNAL_ERROR`` is for bugs, injected below."""
+    assert {reason for _, reason in CASES} == set(rules.DLQ_REASONS) - {Reason.INTERNAL_ERROR}
+
+
+@pytest.mark.parametrize("payload", [b"[" * 1000 + b"]" * 1000, b'{"a":' * 1000 + b"1" + b"}" * 1000,
+                                     b'{"user_id": ' * 5000 + b"1" + b"}" * 5000])
+def test_nesting_too_deep_to_parse_is_bad_json(validator, payload):
+    result = validator.validate([_event(), payload, _event(user_id=str(USER_IDS[1]))], now=NOW)
+    assert result.reasons(3) == [None, Reason.BAD_JSON, None]
+
+
+def test_an_exception_while_validating_one_message_dead_letters_only_that_one(validator, monkeypatch):
+    original = Validator._check_one
+
+    def faulty(payload, decode):
+        if payload == b"boom":
+            raise RuntimeError("injected")
+        return original(payload, decode)
+
+    monkeypatch.setattr(Validator, "_check_one", staticmethod(faulty))
+    result = validator.validate([_event(), b"boom", _event(user_id=str(USER_IDS[1]))], now=NOW)
+    assert result.reasons(3) == [None, Reason.INTERNAL_ERROR, None]
+    assert result.errors == {1: "RuntimeError"}
 
 
 def test_age_bounds_are_configurable_and_replay_lifts_them():
@@ -149,7 +171,7 @@ def test_agrees_with_the_defect_injector(validator):
     got = result.reasons(len(lines))
     mismatches = [(lines[i][:120], expected[i], got[i]) for i in range(len(lines)) if expected[i] != got[i]]
     assert mismatches == []
-    assert {r for r in expected if r is not None} == set(Reason)
+    assert {r for r in expected if r is not None} == set(Reason) - {Reason.INTERNAL_ERROR}
     assert result.valid.num_rows == 400
 
 
