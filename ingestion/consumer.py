@@ -228,9 +228,9 @@ class IngestConsumer:
         started = time.monotonic()
         self._account(self.processor.process(messages), started)
 
-    def _validate(self, payloads: list[bytes | None]) -> Result:
+    def _validate(self, payloads: list[bytes | None], arrived_us: np.ndarray) -> Result:
         try:
-            return self.validator.validate(payloads)
+            return self.validator.validate(payloads, arrived_us=arrived_us)
         except psycopg.Error as exc:
             for index in (self.users, self.items):
                 index.close()

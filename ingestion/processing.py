@@ -17,6 +17,7 @@ from functools import partial
 from typing import Protocol, TypeVar
 
 import numpy as np
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 
 from feedstore.logs import get_logger
 from ingestion.metrics import VALIDATE, IngestMetrics
@@ -33,7 +34,8 @@ from ingestion.validation import Result
 log = get_logger("feedstore.ingest")
 
 T = TypeVar("T")
-Validate = Callable[[list[bytes | None]], Result]
+Validate = Callable[[list[bytes | None], np.ndarray], Result]
+"""Payloads and their arrival times in Kafka (µs) -> the batch's validation."""
 
 
 class Record(Protocol):
@@ -44,6 +46,7 @@ class Record(Protocol):
     def topic(self) -> str: ...
     def partition(self) -> int: ...
     def offset(self) -> int: ...
+    def timestamp(self) -> tuple[int, int]: ...
 
 
 class Host(Protocol):
@@ -106,6 +109,17 @@ def offset_ranges(messages: Sequence[Record]) -> list[OffsetRange]:
     return [OffsetRange(t, p, first, last) for (t, p), (first, last) in spans.items()]
 
 
+def arrivals_us(messages: Sequence[Record]) -> np.ndarray:
+    """When each record reached Kafka, in µs (the topic's log-append time, or the producer's create
+    time where the topic keeps that); -1 for a record without one."""
+    out = np.full(len(messages), -1, dtype=np.int64)
+    for i, m in enumerate(messages):
+        kind, ms = m.timestamp()
+        if kind != TIMESTAMP_NOT_AVAILABLE and ms >= 0:
+            out[i] = ms * 1000
+    return out
+
+
 def batch_from(messages: Sequence[Record], result: Result) -> SinkBatch:
     letters = [DeadLetter.of(messages[i].value(), messages[i].key(), str(reason), messages[i].topic(),
                              messages[i].partition(), messages[i].offset(), result.errors.get(i))
@@ -145,8 +159,8 @@ class BatchProcessor:
     def process(self, messages: Sequence[Record]) -> Processed:
         seconds: dict[str, float] = {}
         self.metrics.batch_size.observe(len(messages))
-        result = self._until_done(VALIDATE, self.catalog_store, lambda: self.validate([m.value() for m in messages]),
-                                  seconds)
+        result = self._until_done(VALIDATE, self.catalog_store,
+                                  lambda: self.validate([m.value() for m in messages], arrivals_us(messages)), seconds)
         batch = batch_from(messages, result)
         for stage in self.stages:
             if not stage.new_only or batch.has_new_events():

@@ -199,7 +199,10 @@ class Validator:
         self.items = items
         self.limits = limits or Limits()
 
-    def validate(self, payloads: Sequence[bytes | None], now: datetime | None = None) -> Result:
+    def validate(self, payloads: Sequence[bytes | None], now: datetime | None = None,
+                 arrived_us: Sequence[int] | np.ndarray | None = None) -> Result:
+        """``arrived_us[i]``: when payload i reached Kafka (µs, -1 when unknown). An event's age and
+        skew are judged against it, so a backlog consumed after an outage is as fresh as it arrived."""
         rejected: list[tuple[int, Reason]] = []
         rows: list[tuple] = []
         index: list[int] = []
@@ -218,7 +221,7 @@ class Validator:
                 index.append(i)
         table = pa.Table.from_pylist([], schema=EVENT_SCHEMA) if not rows else _to_table(rows)
         idx = np.asarray(index, dtype=np.int64)
-        keep, late = self._vector_checks(table, now)
+        keep, late = self._vector_checks(table, _reference_us(idx, now, arrived_us))
         rejected.extend((int(idx[j]), reason) for j, reason in late)
         table, idx = table.filter(pa.array(keep)), idx[keep]
         keep, duplicates = _first_occurrences(table.column("event_id").to_pylist())
@@ -241,7 +244,7 @@ class Validator:
             return classify_structure(payload)
         return check_event(ev)
 
-    def _vector_checks(self, table: pa.Table, now: datetime | None) -> tuple[np.ndarray, list[tuple[int, Reason]]]:
+    def _vector_checks(self, table: pa.Table, now_us: np.ndarray) -> tuple[np.ndarray, list[tuple[int, Reason]]]:
         """Clock bounds and catalog membership over whole columns; returns a keep mask and rejects."""
         n = table.num_rows
         keep = np.ones(n, dtype=bool)
@@ -249,7 +252,6 @@ class Validator:
             return keep, []
         reasons = np.full(n, -1, dtype=np.int8)
         codes = [Reason.TOO_OLD, Reason.IN_FUTURE, Reason.UNKNOWN_USER, Reason.UNKNOWN_ITEM]
-        now_us = int((now or datetime.now(timezone.utc)).timestamp() * 1_000_000)
         ts = table.column("timestamp").cast(pa.int64()).to_numpy()
         reasons[ts < now_us - self.limits.effective_max_age_seconds * 1_000_000] = 0
         reasons[(reasons < 0) & (ts > now_us + self.limits.max_future_seconds * 1_000_000)] = 1
@@ -267,6 +269,15 @@ class Validator:
             reasons[pending & ~known] = 3
         keep = reasons < 0
         return keep, [(int(j), codes[reasons[j]]) for j in np.flatnonzero(~keep)]
+
+
+def _reference_us(idx: np.ndarray, now: datetime | None, arrived_us: Sequence[int] | np.ndarray | None) -> np.ndarray:
+    """Per valid row, the instant its age is measured at: its arrival in Kafka, else the clock."""
+    now_us = int((now or datetime.now(timezone.utc)).timestamp() * 1_000_000)
+    if arrived_us is None:
+        return np.full(len(idx), now_us, dtype=np.int64)
+    arrived = np.asarray(arrived_us, dtype=np.int64)[idx]
+    return np.where(arrived > 0, arrived, now_us)
 
 
 def warm_up() -> None:

@@ -145,7 +145,8 @@ def ensure_topics(bootstrap: str, partitions_by_topic: dict[str, int]) -> None:
     existing = set(admin.list_topics(timeout=10).topics)
     new = [
         NewTopic(name, num_partitions=n, replication_factor=1,
-                 config={"max.message.bytes": str(MAX_MESSAGE_BYTES)})
+                 # The broker stamps each record on arrival: the consumer judges an event's age by it.
+                 config={"max.message.bytes": str(MAX_MESSAGE_BYTES), "message.timestamp.type": "LogAppendTime"})
         for name, n in partitions_by_topic.items() if name not in existing
     ]
     if not new:

@@ -56,3 +56,16 @@ def test_pills_are_dead_lettered_and_the_events_behind_them_land(ingest_settings
             assert value == BOOM and headers["error"] == "RuntimeError"
         else:
             assert value in (DEEP_ARRAY, DEEP_OBJECT)
+
+
+def test_a_backlog_older_than_the_bound_by_the_consumers_clock_lands(ingest_settings):
+    """Events fresh when they reached Kafka, consumed after an 'outage' longer than the age bound."""
+    import time
+
+    s = ingest_settings.replace(ingest={"max_event_age_seconds": 3})
+    lines = valid_lines(300, seed=23, spread_seconds=1)
+    produce(s, lines)
+    time.sleep(5)  # the outage: every event is now older than the bound by the consumer's clock
+    stats = IngestConsumer(s, Options(until_idle=3)).run()
+    assert stats.rejected == 0 and stats.stored == len(lines)
+    assert len(stored_event_ids(s)) == len(lines)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pytest
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 
 from feedstore.ids import IdIndex
 from feedstore.settings import Settings
@@ -48,6 +49,9 @@ class FakeMessage:
 
     def offset(self) -> int:
         return self.off
+
+    def timestamp(self) -> tuple[int, int]:
+        return TIMESTAMP_NOT_AVAILABLE, -1
 
     def error(self) -> None:
         return None
@@ -154,7 +158,7 @@ def rig(failures: dict[str, list[Exception]] | None = None, stop_after_waits: in
     failures = failures or {}
     catalog_failures = failures.get("validate", [])
 
-    def validate(payloads: list[bytes | None]) -> Result:
+    def validate(payloads: list[bytes | None], arrived_us=None) -> Result:
         if catalog_failures:
             raise catalog_failures.pop(0)
         clock.now += 0.2

@@ -178,3 +178,15 @@ def test_agrees_with_the_defect_injector(validator):
 def test_defect_injector_rejects_empty_input():
     with pytest.raises(ValueError):
         inject_defects([])
+
+
+def test_age_and_skew_are_judged_on_arrival_in_kafka(validator):
+    """A backlog consumed hours after an outage is as fresh as when it reached Kafka."""
+    later = NOW + timedelta(hours=5)  # the consumer's clock, long after the events arrived
+    arrived = int((NOW - timedelta(minutes=4)).timestamp() * 1_000_000)
+    fresh, old = _event(), _event(timestamp=format_timestamp(NOW - timedelta(hours=3)))
+    ahead = _event(timestamp=format_timestamp(NOW + timedelta(minutes=30)))
+    result = validator.validate([fresh, old, ahead], now=later, arrived_us=[arrived, arrived, arrived])
+    assert result.reasons(3) == [None, Reason.TOO_OLD, Reason.IN_FUTURE]
+    unknown = validator.validate([fresh], now=later, arrived_us=[-1])
+    assert unknown.reasons(1) == [Reason.TOO_OLD]  # no arrival time: the consumer's clock decides
