@@ -7,12 +7,15 @@ from datetime import date, timedelta
 
 import numpy as np
 import psycopg
+import psycopg.errors
 import pyarrow as pa
 
 from feedstore.db import connect
+from feedstore.logs import get_logger
 from feedstore.settings import Settings
 from ingestion.sinks.base import BatchingSink, PermanentSinkError, SinkBatch, SinkError, StoreUnavailable
 
+log = get_logger("feedstore.ingest")
 _US_PER_DAY = 86_400 * 1_000_000
 _EPOCH = date(1970, 1, 1)
 
@@ -92,20 +95,31 @@ class PostgresSink(BatchingSink):
             return set()
         ts_us = table.column("timestamp").cast(pa.int64()).to_numpy()
         try:
-            conn = self._connection()
-            self._ensure_partitions(conn, batch_days(ts_us))
-            cols = [table.column(n).to_pylist() for n in ("event_id", "user_id", "item_id", "event_type")]
-            rest = [table.column(n).to_pylist() for n in ("dwell_time_ms", "device", "platform", "session_id")]
-            with conn.transaction(), conn.cursor() as cur:
-                with cur.copy(_COPY) as copy:
-                    copy.set_types(_TYPES)
-                    for row in zip(*cols, ts_us.tolist(), *rest):
-                        copy.write_row(row)
-                new = cur.execute(_INSERT).fetchall()
+            try:
+                return self._insert(table, ts_us)
+            except psycopg.errors.CheckViolation as exc:
+                if "no partition of relation" not in str(exc):
+                    raise
+                # A day this process saw was dropped since (retention ran while a replay writes into
+                # it): forget what exists and create it again.
+                log.warning("activity_partition_missing", error=str(exc).splitlines()[0])
+                self._days.clear()
+                return self._insert(table, ts_us)
         except psycopg.Error as exc:
             self.close()
             raise store_error(self.name, exc) from exc
-        return {str(r[0]) for r in new}
+
+    def _insert(self, table: pa.Table, ts_us: np.ndarray) -> set[str]:
+        conn = self._connection()
+        self._ensure_partitions(conn, batch_days(ts_us))
+        cols = [table.column(n).to_pylist() for n in ("event_id", "user_id", "item_id", "event_type")]
+        rest = [table.column(n).to_pylist() for n in ("dwell_time_ms", "device", "platform", "session_id")]
+        with conn.transaction(), conn.cursor() as cur:
+            with cur.copy(_COPY) as copy:
+                copy.set_types(_TYPES)
+                for row in zip(*cols, ts_us.tolist(), *rest):
+                    copy.write_row(row)
+            return {str(r[0]) for r in cur.execute(_INSERT).fetchall()}
 
     def _ensure_partitions(self, conn: psycopg.Connection, days: list[date]) -> None:
         for day in days:
