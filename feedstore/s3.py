@@ -33,6 +33,8 @@ def arrow_fs(settings: Settings | None = None) -> pafs.S3FileSystem:
         endpoint_override=s.s3.host_port,
         scheme="https" if s.s3.use_ssl else "http",
         region=s.s3.region,
+        connect_timeout=10,
+        request_timeout=60,
     )
 
 

@@ -102,6 +102,8 @@ class IngestSettings(BaseSettings):
     max_future_skew_seconds: int | None = None
     feast_push: bool = False
     """Push realtime user features to Feast per batch (needs `feast apply` of feature_repo/ first)."""
+    statement_timeout_ms: int = 30_000
+    """The consumer's Postgres statements are cancelled past this (a stalled server shows as an outage)."""
 
 
 class FeastSettings(BaseSettings):

@@ -100,8 +100,9 @@ class IngestConsumer:
         self._assigned_once = False
         self._assignment: list[TopicPartition] = []
         self._last_activity = time.monotonic()
-        self.users = CatalogIndex(lambda: connect(settings), USERS)
-        self.items = CatalogIndex(lambda: connect(settings), ITEMS)
+        timeout = settings.ingest.statement_timeout_ms
+        self.users = CatalogIndex(lambda: connect(settings, statement_timeout_ms=timeout), USERS)
+        self.items = CatalogIndex(lambda: connect(settings, statement_timeout_ms=timeout), ITEMS)
         self.validator = Validator(self.users.contains, self.items.contains, limits_from(settings, self.options.replay))
         self.processor = BatchProcessor(self._validate, default_stages(settings) if stages is None else stages,
                                         self, self.metrics, max_backoff_seconds=self.options.max_backoff_seconds)

@@ -71,7 +71,8 @@ class PostgresSink(BatchingSink):
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = connect(self.settings, autocommit=True)
+            self._conn = connect(self.settings, statement_timeout_ms=self.settings.ingest.statement_timeout_ms,
+                                 autocommit=True)
             self._conn.execute(_STAGING)
         return self._conn
 

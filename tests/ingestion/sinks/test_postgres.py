@@ -29,3 +29,36 @@ def test_a_day_dropped_under_the_sink_is_created_again(ingest_settings):
     finally:
         sink.close()
     assert sorted(stored_event_ids(s)) == sorted(second.column("event_id").to_pylist())
+
+
+def test_a_stalled_statement_is_cancelled_and_reported_as_an_outage(ingest_settings):
+    """A lock held elsewhere stalls the insert; the consumer's statement timeout turns the stall
+    into a transient error (retried with backoff, shown in ``store_up``), not a hang."""
+    import threading
+
+    from ingestion.sinks.base import StoreUnavailable
+
+    s = ingest_settings.replace(ingest={"statement_timeout_ms": 300})
+    valid = Validator(IdIndex(USER_IDS).contains, IdIndex(ITEM_IDS).contains, Limits(replay=True)).validate(
+        valid_lines(10, seed=37)).valid
+    sink = PostgresSink(s)
+    outcome: list = []
+    with psycopg.connect(s.postgres.dsn) as blocker:
+        blocker.execute("LOCK TABLE user_activity IN ACCESS EXCLUSIVE MODE")
+
+        def insert() -> None:
+            try:
+                outcome.append(sink.insert(valid))
+            except StoreUnavailable as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=insert, daemon=True)
+        worker.start()
+        worker.join(120)  # generous: without the timeout the insert waits for the lock for ever
+        assert not worker.is_alive(), "the insert hung behind the lock"
+        blocker.rollback()
+    try:
+        assert isinstance(outcome[0], StoreUnavailable) and "statement timeout" in str(outcome[0])
+        assert sink.insert(valid) == set(valid.column("event_id").to_pylist())  # once the lock is gone
+    finally:
+        sink.close()
