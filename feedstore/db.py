@@ -7,7 +7,6 @@ from psycopg_pool import ConnectionPool
 
 from feedstore.settings import Settings, get_settings
 
-
 # A peer that vanishes (a half-open connection, a stalled server) is noticed in seconds, not after
 # the kernel's two hours; none of this cuts a slow query short.
 KEEPALIVES = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
