@@ -27,6 +27,22 @@ app.add_typer(stack_app, name="stack")
 console = Console(stderr=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"feedstore {version('feedstore')} (feast {version('feast')}, dagster {version('dagster')})")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the versions of feedstore, Feast and Dagster, and exit."),
+) -> None:
+    """feedstore: data collection and feature store for a feed ranker."""
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
