@@ -1,5 +1,6 @@
-"""The warm tier and the dedup authority: COPY into a staging table, then one
-``INSERT … ON CONFLICT DO NOTHING RETURNING`` whose rows are exactly the events never seen before."""
+"""The warm tier and the dedup authority: COPY into a staging table, then one statement that
+claims each event id in ``activity_event_ids`` (``ON CONFLICT DO NOTHING RETURNING``) and stores
+the rows whose id was new: exactly the events never seen before, whatever their timestamp."""
 
 from __future__ import annotations
 
@@ -31,14 +32,19 @@ _COPY = ("COPY ingest_staging (event_id, user_id, item_id, event_type, ts_us, dw
          "device, platform, session_id) FROM STDIN (FORMAT BINARY)")
 _TYPES = ["text", "int8", "int8", "text", "int8", "int4", "text", "text", "text"]
 _INSERT = """
+WITH new_ids AS (
+    INSERT INTO activity_event_ids (event_id, "timestamp")
+    SELECT event_id::uuid, 'epoch'::timestamptz + ts_us * interval '1 microsecond' FROM ingest_staging
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+)
 INSERT INTO user_activity (event_id, user_id, item_id, event_type, "timestamp", context, dwell_time_ms)
-SELECT event_id::uuid, user_id, item_id, event_type,
+SELECT s.event_id::uuid, user_id, item_id, event_type,
        'epoch'::timestamptz + ts_us * interval '1 microsecond',
        NULLIF(jsonb_strip_nulls(jsonb_build_object('device', device, 'platform', platform,
                                                    'session_id', session_id)), '{}'::jsonb),
        dwell_time_ms
-FROM ingest_staging
-ON CONFLICT DO NOTHING
+FROM ingest_staging s JOIN new_ids n ON n.event_id = s.event_id::uuid
 RETURNING event_id
 """
 

@@ -3,14 +3,20 @@ ran while a replay writes into it) is created again, not retried for ever."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import json
+from datetime import date, datetime, timedelta
 
 import psycopg
 
 from feedstore.ids import IdIndex
+from ingestion.events import format_timestamp
 from ingestion.sinks.postgres import PostgresSink
 from ingestion.validation import Limits, Validator
 from tests.ingestion.conftest import ITEM_IDS, USER_IDS, stored_event_ids, valid_lines
+
+
+def parse_timestamp(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def test_a_day_dropped_under_the_sink_is_created_again(ingest_settings):
@@ -26,9 +32,31 @@ def test_a_day_dropped_under_the_sink_is_created_again(ingest_settings):
                                    (date.today() + timedelta(days=2),)).fetchall()
         assert dropped, "the test needs the partition gone"
         assert sink.insert(second) == set(second.column("event_id").to_pylist())
+        # Past the retention window an id is forgotten with its day.
+        assert sink.insert(first.slice(0, 5)) == set(first.slice(0, 5).column("event_id").to_pylist())
     finally:
         sink.close()
-    assert sorted(stored_event_ids(s)) == sorted(second.column("event_id").to_pylist())
+    assert sorted(stored_event_ids(s)) == sorted(second.column("event_id").to_pylist()
+                                                 + first.slice(0, 5).column("event_id").to_pylist())
+
+
+def test_one_event_id_is_one_event_whatever_its_timestamp(ingest_settings):
+    """A re-send with a corrected timestamp (another day, even) is a duplicate: the first copy wins."""
+    s = ingest_settings
+    validator = Validator(IdIndex(USER_IDS).contains, IdIndex(ITEM_IDS).contains, Limits(replay=True))
+    event = json.loads(valid_lines(1, seed=41, with_event_id_every=1)[0])
+    resent = {**event, "timestamp": format_timestamp(parse_timestamp(event["timestamp"]) - timedelta(days=1))}
+    first = validator.validate([json.dumps(event).encode()]).valid
+    second = validator.validate([json.dumps(resent).encode()]).valid
+    sink = PostgresSink(s)
+    try:
+        assert sink.insert(first) == {event["event_id"]}
+        assert sink.insert(second) == set()
+    finally:
+        sink.close()
+    with psycopg.connect(s.postgres.dsn) as conn:
+        rows = conn.execute("SELECT event_id::text, \"timestamp\" FROM user_activity").fetchall()
+    assert rows == [(event["event_id"], parse_timestamp(event["timestamp"]))]
 
 
 def test_a_stalled_statement_is_cancelled_and_reported_as_an_outage(ingest_settings):
