@@ -120,40 +120,37 @@ def migrate() -> None:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def dagster(ctx: typer.Context) -> None:
     """Run ``dagster dev`` on the daily pipeline, with DAGSTER_HOME prepared (extra args pass through)."""
+    from orchestration.instance import dagster_env, prepare_home
+
+    home = prepare_home()
+    console.print(f"DAGSTER_HOME={home}")
+    _become("dagster", ["dev", "-m", "orchestration.definitions", *ctx.args], dagster_env(home))
+
+
+def _become(program: str, args: list[str], env: dict[str, str]) -> NoReturn:
+    """Replace this process with ``program`` of this environment (found beside the interpreter,
+    whether or not ``.venv/bin`` is on PATH), with ``env`` added to the environment."""
     import os
 
     from devtools.stack import StackError
     from devtools.stack.tools import venv_program
-    from orchestration.instance import dagster_env, prepare_home
 
     try:
-        exe = venv_program("dagster")
+        exe = venv_program(program)
     except StackError as exc:
         fail(str(exc))
-    home = prepare_home()
-    console.print(f"DAGSTER_HOME={home}")
-    os.environ.update(dagster_env(home))
-    os.execv(exe, [exe, "dev", "-m", "orchestration.definitions", *ctx.args])
+    os.environ.update(env)
+    os.execv(exe, [exe, *args])
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def feast(ctx: typer.Context) -> None:
     """The ``feast`` CLI on feature_repo/ with the endpoints of these settings (every argument passes through)."""
-    import os
-
-    from devtools.stack import StackError
-    from devtools.stack.tools import venv_program
-
-    try:
-        exe = venv_program("feast")
-    except StackError as exc:
-        fail(str(exc))
     settings = get_settings()
     args = list(ctx.args)
     if not {"-c", "--chdir", "-f", "--feature-store-yaml"} & {a.split("=", 1)[0] for a in args}:
         args = ["-c", str(settings.feast.repo_path), *args]
-    os.environ.update(settings.feast_env())
-    os.execv(exe, [exe, *args])
+    _become("feast", args, settings.feast_env())
 
 
 @app.command()

@@ -80,8 +80,9 @@ class FeastResource(_FromSettings):
         """The configured store, with the repo's definitions applied (cheap when unchanged)."""
         from feedstore.feast.store import apply, store
 
-        fs = store(self.settings())
-        apply(fs)
+        settings = self.settings()
+        fs = store(settings)
+        apply(fs, settings)
         return fs
 
     def materialize(self, start, end, views: list[str]) -> None:

@@ -58,6 +58,15 @@ def redis_client(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis.url)
 
 
+def free_port() -> int:
+    """A port nothing listens on now (the kernel's choice), for a server a test starts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _free_port_base(used: set[int]) -> int:
     """A port base whose neighbourhood (and gRPC +10000) is free on loopback."""
     from devtools.stack.base import port_open

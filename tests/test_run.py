@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import requests
 
 from devtools.stack.tools import require
 from feedstore.settings import PROJECT_ROOT
+from tests.conftest import free_port
 
 BARE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -76,14 +76,9 @@ def test_a_second_run_reuses_the_environment(fresh_clone):
     assert marker.exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_dagster_ui_serves_without_the_venv_on_path(fresh_clone):
-    port = _free_port()
+    port = free_port()
     log = fresh_clone / "dagster-dev.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(fresh_clone / "run"), "dagster", "-h", "127.0.0.1", "-p", str(port)],

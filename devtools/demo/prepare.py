@@ -90,5 +90,5 @@ def apply_feast(settings: Settings) -> str:
     from feedstore.feast.store import apply, store
 
     fs = store(settings)
-    apply(fs)
+    apply(fs, settings)
     return f"{len(fs.list_feature_views())} feature views, {len(fs.list_feature_services())} feature services"

@@ -8,6 +8,7 @@ from feast.types import Array, Float32, Float64, Int64, String
 
 from feedstore.contract import features as contract
 from feedstore.feast.sources import parquet_source
+from feedstore.settings import Settings
 
 FEAST_TYPES = {
     contract.Kind.INT64: Int64, contract.Kind.FLOAT64: Float64, contract.Kind.STRING: String,
@@ -20,17 +21,17 @@ def entity(spec: contract.Entity) -> Entity:
     return Entity(name=spec.name, join_keys=[spec.join_key], value_type=ValueType.INT64, description=spec.description)
 
 
-def push_source(view: contract.View) -> PushSource:
-    return PushSource(name=view.push_source or f"{view.name}_push", batch_source=parquet_source(view.name),
+def push_source(view: contract.View, settings: Settings | None = None) -> PushSource:
+    return PushSource(name=view.push_source or f"{view.name}_push", batch_source=parquet_source(view.name, settings),
                       description=f"{view.refresh.value.capitalize()}.")
 
 
-def feature_view(view: contract.View, entities: dict[str, Entity]) -> FeatureView:
+def feature_view(view: contract.View, entities: dict[str, Entity], settings: Settings | None = None) -> FeatureView:
     return FeatureView(
         name=view.name,
         entities=[entities[view.entity.name]],
         ttl=view.ttl,
-        source=push_source(view) if view.pushed else parquet_source(view.name),
+        source=push_source(view, settings) if view.pushed else parquet_source(view.name, settings),
         online=True,
         description=view.description,
         schema=[Field(name=f.name, dtype=FEAST_TYPES[f.kind], description=f.description) for f in view.features],
@@ -38,10 +39,11 @@ def feature_view(view: contract.View, entities: dict[str, Entity]) -> FeatureVie
     )
 
 
-def repository() -> dict[str, object]:
-    """Every entity, feature view, push source and feature service, by the name Feast knows it by."""
+def repository(settings: Settings | None = None) -> dict[str, object]:
+    """Every entity, feature view, push source and feature service, by the name Feast knows it by;
+    the sources point at the bucket of ``settings`` (the process's by default), read now."""
     entities = {e.name: entity(e) for e in contract.ENTITIES}
-    views = {v.name: feature_view(v, entities) for v in contract.VIEWS.values()}
+    views = {v.name: feature_view(v, entities, settings) for v in contract.VIEWS.values()}
     pushes = {fv.stream_source.name: fv.stream_source for fv in views.values() if fv.stream_source is not None}
     services = {name: FeatureService(name=name, features=[views[v] for v in members],
                                      description=contract.SERVICE_DESCRIPTIONS[name])

@@ -15,12 +15,13 @@ def feature_glob(view: str, settings: Settings | None = None) -> str:
     return s3_uri(lake.feature_glob(view), settings)
 
 
-def parquet_source(view: str) -> FileSource:
+def parquet_source(view: str, settings: Settings | None = None) -> FileSource:
+    s = settings or get_settings()
     return FileSource(
         name=f"{view}_source",
-        path=feature_glob(view),
+        path=feature_glob(view, s),
         file_format=ParquetFormat(),
-        s3_endpoint_override=get_settings().s3.endpoint,
+        s3_endpoint_override=s.s3.endpoint,
         timestamp_field=EVENT_TIMESTAMP,
         description=f"Parquet under {lake.feature_root(view)}/dt=*/ written by the daily pipeline",
     )

@@ -12,9 +12,10 @@ from pathlib import Path
 from string import Template
 
 import yaml
-from feast import FeatureStore
+from feast import FeatureStore, FeatureView
 from feast.repo_config import RepoConfig
 
+from feedstore.feast.definitions import repository
 from feedstore.feast.offline.store import ensure_duckdb_s3
 from feedstore.settings import Settings, get_settings
 
@@ -35,24 +36,11 @@ def store(settings: Settings | None = None, repo_path: Path | None = None) -> Fe
     return FeatureStore(repo_path=str(config.repo_path), config=config)
 
 
-def apply(fs: FeatureStore) -> None:
-    """``feast apply`` in process (idempotent): the repo's definitions into the registry, so a
-    pipeline run on a fresh registry needs no manual step. Objects removed from the repo are
-    left alone here; the ``feast`` CLI is the tool for deletions."""
-    import contextlib
-    import sys
-
-    from feast.repo_operations import parse_repo
-
-    repo_path = Path(fs.repo_path).resolve()
-    if str(repo_path) not in sys.path:
-        sys.path.insert(0, str(repo_path))
-    # The repo's modules read settings (the bucket in source paths) when imported; a cached
-    # import would apply the first namespace's paths to every later one in this process.
-    for name, module in list(sys.modules.items()):
-        if Path(getattr(module, "__file__", None) or "/").resolve().is_relative_to(repo_path):
-            del sys.modules[name]
-    with contextlib.chdir(repo_path):
-        repo = parse_repo(repo_path)
-    fs.apply([*repo.entities, *repo.data_sources, *repo.feature_views, *repo.stream_feature_views,
-              *repo.on_demand_feature_views, *repo.feature_services])
+def apply(fs: FeatureStore, settings: Settings | None = None) -> None:
+    """``feast apply`` in process (idempotent): the contract's definitions into the registry, built
+    now from ``settings``, so a pipeline run on a fresh registry needs no manual step. Objects
+    removed from the contract are left alone here; the ``feast`` CLI is the tool for deletions,
+    and for anything added to feature_repo/ beside the contract."""
+    objects = list(repository(settings).values())
+    sources = {fv.batch_source.name: fv.batch_source for fv in objects if isinstance(fv, FeatureView)}
+    fs.apply([*sources.values(), *objects])

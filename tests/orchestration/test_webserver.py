@@ -3,7 +3,6 @@ launched through GraphQL exactly as the UI's "Materialize" does, and the UI rend
 headless Chromium with the asset graph (the screenshot is kept under build/screenshots/)."""
 
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ import requests
 
 from feedstore.settings import PROJECT_ROOT
 from orchestration.instance import dagster_env, prepare_home
+from tests.conftest import free_port
 
 SCREENSHOTS = PROJECT_ROOT / "build" / "screenshots"
 RUN_ASSETS = ["activity_archive", "user_profile_snapshot"]
@@ -33,17 +33,12 @@ STEPS = """query Steps($runId: ID!) { runOrError(runId: $runId) { ... on Run {
   stepStats { stepKey status } assetMaterializations { assetKey { path } partition } } } }"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def dagster_services(settings, tiny_feed, tmp_path_factory):
     home = prepare_home(tmp_path_factory.mktemp("dagster_home"), settings)
     env = {**os.environ, **dagster_env(home)}
-    port = _free_port()
+    port = free_port()
     bin_dir = Path(os.sys.executable).parent
     logs = {name: open(home / f"{name}.log", "wb") for name in ("webserver", "daemon")}
     procs = [

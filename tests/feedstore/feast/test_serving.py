@@ -6,7 +6,6 @@ import asyncio
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from devtools.synthetic import features as synthetic
 from feedstore.feast.engine import materialize
+from tests.conftest import free_port
 
 
 def post(app, body: dict) -> tuple[int, dict]:
@@ -122,16 +122,11 @@ def test_feature_services_are_cached_until_the_registry_refreshes(fs):
     assert again is not first and again == first
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def served(settings, served_rows):
     """``feedstore serve`` as users run it: its own process, real uvicorn, the session's Redis."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([str(Path(sys.executable).parent / "feedstore"), "serve", "--port", str(port)],
                             env={**os.environ, **settings.feast_env()}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)

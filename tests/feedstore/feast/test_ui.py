@@ -4,7 +4,6 @@ the feature views rendered in headless Chromium."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,16 +11,12 @@ import time
 import pytest
 import requests
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port
 
 
 @pytest.fixture(scope="module")
 def feast_ui(feast_applied, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("feast_ui") / "ui.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "feedstore.cli", "feast", "ui", "-h", "127.0.0.1", "-p", str(port)],
