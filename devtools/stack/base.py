@@ -151,7 +151,7 @@ class Service(ABC):
     def endpoint(self) -> str:
         return ""
 
-    def up(self, timeout: float = 120.0) -> bool:
+    def up(self, timeout: float = 240.0) -> bool:
         """Start unless already answering; returns True when it had to start."""
         if self.ready():
             self.provision()

@@ -92,7 +92,7 @@ class PostgresService(Service):
         options += f" -p {self.settings.postgres.port} -k {self.dir.resolve()}"
         result = self._run_as_owner([
             require("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file.resolve()),
-            "-o", options, "-w", "-t", "60", "start",
+            "-o", options, "-w", "-t", "180", "start",
         ])
         if result.returncode != 0:
             raise StackError(f"postgres failed to start: {result.stdout.strip()[-300:]}; see its log: {self.log_file}")
