@@ -24,7 +24,7 @@ from rich.table import Table
 
 from expectations.runner import validate
 from feedstore.contract import rules
-from ingestion.events import EVENT_SCHEMA
+from feedstore.contract.events import EVENT_SCHEMA
 
 NOW = datetime(2025, 11, 15, 12, tzinfo=timezone.utc)
 USERS = 100_000

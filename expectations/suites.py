@@ -24,6 +24,7 @@ from psycopg import sql
 
 from feedstore.contract import features as contract
 from feedstore.contract import rules
+from feedstore.contract.events import EVENT_SCHEMA
 
 Engine = Literal["pandas", "postgres"]
 UUID_REGEX = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -175,8 +176,7 @@ class SuiteSpec:
 
 
 # -- the suites ---------------------------------------------------------------------------------
-EVENT_COLUMNS = ("event_id", "user_id", "item_id", "event_type", "timestamp", "dwell_time_ms",
-                 "device", "platform", "session_id")
+EVENT_COLUMNS = tuple(EVENT_SCHEMA.names)
 
 
 def activity_events(s: SuiteSpec) -> None:

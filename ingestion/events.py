@@ -1,4 +1,5 @@
-"""The activity event: its identity and its columnar shape, shared by every sink."""
+"""The activity event's identity (derived ids) and its timestamp text; its columnar shape is the
+contract's (``feedstore.contract.events.EVENT_SCHEMA``)."""
 
 from __future__ import annotations
 
@@ -7,23 +8,10 @@ import uuid
 from datetime import datetime, timezone
 
 import numpy as np
-import pyarrow as pa
 
 # Namespace for event ids derived from content; fixed forever (changing it re-ids history).
 EVENT_NAMESPACE = uuid.UUID("6f1c0e9a-52d4-4c1e-9a7b-2f0b3e8c7d11")
 _NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
-
-EVENT_SCHEMA = pa.schema([
-    pa.field("event_id", pa.string(), nullable=False),
-    pa.field("user_id", pa.int64(), nullable=False),
-    pa.field("item_id", pa.int64(), nullable=False),
-    pa.field("event_type", pa.string(), nullable=False),
-    pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
-    pa.field("dwell_time_ms", pa.int32()),
-    pa.field("device", pa.string()),
-    pa.field("platform", pa.string()),
-    pa.field("session_id", pa.string()),
-])
 
 
 def format_timestamp(ts: datetime) -> str:

@@ -22,9 +22,10 @@ import numpy as np
 import pyarrow as pa
 
 from feedstore.contract import rules
+from feedstore.contract.events import EVENT_SCHEMA
 from feedstore.contract.rules import Reason
 from feedstore.logs import get_logger
-from ingestion.events import EVENT_SCHEMA, event_ids_text
+from ingestion.events import event_ids_text
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Membership = Callable[[np.ndarray], np.ndarray]

@@ -13,8 +13,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql
 
+from feedstore.contract.events import EVENT_SCHEMA
 from feedstore.settings import Settings
-from ingestion.events import EVENT_SCHEMA
 from orchestration import lake
 
 LIST_SEPARATOR = "\x1f"  # joins Postgres text[] for the CSV trip; never part of a tag or category

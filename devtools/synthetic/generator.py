@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from feedstore.contract.events import EVENT_SCHEMA
 from feedstore.contract.rules import (
     AGE_RANGES,
     CATEGORIES,
@@ -40,7 +41,7 @@ from feedstore.contract.rules import (
     MEDIA_TYPES,
     PLATFORMS,
 )
-from ingestion.events import EVENT_NAMESPACE, EVENT_SCHEMA
+from ingestion.events import EVENT_NAMESPACE
 
 
 @dataclass(frozen=True)

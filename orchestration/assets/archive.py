@@ -12,8 +12,8 @@ import pyarrow as pa
 import structlog
 from psycopg import sql
 
+from feedstore.contract.events import EVENT_SCHEMA
 from feedstore.settings import Settings
-from ingestion.events import EVENT_SCHEMA
 from orchestration import lake, sources
 from orchestration.partitions import daily, partition_day
 from orchestration.resources import PostgresResource, S3Resource

@@ -10,8 +10,9 @@ import pyarrow as pa
 import pytest
 
 from feedstore.contract import rules
+from feedstore.contract.events import EVENT_SCHEMA
 from feedstore.contract.features import TRAINING_VIEWS, VIEWS
-from ingestion.events import EVENT_SCHEMA, derive_event_id
+from ingestion.events import derive_event_id
 
 NOW = datetime(2025, 11, 15, 12, 0, tzinfo=timezone.utc)
 N = 200

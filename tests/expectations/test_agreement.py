@@ -23,8 +23,9 @@ import pytest
 from devtools.synthetic import generator
 from devtools.synthetic.defects import inject_defects
 from expectations.runner import validate
+from feedstore.contract.events import EVENT_SCHEMA
 from feedstore.contract.rules import Reason
-from ingestion.events import EVENT_SCHEMA, derive_event_id
+from ingestion.events import derive_event_id
 from ingestion.validation import Validator
 from tests.expectations.conftest import ITEM_IDS, NOW, USER_IDS, make_events
 

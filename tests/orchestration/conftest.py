@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from devtools.synthetic import generator as gen
+from feedstore.contract.events import EVENT_SCHEMA
 from feedstore.s3 import arrow_fs, bucket_path
-from ingestion.events import EVENT_SCHEMA
 
 SCALE, SEED, DAYS = "tiny", 7, 3
 

@@ -15,8 +15,9 @@ import pytest
 from psycopg import sql
 
 from devtools.synthetic import generator as gen
+from feedstore.contract.events import EVENT_SCHEMA
 from feedstore.contract.rules import CATEGORIES, EMBEDDING_DIM, EVENT_TYPES, MAX_DWELL_MS
-from ingestion.events import EVENT_SCHEMA, derive_event_id
+from ingestion.events import derive_event_id
 from tests.ingestion.kafka_reading import high_watermarks, read_between
 
 END = datetime(2025, 11, 16, 6, tzinfo=timezone.utc)
