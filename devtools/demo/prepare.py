@@ -56,7 +56,7 @@ def clear_previous(settings: Settings) -> str:
     from feedstore.db import connect
 
     with connect(settings) as conn:
-        conn.execute("TRUNCATE user_activity")
+        conn.execute("TRUNCATE user_activity, activity_event_ids")
         conn.commit()
     objects = _clear_bucket(settings)
     keys = _clear_redis(settings)

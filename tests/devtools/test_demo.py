@@ -135,3 +135,17 @@ def test_a_failing_step_says_what_failed_and_where_its_log_is(tmp_path):
     assert f"log: {log}" in text and str(log) in str(failed.value)
     assert "detail of the second step" in log.read_text() and "ConnectionError" in log.read_text()
     assert "detail of the first step" in (tmp_path / "01-first.log").read_text()
+
+
+def test_clearing_forgets_every_stored_event(demo):
+    """A second demo in the same namespace counts its own events: nothing it sends may be taken
+    for a repeat of the first one's (last of this module: it empties the demo's namespace)."""
+    from devtools.demo.prepare import clear_previous
+
+    settings, _, _ = demo
+    with psycopg.connect(settings.postgres.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM activity_event_ids").fetchone()[0] > 0
+    clear_previous(settings)
+    with psycopg.connect(settings.postgres.dsn) as conn:
+        assert conn.execute("SELECT (SELECT count(*) FROM user_activity), "
+                            "(SELECT count(*) FROM activity_event_ids)").fetchone() == (0, 0)

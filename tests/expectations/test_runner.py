@@ -26,7 +26,7 @@ def catalog(settings: Settings) -> None:
     """Users and items of the generated frames, and the events in their daily partition."""
     users, items, events = make_users(), make_items(), make_events()
     with psycopg.connect(settings.postgres.dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE users, items, user_activity CASCADE")
+        conn.execute("TRUNCATE users, items, user_activity, activity_event_ids CASCADE")
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO users (user_id, created_at, age_range, country, language, preferred_categories) "

@@ -94,7 +94,7 @@ def ingest_settings(catalog: Settings) -> Settings:
                                "session_timeout_ms": 6000})
     KafkaService(s).provision()
     with psycopg.connect(s.postgres.dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE user_activity")
+        conn.execute("TRUNCATE user_activity, activity_event_ids")
     clear_landing(s)
     yield s
     from feedstore.kafka import admin_client
