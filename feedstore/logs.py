@@ -16,6 +16,8 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
         return
     json = (not sys.stderr.isatty()) if json is None else json
     logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s")
+    # Great Expectations logs every type it registers on import; its warnings are what matters.
+    logging.getLogger("great_expectations").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
