@@ -77,7 +77,8 @@ def limits_from(settings: Settings, replay: bool) -> Limits:
 
 def default_stages(settings: Settings) -> list[Stage]:
     """Today's stores in today's order: the DLQ, S3 and Postgres take every batch; Redis counts
-    and Feast pushes only what Postgres found new. Feast is on with ``ingest_feast_push``."""
+    and Feast pushes only what Postgres found new. Feast is on with ``settings.ingest.feast_push``
+    (FEED_INGEST_FEAST_PUSH)."""
     stages = [Stage(DlqSink(settings)), Stage(S3Sink(settings)), Stage(PostgresSink(settings)),
               Stage(RedisSink(settings), after=("postgres",), new_only=True)]
     if settings.ingest.feast_push:
