@@ -24,6 +24,10 @@ app = typer.Typer(
 )
 stack_app = typer.Typer(help="Run the local stack: PostgreSQL, Redis, Kafka, SeaweedFS S3.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+models_app = typer.Typer(help="Model checkpoints: register, list, show, download.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+experiments_app = typer.Typer(help="Experiment results: log a run's metrics and artefacts.", no_args_is_help=True)
+app.add_typer(experiments_app, name="experiments")
 console = Console(stderr=True)
 
 
@@ -364,6 +368,117 @@ def serve(
         run(host, port)
     except OSError as exc:
         fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
+
+
+def _json_option(text: str | None, what: str) -> dict:
+    """A JSON object given inline or as the path of a file holding one."""
+    import json
+
+    if not text:
+        return {}
+    try:
+        value = json.loads(Path(text).read_text() if not text.lstrip().startswith("{") else text)
+    except (OSError, ValueError) as exc:
+        fail(f"{what} wants a JSON object or a file holding one: {exc}")
+    if not isinstance(value, dict):
+        fail(f"{what} wants a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _print_models(records, as_json: bool) -> None:
+    import json
+
+    if as_json:
+        print(json.dumps([r.to_dict() for r in records], indent=2))
+        return
+    table = Table("model", "version", "training set", "metrics", "files", "checkpoint", "registered")
+    for r in records:
+        table.add_row(r.model_name, r.version, r.training_dataset or "", json.dumps(r.metrics), str(len(r.files)),
+                      r.checkpoint_uri, r.created_at or "")
+    Console().print(table)
+
+
+@models_app.command("register")
+def models_register(
+    name: str = typer.Option(..., help="Model name."),
+    version: str = typer.Option(..., help="Version; an existing one is refused unless --overwrite."),
+    checkpoint: Path = typer.Option(..., help="A checkpoint file or directory."),
+    metrics: str | None = typer.Option(None, help="JSON object, or a file holding one."),
+    params: str | None = typer.Option(None, help="JSON object, or a file holding one."),
+    training_dataset: str | None = typer.Option(None, help="The training set it was trained on: NAME/YYYY-MM-DD."),
+    experiment: str | None = typer.Option(None, help="Also log the metrics as a run of this experiment."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a version that is registered already."),
+    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON."),
+) -> None:
+    """Upload a checkpoint to s3://…/models/NAME/VERSION/ and record it in model_metadata."""
+    from feedstore.models import ModelRegistryError, register_model
+
+    try:
+        record = register_model(name, version, checkpoint, metrics=_json_option(metrics, "--metrics"),
+                                params=_json_option(params, "--params"), training_dataset=training_dataset,
+                                experiment=experiment, overwrite=overwrite)
+    except ModelRegistryError as exc:
+        fail(str(exc))
+    _print_models([record], as_json)
+
+
+@models_app.command("list")
+def models_list(
+    name: str | None = typer.Option(None, help="Only this model."),
+    training_dataset: str | None = typer.Option(None, help="Only models trained on NAME/YYYY-MM-DD."),
+    as_json: bool = typer.Option(False, "--json", help="JSON instead of a table."),
+) -> None:
+    """Registered model versions, newest first."""
+    from feedstore.models import list_models
+
+    _print_models(list_models(name, training_dataset), as_json)
+
+
+@models_app.command("show")
+def models_show(name: str, version: str,
+                as_json: bool = typer.Option(False, "--json", help="JSON instead of a table.")) -> None:
+    """One version: metrics, parameters, training set, files with their SHA-256."""
+    from feedstore.models import ModelRegistryError, get_model
+
+    try:
+        record = get_model(name, version)
+    except ModelRegistryError as exc:
+        fail(str(exc))
+    _print_models([record], as_json)
+    if not as_json:
+        for file, digest in sorted(record.files.items()):
+            print(f"{digest}  {file}")
+
+
+@models_app.command("download")
+def models_download(name: str, version: str, dest: Path) -> None:
+    """Every file of the version into DEST, each checked against its registered SHA-256."""
+    from feedstore.models import ChecksumMismatch, ModelRegistryError, download_checkpoint
+
+    try:
+        download_checkpoint(name, version, dest)
+    except (ModelRegistryError, ChecksumMismatch) as exc:
+        fail(str(exc), code=1 if isinstance(exc, ChecksumMismatch) else 2)
+    console.print(f"[green]✓[/] {name} {version} in {dest}, checksums verified")
+
+
+@experiments_app.command("log")
+def experiments_log(
+    experiment: str = typer.Argument(..., help="Experiment name."),
+    run: str = typer.Argument(..., help="Run name, unique within the experiment."),
+    metrics: str = typer.Option(..., help="JSON object, or a file holding one."),
+    params: str | None = typer.Option(None, help="JSON object, or a file holding one."),
+    artefact: list[Path] = typer.Option([], help="A file or directory stored beside the results (repeatable)."),
+) -> None:
+    """Write the run's results.json (and artefacts) under s3://…/experiments/EXPERIMENT/RUN/."""
+    from feedstore.models import ModelRegistryError, log_experiment
+
+    try:
+        uri = log_experiment(experiment, run, _json_option(metrics, "--metrics"),
+                             params=_json_option(params, "--params"), artefacts=list(artefact))
+    except ModelRegistryError as exc:
+        fail(str(exc))
+    print(uri)
 
 
 def main() -> None:

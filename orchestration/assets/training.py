@@ -12,7 +12,6 @@ every value is the latest row at or before the training row's timestamp.
 """
 
 
-import subprocess
 from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
@@ -22,7 +21,8 @@ from psycopg.types.json import Jsonb
 
 from feedstore.contract.features import TRAINING_VIEWS
 from feedstore.contract.rules import ENGAGEMENT_TYPES, LONG_DWELL_MS, SHORT_DWELL_MS
-from feedstore.settings import PROJECT_ROOT, Settings
+from feedstore.provenance import code_version
+from feedstore.settings import Settings
 from orchestration import lake, sources
 from orchestration.assets.views import VIEW_ASSETS
 from orchestration.partitions import daily, partition_day, previous_day
@@ -197,14 +197,6 @@ def with_features(rows: pa.Table, feast: FeastResource) -> pa.Table:
     joined = feast.historical_features(entity_df, FEATURE_SERVICE)
     joined = joined.sort_by("row")
     return joined.drop(["row"])
-
-
-def code_version() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, check=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def register(conn, cfg: TrainingConfig, day: date, uri: str, counts: dict[str, int], manifest: dict) -> int:
