@@ -13,16 +13,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedstore.contract.rules import DLQ_MAX_KEY_BYTES, DLQ_MAX_VALUE_BYTES
-
-if TYPE_CHECKING:
-    from ingestion.sinks.redis import UserCounters
 
 
 class SinkError(RuntimeError):
@@ -45,6 +42,18 @@ class StoreUnavailable(SinkError):
 class PermanentSinkError(SinkError):
     """Retrying the same batch cannot succeed (bad data, missing schema or rights): the
     consumer stops without committing, so the batch is redelivered once someone has fixed it."""
+
+
+@dataclass(frozen=True)
+class UserCounters:
+    """The running hot counters of one user after the update (last-hour window, by TTL)."""
+
+    user_id: int
+    total_events: int
+    total_dwell_ms: int
+    last_item_id: int
+    last_event_type: str
+    last_activity_ms: int
 
 
 @dataclass(frozen=True)

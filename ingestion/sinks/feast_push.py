@@ -13,8 +13,7 @@ import pandas as pd
 
 from feedstore.contract.features import USER_REALTIME
 from feedstore.settings import Settings
-from ingestion.sinks.base import BatchingSink, SinkBatch, StoreUnavailable
-from ingestion.sinks.redis import UserCounters
+from ingestion.sinks.base import BatchingSink, SinkBatch, StoreUnavailable, UserCounters
 
 PUSH_SOURCE = USER_REALTIME.push_source
 COLUMNS = ("user_id", "event_timestamp", "rt_interactions_1h", "rt_dwell_ms_1h", "rt_last_item_id",

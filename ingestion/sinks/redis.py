@@ -7,7 +7,6 @@ hash's running totals, which are what the realtime Feast view is fed with.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -16,7 +15,7 @@ import redis
 from feedstore.contract import rules
 from feedstore.settings import Settings
 from ingestion.events import format_timestamp
-from ingestion.sinks.base import BatchingSink, SinkBatch, StoreUnavailable
+from ingestion.sinks.base import BatchingSink, SinkBatch, StoreUnavailable, UserCounters
 
 _SCRIPT = """
 local key = KEYS[1]
@@ -30,18 +29,6 @@ redis.call('EXPIRE', key, ARGV[1])
 return redis.call('HMGET', key, 'total_events', 'total_dwell_ms', 'last_item_id', 'last_event_type',
                   'last_activity_ms')
 """
-
-
-@dataclass(frozen=True)
-class UserCounters:
-    """The running hot counters of one user after the update (last-hour window, by TTL)."""
-
-    user_id: int
-    total_events: int
-    total_dwell_ms: int
-    last_item_id: int
-    last_event_type: str
-    last_activity_ms: int
 
 
 def user_key(user_id: int) -> str:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from ingestion.sinks.base import UserCounters
 from ingestion.sinks.feast_push import COLUMNS, realtime_frame
-from ingestion.sinks.redis import UserCounters
 
 pytestmark = pytest.mark.pure
 
