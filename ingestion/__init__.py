@@ -1,1 +1,1 @@
-"""Event collection: the event shape, its validation, the generator, producer, consumer and sinks."""
+"""Event collection: validation, the consumer and its sinks, the producer (the event shape and rules are the contract's)."""
