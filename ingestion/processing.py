@@ -159,8 +159,8 @@ class BatchProcessor:
     def process(self, messages: Sequence[Record]) -> Processed:
         seconds: dict[str, float] = {}
         self.metrics.batch_size.observe(len(messages))
-        result = self._until_done(VALIDATE, self.catalog_store,
-                                  lambda: self.validate([m.value() for m in messages], arrivals_us(messages)), seconds)
+        payloads, arrived = [m.value() for m in messages], arrivals_us(messages)  # once, not per retry
+        result = self._until_done(VALIDATE, self.catalog_store, lambda: self.validate(payloads, arrived), seconds)
         batch = batch_from(messages, result)
         for stage in self.stages:
             if not stage.new_only or batch.has_new_events():

@@ -77,7 +77,8 @@ def test_every_listed_package_exists_in_debian():
     """A misspelt package name would fail only on the first machine that lacks the program."""
     require("bash")  # apt lists are fetched by the stack's first install; make sure some exist
     for tool in TOOLS.values():
-        policy = subprocess.run(["apt-cache", "policy", tool.package], capture_output=True, text=True, check=False)
+        policy = subprocess.run([require("apt-cache"), "policy", tool.package], capture_output=True, text=True,
+                                check=False)
         assert "Candidate:" in policy.stdout and "Candidate: (none)" not in policy.stdout, tool.package
 
 
