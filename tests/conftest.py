@@ -67,12 +67,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _ephemeral_low() -> int:
+    """Where the kernel starts handing out client ports: a port above it may be taken by any
+    outgoing connection between our check and the server's bind."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _free_port_base(used: set[int]) -> int:
-    """A port base whose neighbourhood (and gRPC +10000) is free on loopback."""
+    """A port base whose neighbourhood (and gRPC +10000) is free on loopback and below the
+    ephemeral range, so no client connection can take it before the server binds."""
     from devtools.stack.base import port_open
 
+    top = _ephemeral_low() - 10_010
     for _ in range(200):
-        base = random.randrange(20000, 40000, 10)
+        base = random.randrange(10_000, top, 10)
         ports = [base + i for i in range(6)] + [base + 10000 + i for i in range(6)]
         if not used.intersection(ports) and not any(port_open("127.0.0.1", p) for p in ports):
             used.update(ports)

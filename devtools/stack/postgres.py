@@ -95,7 +95,8 @@ class PostgresService(Service):
             "-o", options, "-w", "-t", "180", "start",
         ])
         if result.returncode != 0:
-            raise StackError(f"postgres failed to start: {result.stdout.strip()[-300:]}; see its log: {self.log_file}")
+            said = " ".join((result.stderr.strip() or result.stdout.strip()).split())[-300:]
+            raise StackError(f"postgres failed to start: {said}; see its log: {self.log_file}")
 
     def _admin_dsn(self) -> str:
         """The same credentials against the always-present ``postgres`` database."""
