@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -45,6 +46,10 @@ from ingestion.sinks.s3 import S3Sink
 from ingestion.validation import Limits, Result, Validator
 
 log = get_logger("feedstore.ingest")
+
+# Waiting this long for the writer needs no poll; past it the loop pauses its partitions and polls,
+# which keeps it in the group and serves rebalances during a long outage.
+_QUIET_WAIT_SECONDS = 10.0
 
 # Commit failures that mean "the group moved on": the batch is dropped and redelivered.
 _LOST_GENERATION = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
@@ -289,9 +294,13 @@ class IngestConsumer:
         pending = self._pending
         if pending is None:
             return
+        quiet_until = time.monotonic() + _QUIET_WAIT_SECONDS
         try:
             while not in_revoke and not pending.future.done():
-                self.wait(0.5)
+                if time.monotonic() < quiet_until:
+                    futures_wait([pending.future], timeout=0.25)
+                    continue
+                self.wait(0.5)  # a long write (a store down): stay in the group meanwhile
                 if self._pending is not pending:
                     return  # a rebalance callback during the wait finished it
             self._pending = None
