@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import psycopg
 from psycopg_pool import ConnectionPool
 
@@ -28,3 +33,30 @@ def pool(settings: Settings | None = None, min_size: int = 1, max_size: int = 4)
         s.postgres.dsn, min_size=min_size, max_size=max_size, open=True,
         kwargs=dict(KEEPALIVES),
     )
+
+
+@contextmanager
+def deadline(conn: psycopg.Connection, seconds: float) -> Iterator[None]:
+    """Breaks the connection if the block takes longer than ``seconds``. A server that stalls (or a
+    network that swallows the bytes) never answers a statement timeout, and keepalives are answered
+    by whatever holds the socket; only the client can give up. The block then fails with
+    ``psycopg.OperationalError`` and the connection is unusable."""
+    def cut() -> None:
+        try:
+            socket.socket(fileno=_dup(conn)).shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _dup(conn: psycopg.Connection) -> int:
+    import os
+
+    return os.dup(conn.pgconn.socket)

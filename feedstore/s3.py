@@ -25,7 +25,9 @@ def s3_client(settings: Settings | None = None, timeout: float = 10):
     )
 
 
-def arrow_fs(settings: Settings | None = None) -> pafs.S3FileSystem:
+def arrow_fs(settings: Settings | None = None, connect_timeout: float = 10,
+             request_timeout: float = 60) -> pafs.S3FileSystem:
+    """The consumer passes short timeouts, so that a stalled store shows as an outage in seconds."""
     s = settings or get_settings()
     return pafs.S3FileSystem(
         access_key=s.s3.access_key_id,
@@ -33,8 +35,8 @@ def arrow_fs(settings: Settings | None = None) -> pafs.S3FileSystem:
         endpoint_override=s.s3.host_port,
         scheme="https" if s.s3.use_ssl else "http",
         region=s.s3.region,
-        connect_timeout=10,
-        request_timeout=60,
+        connect_timeout=connect_timeout,
+        request_timeout=request_timeout,
     )
 
 

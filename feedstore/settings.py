@@ -102,8 +102,11 @@ class IngestSettings(BaseSettings):
     max_future_skew_seconds: int | None = None
     feast_push: bool = False
     """Push realtime user features to Feast per batch (needs `feast apply` of feature_repo/ first)."""
-    statement_timeout_ms: int = 30_000
-    """The consumer's Postgres statements are cancelled past this (a stalled server shows as an outage)."""
+    statement_timeout_ms: int = 10_000
+    """The consumer's Postgres statements are cancelled past this, and its connection is cut 5 s
+    later if the server has not answered (a stalled server or network shows as an outage)."""
+    s3_request_timeout_s: float = 15.0
+    """The consumer's S3 requests give up past this (a stalled store shows as an outage)."""
     s3_block_offsets: int = 10_000
     """Landed objects hold one block of this many offsets of one partition and one event hour."""
 

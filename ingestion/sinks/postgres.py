@@ -14,7 +14,7 @@ import psycopg.errors
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from feedstore.db import connect
+from feedstore.db import connect, deadline
 from feedstore.logs import get_logger
 from feedstore.settings import Settings
 from ingestion.sinks.base import BatchingSink, PermanentSinkError, SinkBatch, SinkError, StoreUnavailable
@@ -106,7 +106,8 @@ class PostgresSink(BatchingSink):
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = connect(self.settings, statement_timeout_ms=self.settings.ingest.statement_timeout_ms,
                                  autocommit=True)
-            self._conn.execute(_STAGING)
+            with deadline(self._conn, self.settings.ingest.statement_timeout_ms / 1000 + 5):
+                self._conn.execute(_STAGING)
         return self._conn
 
     def close(self) -> None:
@@ -155,6 +156,11 @@ class PostgresSink(BatchingSink):
     def _insert(self, rows: bytes, ts_us: np.ndarray, topic: str) -> tuple[list | None, int]:
         """(own rows, or None when every row was new; how many were stored now)."""
         conn = self._connection()
+        with deadline(conn, self.settings.ingest.statement_timeout_ms / 1000 + 5):
+            return self._statements(conn, rows, ts_us, topic)
+
+    def _statements(self, conn: psycopg.Connection, rows: bytes, ts_us: np.ndarray,
+                    topic: str) -> tuple[list | None, int]:
         self._ensure_partitions(conn, batch_days(ts_us))
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(_COPY) as copy:
