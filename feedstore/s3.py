@@ -25,9 +25,10 @@ def s3_client(settings: Settings | None = None, timeout: float = 10):
     )
 
 
-def arrow_fs(settings: Settings | None = None, connect_timeout: float = 10,
-             request_timeout: float = 60) -> pafs.S3FileSystem:
-    """The consumer passes short timeouts, so that a stalled store shows as an outage in seconds."""
+def arrow_fs(settings: Settings | None = None, connect_timeout: float = 10, request_timeout: float = 60,
+             attempts: int = 3) -> pafs.S3FileSystem:
+    """The consumer passes short timeouts and one attempt (it retries whole stages itself), so that
+    a stalled store shows as an outage in seconds."""
     s = settings or get_settings()
     return pafs.S3FileSystem(
         access_key=s.s3.access_key_id,
@@ -37,6 +38,7 @@ def arrow_fs(settings: Settings | None = None, connect_timeout: float = 10,
         region=s.s3.region,
         connect_timeout=connect_timeout,
         request_timeout=request_timeout,
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=attempts),
     )
 
 

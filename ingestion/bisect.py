@@ -2,7 +2,9 @@
 killer) must not stop ingestion for good. The evidence lives in Kafka, beside the offset it is
 about, so it follows the partition to whichever consumer takes it over: on every assignment the
 consumer commits the offset it resumes from again, with ``resumes`` raised by one in the commit's
-metadata; a batch that commits past it clears the count. Resuming twice from the same offset means
+metadata, and clears the count as soon as that batch has been read and validated. So only a death
+while reading a batch counts (a message that crashes the decoder, or blows up memory); a process
+killed while it waits for a hung store is no evidence against the messages it holds. Resuming twice from the same offset means
 the batch starting there crashed twice: from then on the first batch of that partition is capped
 to half the previous cap at every further crash, and a single message that still crashes is
 dead-lettered (``crashed_consumer``) without being read.

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -89,6 +89,7 @@ def limits_from(settings: Settings, replay: bool) -> Limits:
         max_future_seconds=(rules.MAX_FUTURE_SKEW_SECONDS if settings.ingest.max_future_skew_seconds is None
                             else settings.ingest.max_future_skew_seconds),
         replay=replay,
+        keep_repeats=True,
     )
 
 
@@ -122,6 +123,8 @@ class IngestConsumer:
         self._loop_thread: threading.Thread | None = None
         self._taking = 0  # the generation of the batch being validated
         self._failure: PermanentSinkError | None = None
+        self._at: dict[tuple[str, int], tuple[int, Resume]] = {}  # resume offset and what is known there
+        self._marked: dict[tuple[str, int], tuple[int, Resume]] = {}  # raised for the batch being read
         self._assigned_once = False
         self._assignment: list[TopicPartition] = []
         self._unplanned: set[tuple[str, int]] = set()  # assigned, no batch read yet
@@ -162,6 +165,8 @@ class IngestConsumer:
         self._assignment = list(partitions)
         self._assigned_once = True
         self._unplanned = {(p.topic, p.partition) for p in partitions}
+        self._marked.clear()
+        self._at.clear()
         self._caps.clear()
         self._bisecting.clear()
         for stage in self.processor.stages:
@@ -277,7 +282,9 @@ class IngestConsumer:
                 return
             if self._caps:
                 self._finish_pending()  # bisecting: one batch at a time, so that a crash is the committed offset's
+            self._mark(messages)
             prepared = self.processor.prepare(messages)
+            self._unmark()
             self._finish_pending()
             if generation != self._generation:
                 raise BatchAbandoned("partitions revoked")
@@ -360,20 +367,41 @@ class IngestConsumer:
             self._consumer.seek(TopicPartition(topic, partition, offset))
         return kept
 
+    def _mark(self, messages: list[Message]) -> None:
+        """Before reading a batch: raises the crash count at each of its partitions' resume offsets
+        (asynchronously; a commit queued before the batch's own is applied before it)."""
+        keys = {(m.topic(), m.partition()) for m in messages}
+        self._marked = {k: self._at[k] for k in keys if k in self._at}
+        self._send_marks({k: replace(state, resumes=state.resumes + 1) for k, (_, state) in self._marked.items()})
+
+    def _unmark(self) -> None:
+        """The batch was read and validated: a death from now on (a hung store, a supervisor that
+        kills) is no evidence against its messages."""
+        marked, self._marked = self._marked, {}
+        self._send_marks({k: state for k, (_, state) in marked.items()}, marked)
+
+    def _send_marks(self, states: dict[tuple[str, int], Resume], at: dict | None = None) -> None:
+        at = at or self._marked
+        offsets = [TopicPartition(t, p, at[(t, p)][0], metadata=state.dumps()) for (t, p), state in states.items()]
+        if offsets:
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+            except KafkaException as exc:
+                log.warning("crash_loop_mark_failed", error=brief(exc))
+
     def _plan(self, starts: dict[tuple[str, int], int]) -> set[tuple[str, int]]:
         """On a partition's first batch after an assignment: reads what its committed metadata says
-        about crashes there, commits the raised count before reading on, and returns the partitions
-        whose first message is to be set aside."""
+        about crashes there and returns the partitions whose first message is to be set aside."""
         if not starts:
             return set()
         committed = self._consumer.committed([TopicPartition(t, p) for t, p in starts], timeout=30)
-        markers, poisoned = [], set()
+        poisoned = set()
         for tp in committed:
             key = (tp.topic, tp.partition)
             offset = starts[key]
             evidence = Resume.loads(tp.metadata) if tp.offset == offset else Resume()
             decided = plan(evidence, offset, self.settings.ingest.batch_size)
-            markers.append(TopicPartition(tp.topic, tp.partition, offset, metadata=decided.marker.dumps()))
+            self._at[key] = (offset, replace(decided.marker, resumes=evidence.resumes))
             if evidence.resumes:
                 log.warning("crash_loop_suspected", topic=tp.topic, partition=tp.partition, offset=offset,
                             resumes=evidence.resumes, cap=decided.cap, set_aside=decided.poison)
@@ -382,7 +410,6 @@ class IngestConsumer:
             elif decided.cap is not None:
                 self._caps[key] = decided.cap
                 self._bisecting[key] = decided.marker
-        self._consumer.commit(offsets=markers, asynchronous=False)
         self._unplanned -= set(starts)
         return poisoned
 
@@ -410,6 +437,8 @@ class IngestConsumer:
             while not self._stop.is_set() and not self._revoking and time.monotonic() < deadline:
                 self._stop.wait(min(0.25, max(0.0, deadline - time.monotonic())))
             return
+        if self._marked:
+            self._unmark()  # waiting for a store (the catalog) is not reading: a kill now is no evidence
         consumer, generation = self._consumer, self._generation
         if self._assignment:
             consumer.pause(self._assignment)
@@ -436,7 +465,7 @@ class IngestConsumer:
         while True:
             try:
                 self._consumer.commit(offsets=offsets, asynchronous=False)
-                self._carry(carried)
+                self._carry(carried, offsets)
                 return
             except KafkaException as exc:
                 err = exc.args[0]
@@ -450,7 +479,9 @@ class IngestConsumer:
                         from exc
                 self.wait(backoff_seconds(attempt, self.options.max_backoff_seconds))
 
-    def _carry(self, carried: dict[tuple[str, int], Resume | None]) -> None:
+    def _carry(self, carried: dict[tuple[str, int], Resume | None], offsets: list[TopicPartition]) -> None:
+        for tp in offsets:
+            self._at[(tp.topic, tp.partition)] = (tp.offset, carried[(tp.topic, tp.partition)] or Resume())
         for tp, state in carried.items():
             if state is None:
                 self._bisecting.pop(tp, None)

@@ -251,7 +251,8 @@ class BatchProcessor:
                 self._count_failure(exc.store)
                 raise
             seconds[label] = self.clock() - started
-            self._succeeded(store, attempt)
+            if label != VALIDATE or attempt:  # validation mostly reads memory: only its recovery says "up"
+                self._succeeded(store, attempt)
             return value
 
     def _failed(self, exc: StoreUnavailable, attempt: int) -> float:

@@ -69,6 +69,10 @@ class Limits:
     max_age_seconds: int = rules.MAX_EVENT_AGE_SECONDS
     max_future_seconds: int = rules.MAX_FUTURE_SKEW_SECONDS
     replay: bool = False
+    keep_repeats: bool = False
+    """Leave copies of one event id within the batch to the dedup stage (the consumer: which copy is
+    the event is what Postgres stored first, perhaps in an earlier attempt at a differently cut
+    batch, not the first in this batch)."""
 
     @property
     def effective_max_age_seconds(self) -> int:
@@ -226,7 +230,7 @@ class Validator:
         rejected.extend((int(idx[j]), reason) for j, reason in late)
         table, idx = table.filter(pa.array(keep)), idx[keep]
         keep, duplicates = _first_occurrences(table.column("event_id").to_pylist())
-        if duplicates:
+        if duplicates and not self.limits.keep_repeats:
             table, dup_idx, idx = table.filter(pa.array(keep)), idx[~keep], idx[keep]
         else:
             dup_idx = np.empty(0, dtype=np.int64)

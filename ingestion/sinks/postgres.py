@@ -42,7 +42,7 @@ WITH claimed AS (
            kafka_partition, kafka_offset
     FROM ingest_staging
     ON CONFLICT DO NOTHING
-    RETURNING event_id
+    RETURNING event_id, source_partition, source_offset
 ), stored AS (
     INSERT INTO user_activity (event_id, user_id, item_id, event_type, "timestamp", context, dwell_time_ms)
     SELECT s.event_id::uuid, user_id, item_id, event_type,
@@ -50,7 +50,8 @@ WITH claimed AS (
            NULLIF(jsonb_strip_nulls(jsonb_build_object('device', device, 'platform', platform,
                                                        'session_id', session_id)), '{}'::jsonb),
            dwell_time_ms
-    FROM ingest_staging s JOIN claimed c ON c.event_id = s.event_id::uuid
+    FROM ingest_staging s JOIN claimed c
+      ON c.event_id = s.event_id::uuid AND c.source_partition = s.kafka_partition AND c.source_offset = s.kafka_offset
 )
 SELECT count(*) FROM claimed
 """

@@ -45,7 +45,8 @@ class S3Sink(BatchingSink):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.block = settings.ingest.s3_block_offsets
-        self._fs = arrow_fs(settings, connect_timeout=3, request_timeout=settings.ingest.s3_request_timeout_s)
+        self._fs = arrow_fs(settings, connect_timeout=3, request_timeout=settings.ingest.s3_request_timeout_s,
+                            attempts=1)
         self._written: OrderedDict[str, pa.Table] = OrderedDict()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="s3-put")
 
