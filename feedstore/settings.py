@@ -104,6 +104,8 @@ class IngestSettings(BaseSettings):
     """Push realtime user features to Feast per batch (needs `feast apply` of feature_repo/ first)."""
     statement_timeout_ms: int = 30_000
     """The consumer's Postgres statements are cancelled past this (a stalled server shows as an outage)."""
+    s3_block_offsets: int = 10_000
+    """Landed objects hold one block of this many offsets of one partition and one event hour."""
 
 
 class FeastSettings(BaseSettings):

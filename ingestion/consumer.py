@@ -1,11 +1,12 @@
 """The ingestion loop's Kafka side: poll a batch, have ``BatchProcessor`` land it in every
 stage, commit its offsets.
 
-Effectively once: every sink is idempotent for a batch (S3 keys derive from offsets, Postgres
-dedups on the event id, the DLQ producer is idempotent), and offsets are committed
-synchronously only after the DLQ, S3 and Postgres (then Redis and Feast) have taken the batch.
-A crash anywhere before the commit replays the batch; nothing is lost and Postgres holds
-each event once. When a store is down the batch is kept, the partitions are paused (the
+Effectively once: every sink is idempotent for a batch and for a replay however it is cut
+(Postgres dedups on the event id and recognises a replayed message's own events by their
+recorded source offset, S3 objects are keyed by offset block, Redis keeps an applied-offset mark
+per user, the DLQ producer is idempotent), and offsets are committed synchronously only after
+every stage has taken the batch. A crash anywhere before the commit replays the batch; nothing
+is lost and every tier holds each event once. When a store is down the batch is kept, the partitions are paused (the
 consumer keeps polling so it stays in the group) and the failing stage is retried with
 backoff; stages that already succeeded are not redone. A store that refuses the batch for good
 stops the consumer, uncommitted.
@@ -76,10 +77,11 @@ def limits_from(settings: Settings, replay: bool) -> Limits:
 
 
 def default_stages(settings: Settings) -> list[Stage]:
-    """Today's stores in today's order: the DLQ, S3 and Postgres take every batch; Redis counts
-    and Feast pushes only what Postgres found new. Feast is on with ``settings.ingest.feast_push``
-    (FEED_INGEST_FEAST_PUSH)."""
-    stages = [Stage(DlqSink(settings)), Stage(S3Sink(settings)), Stage(PostgresSink(settings)),
+    """Today's stores in today's order: the DLQ and Postgres take every batch; S3 lands, Redis
+    counts and Feast pushes only the events Postgres accepted for these messages. Feast is on
+    with ``settings.ingest.feast_push`` (FEED_INGEST_FEAST_PUSH)."""
+    stages = [Stage(DlqSink(settings)), Stage(PostgresSink(settings)),
+              Stage(S3Sink(settings), after=("postgres",), new_only=True),
               Stage(RedisSink(settings), after=("postgres",), new_only=True)]
     if settings.ingest.feast_push:
         from ingestion.sinks.feast_push import FeastPushSink
@@ -134,6 +136,8 @@ class IngestConsumer:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assignment = list(partitions)
         self._assigned_once = True
+        for stage in self.processor.stages:
+            stage.sink.reassigned()
         self._last_activity = time.monotonic()
         log.info("partitions_assigned", partitions=[p.partition for p in partitions])
 
@@ -283,7 +287,7 @@ class IngestConsumer:
                 self.wait(backoff_seconds(attempt, self.options.max_backoff_seconds))
 
     def _account(self, done: Processed, started: float) -> None:
-        n_new = len(done.batch.new_ids or ())
+        n_new = int(done.batch.accepted.sum()) if done.batch.accepted is not None else 0
         n_dup = done.result.valid.num_rows - n_new + len(done.result.duplicates)
         self._book_metrics(done, n_new, n_dup, started)
         s = self.stats

@@ -17,7 +17,6 @@ from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from feedstore.contract.rules import DLQ_MAX_KEY_BYTES, DLQ_MAX_VALUE_BYTES
 
@@ -109,34 +108,58 @@ class OffsetRange:
 class SinkBatch:
     """What every sink needs from one poll. ``partitions[i]`` and ``offsets[i]`` locate row i of
     ``valid`` in Kafka. Stages leave their results here for the stages after them: Postgres,
-    the dedup authority, sets ``new_ids``; Redis sets ``counters``, which Feast pushes."""
+    the dedup authority, sets ``accepted`` (and ``first_stored``); Redis sets ``counters``, which
+    Feast pushes."""
 
     valid: pa.Table
     partitions: np.ndarray
     offsets: np.ndarray
     letters: Sequence[DeadLetter]
     ranges: Sequence[OffsetRange]
-    new_ids: set[str] | None = None
+    accepted: np.ndarray | None = None
+    """Row i of ``valid`` is this message's event: stored now, or by an earlier attempt at this same
+    message (a replay). A row whose id another message stored first is a duplicate everywhere."""
+    first_stored: int = 0
+    """How many accepted rows this attempt stored for the first time (the rest are replayed)."""
     counters: list[UserCounters] | None = None
+
+    @property
+    def topic(self) -> str:
+        return self.ranges[0].topic
 
     def range_of(self, partition: int) -> OffsetRange:
         return next(r for r in self.ranges if r.partition == partition)
 
     def has_new_events(self) -> bool:
-        return bool(self._accepted())
+        return bool(self._accepted().any())
 
-    def new_events(self) -> pa.Table:
-        """The valid rows stored for the first time: what counters may count once."""
-        new = self._accepted()
-        if not new:
-            return self.valid.slice(0, 0)
-        ids = pa.array(list(new), type=self.valid.schema.field("event_id").type)
-        return self.valid.filter(pc.is_in(self.valid.column("event_id"), value_set=ids))
+    def accept(self, partitions: np.ndarray, offsets: np.ndarray) -> None:
+        """Marks the rows at these (partition, offset) positions accepted (what the dedup stage found)."""
+        self.accepted = np.isin(_positions(self.partitions, self.offsets), _positions(partitions, offsets))
 
-    def _accepted(self) -> set[str]:
-        if self.new_ids is None:
+    def new_events(self) -> Accepted:
+        """The accepted rows with their Kafka positions: what S3 lands and counters count, once."""
+        mask = self._accepted()
+        if mask.all():
+            return Accepted(self.valid, self.partitions, self.offsets)
+        return Accepted(self.valid.filter(pa.array(mask)), self.partitions[mask], self.offsets[mask])
+
+    def _accepted(self) -> np.ndarray:
+        if self.accepted is None:
             raise RuntimeError("new events asked for before the dedup stage (postgres) ran")
-        return self.new_ids
+        return self.accepted
+
+
+@dataclass(frozen=True)
+class Accepted:
+    table: pa.Table
+    partitions: np.ndarray
+    offsets: np.ndarray
+
+
+def _positions(partitions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """One int64 per (partition, offset): partitions below 2^20, offsets below 2^43."""
+    return (np.asarray(partitions, dtype=np.int64) << 43) | np.asarray(offsets, dtype=np.int64)
 
 
 class BatchingSink(abc.ABC):
@@ -151,6 +174,10 @@ class BatchingSink(abc.ABC):
 
     def warm_up(self) -> None:
         """Open connections before the first batch, so that it is not the slow one."""
+
+    def reassigned(self) -> None:
+        """Forget what the sink remembers of the store: after a rebalance another consumer may
+        have written there."""
 
     def close(self) -> None:
         """Release connections; called once, when the consumer stops."""

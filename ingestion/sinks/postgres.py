@@ -1,6 +1,8 @@
 """The warm tier and the dedup authority: COPY into a staging table, then one statement that
-claims each event id in ``activity_event_ids`` (``ON CONFLICT DO NOTHING RETURNING``) and stores
-the rows whose id was new: exactly the events never seen before, whatever their timestamp."""
+claims each event id in ``activity_event_ids`` (``ON CONFLICT DO NOTHING RETURNING``), stores the
+rows whose id was new, and answers which rows are this message's events: claimed now, or claimed
+earlier by the same (topic, partition, offset), i.e. by a previous attempt at this very batch that
+crashed or lost its reply after the commit. The tiers after Postgres land exactly those rows."""
 
 from __future__ import annotations
 
@@ -25,27 +27,37 @@ _EPOCH = date(1970, 1, 1)
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_staging (
     event_id TEXT, user_id BIGINT, item_id BIGINT, event_type TEXT, ts_us BIGINT,
-    dwell_time_ms INTEGER, device TEXT, platform TEXT, session_id TEXT
+    dwell_time_ms INTEGER, device TEXT, platform TEXT, session_id TEXT,
+    kafka_partition INTEGER, kafka_offset BIGINT
 ) ON COMMIT DELETE ROWS
 """
 _COPY = ("COPY ingest_staging (event_id, user_id, item_id, event_type, ts_us, dwell_time_ms, "
-         "device, platform, session_id) FROM STDIN (FORMAT BINARY)")
-_TYPES = ["text", "int8", "int8", "text", "int8", "int4", "text", "text", "text"]
+         "device, platform, session_id, kafka_partition, kafka_offset) FROM STDIN (FORMAT BINARY)")
+_TYPES = ["text", "int8", "int8", "text", "int8", "int4", "text", "text", "text", "int4", "int8"]
+# The last SELECT reads the snapshot from before the statement: it sees the ids an earlier
+# attempt claimed, never the ones claimed here, so no row is both new and replayed.
 _INSERT = """
-WITH new_ids AS (
-    INSERT INTO activity_event_ids (event_id, "timestamp")
-    SELECT event_id::uuid, 'epoch'::timestamptz + ts_us * interval '1 microsecond' FROM ingest_staging
+WITH claimed AS (
+    INSERT INTO activity_event_ids (event_id, "timestamp", source_topic, source_partition, source_offset)
+    SELECT event_id::uuid, 'epoch'::timestamptz + ts_us * interval '1 microsecond', %(topic)s,
+           kafka_partition, kafka_offset
+    FROM ingest_staging
     ON CONFLICT DO NOTHING
-    RETURNING event_id
+    RETURNING event_id, source_partition, source_offset
+), stored AS (
+    INSERT INTO user_activity (event_id, user_id, item_id, event_type, "timestamp", context, dwell_time_ms)
+    SELECT s.event_id::uuid, user_id, item_id, event_type,
+           'epoch'::timestamptz + ts_us * interval '1 microsecond',
+           NULLIF(jsonb_strip_nulls(jsonb_build_object('device', device, 'platform', platform,
+                                                       'session_id', session_id)), '{}'::jsonb),
+           dwell_time_ms
+    FROM ingest_staging s JOIN claimed c ON c.event_id = s.event_id::uuid
 )
-INSERT INTO user_activity (event_id, user_id, item_id, event_type, "timestamp", context, dwell_time_ms)
-SELECT s.event_id::uuid, user_id, item_id, event_type,
-       'epoch'::timestamptz + ts_us * interval '1 microsecond',
-       NULLIF(jsonb_strip_nulls(jsonb_build_object('device', device, 'platform', platform,
-                                                   'session_id', session_id)), '{}'::jsonb),
-       dwell_time_ms
-FROM ingest_staging s JOIN new_ids n ON n.event_id = s.event_id::uuid
-RETURNING event_id
+SELECT source_partition, source_offset, true FROM claimed
+UNION ALL
+SELECT s.kafka_partition, s.kafka_offset, false
+FROM ingest_staging s JOIN activity_event_ids a ON a.event_id = s.event_id::uuid
+WHERE a.source_topic = %(topic)s AND a.source_partition = s.kafka_partition AND a.source_offset = s.kafka_offset
 """
 
 
@@ -94,16 +106,21 @@ class PostgresSink(BatchingSink):
             raise store_error(self.name, exc) from exc
 
     def write(self, batch: SinkBatch) -> None:
-        batch.new_ids = self.insert(batch.valid)
+        partitions, offsets, fresh = self.insert(batch.valid, batch.topic, batch.partitions, batch.offsets)
+        batch.accept(partitions, offsets)
+        batch.first_stored = int(fresh.sum())
 
-    def insert(self, table: pa.Table) -> set[str]:
-        """Returns the event ids that were new, which later stages count once. All or nothing."""
+    def insert(self, table: pa.Table, topic: str, partitions: np.ndarray,
+               offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stores the rows whose id is new; returns the (partition, offset) of every row that is
+        this message's event, and whether this call stored it. All or nothing."""
         if table.num_rows == 0:
-            return set()
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, np.empty(0, dtype=bool)
         ts_us = table.column("timestamp").cast(pa.int64()).to_numpy()
         try:
             try:
-                return self._insert(table, ts_us)
+                rows = self._insert(table, ts_us, topic, partitions, offsets)
             except psycopg.errors.CheckViolation as exc:
                 if "no partition of relation" not in str(exc):
                     raise
@@ -111,12 +128,18 @@ class PostgresSink(BatchingSink):
                 # it): forget what exists and create it again.
                 log.warning("activity_partition_missing", error=str(exc).splitlines()[0])
                 self._days.clear()
-                return self._insert(table, ts_us)
+                rows = self._insert(table, ts_us, topic, partitions, offsets)
         except psycopg.Error as exc:
             self.close()
             raise store_error(self.name, exc) from exc
+        if not rows:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, np.empty(0, dtype=bool)
+        p, o, fresh = zip(*rows)
+        return np.array(p, dtype=np.int64), np.array(o, dtype=np.int64), np.array(fresh, dtype=bool)
 
-    def _insert(self, table: pa.Table, ts_us: np.ndarray) -> set[str]:
+    def _insert(self, table: pa.Table, ts_us: np.ndarray, topic: str, partitions: np.ndarray,
+                offsets: np.ndarray) -> list[tuple[int, int, bool]]:
         conn = self._connection()
         self._ensure_partitions(conn, batch_days(ts_us))
         cols = [table.column(n).to_pylist() for n in ("event_id", "user_id", "item_id", "event_type")]
@@ -124,9 +147,9 @@ class PostgresSink(BatchingSink):
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(_COPY) as copy:
                 copy.set_types(_TYPES)
-                for row in zip(*cols, ts_us.tolist(), *rest):
+                for row in zip(*cols, ts_us.tolist(), *rest, partitions.tolist(), offsets.tolist()):
                     copy.write_row(row)
-            return {str(r[0]) for r in cur.execute(_INSERT).fetchall()}
+            return cur.execute(_INSERT, {"topic": topic}).fetchall()
 
     def _ensure_partitions(self, conn: psycopg.Connection, days: list[date]) -> None:
         for day in days:

@@ -1,29 +1,57 @@
-"""Hot counters per user in the seed's ``user:{id}`` hash, for newly stored events only.
+"""Hot counters per user in the seed's ``user:{id}`` hash, for accepted events only, each counted
+once across crashes, retries and lost replies.
 
-One Lua call per user per batch, all in one pipeline: it adds the batch's counts, keeps the
-latest activity even when batches arrive out of order, renews the 1-hour TTL, and returns the
-hash's running totals, which are what the realtime Feast view is fed with.
+The hash keeps, per source partition, the highest offset already counted into it
+(``offset:<topic>:<partition>``). One Lua call per user (and source partition) per batch, all in
+one pipeline, gets that batch's events with their offsets and counts only those past the mark,
+then moves the mark, in one atomic step: a replay after a crash, or a retry after a reply lost
+on the way back, finds its events already counted and adds nothing. Everything stays in the
+user's own key, so it works key by key on a Redis Cluster as well.
+
+The script also keeps the latest activity (a maximum, so events already counted change nothing),
+renews the 1-hour TTL and returns the running totals, which the realtime Feast view is fed with.
+The mark expires with the hash: a replay of events older than the TTL counts them again into a
+new window.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import numpy as np
 import pyarrow as pa
 import redis
 
 from feedstore.contract import rules
 from feedstore.settings import Settings
 from ingestion.events import format_timestamp
-from ingestion.sinks.base import BatchingSink, SinkBatch, StoreUnavailable, UserCounters
+from ingestion.sinks.base import Accepted, BatchingSink, SinkBatch, StoreUnavailable, UserCounters
 
+# ARGV: ttl, mark field, latest ts_ms, latest as text, latest item, latest type, then
+# (offset, event type, dwell) per event.
 _SCRIPT = """
 local key = KEYS[1]
-for i = 6, #ARGV, 2 do redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1]) end
+local mark = tonumber(redis.call('HGET', key, ARGV[2]) or '-1')
+local top, n, dwell, counts = mark, 0, 0, {}
+for i = 7, #ARGV, 3 do
+  local offset = tonumber(ARGV[i])
+  if offset > mark then
+    n = n + 1
+    counts[ARGV[i + 1]] = (counts[ARGV[i + 1]] or 0) + 1
+    dwell = dwell + tonumber(ARGV[i + 2])
+    if offset > top then top = offset end
+  end
+end
+if n > 0 then
+  redis.call('HINCRBY', key, 'total_events', n)
+  redis.call('HINCRBY', key, 'total_dwell_ms', dwell)
+  for t, c in pairs(counts) do redis.call('HINCRBY', key, 'total_' .. t .. 's', c) end
+  redis.call('HSET', key, ARGV[2], top)
+end
 local last = tonumber(redis.call('HGET', key, 'last_activity_ms') or '-1')
-if tonumber(ARGV[2]) >= last then
-  redis.call('HSET', key, 'last_activity_ms', ARGV[2], 'last_activity', ARGV[3],
-             'last_item_id', ARGV[4], 'last_event_type', ARGV[5])
+if tonumber(ARGV[3]) >= last then
+  redis.call('HSET', key, 'last_activity_ms', ARGV[3], 'last_activity', ARGV[4],
+             'last_item_id', ARGV[5], 'last_event_type', ARGV[6])
 end
 redis.call('EXPIRE', key, ARGV[1])
 return redis.call('HMGET', key, 'total_events', 'total_dwell_ms', 'last_item_id', 'last_event_type',
@@ -35,20 +63,32 @@ def user_key(user_id: int) -> str:
     return f"user:{user_id}"
 
 
-def _per_user(table: pa.Table) -> dict[int, dict]:
-    """Counts by type, dwell and the latest event of each user in the table."""
-    out: dict[int, dict] = {}
-    ts_ms = (table.column("timestamp").cast(pa.int64()).to_numpy() // 1000).tolist()
-    cols = zip(table.column("user_id").to_pylist(), table.column("item_id").to_pylist(),
-               table.column("event_type").to_pylist(), table.column("dwell_time_ms").to_pylist(), ts_ms)
-    for user, item, etype, dwell, ts in cols:
-        agg = out.get(user)
-        if agg is None:
-            agg = out[user] = {"counts": dict.fromkeys(rules.EVENT_TYPES, 0), "dwell": 0, "last": (ts, item, etype)}
-        agg["counts"][etype] += 1
-        agg["dwell"] += dwell or 0
-        if ts >= agg["last"][0]:
-            agg["last"] = (ts, item, etype)
+def mark_field(topic: str, partition: int) -> str:
+    return f"offset:{topic}:{partition}"
+
+
+def _calls(rows: Accepted) -> list[tuple[int, int, list]]:
+    """(user, partition, events) per call, each with its events' (offset, type, dwell) and the latest
+    event first: ``[ts_ms, item, type, offset, type, dwell, offset, …]``."""
+    table = rows.table
+    users = table.column("user_id").to_numpy()
+    ts_ms = table.column("timestamp").cast(pa.int64()).to_numpy() // 1000
+    order = np.lexsort((ts_ms, rows.partitions, users))
+    items = table.column("item_id").to_numpy()[order].tolist()
+    types = table.column("event_type").take(pa.array(order)).to_pylist()
+    dwell = table.column("dwell_time_ms").fill_null(0).to_numpy()[order].tolist()
+    users_s, parts_s, ts_s, offs_s = (users[order].tolist(), rows.partitions[order].tolist(), ts_ms[order].tolist(),
+                                      rows.offsets[order].tolist())
+    out: list[tuple[int, int, list]] = []
+    start = 0
+    for i in range(1, len(order) + 1):
+        if i == len(order) or users_s[i] != users_s[start] or parts_s[i] != parts_s[start]:
+            latest = i - 1  # sorted by time within the group
+            events: list = [ts_s[latest], items[latest], types[latest]]
+            for j in range(start, i):
+                events += [offs_s[j], types[j], dwell[j]]
+            out.append((users_s[start], parts_s[start], events))
+            start = i
     return out
 
 
@@ -62,28 +102,25 @@ class RedisSink(BatchingSink):
         self._script = self._client.register_script(_SCRIPT)
 
     def write(self, batch: SinkBatch) -> None:
-        batch.counters = self.update(batch.new_events())
+        batch.counters = self.update(batch.new_events(), batch.topic)
 
-    def update(self, table: pa.Table) -> list[UserCounters]:
-        """Counts ``table`` into the hashes; returns the running totals, which Feast is fed with."""
-        if table.num_rows == 0:
+    def update(self, rows: Accepted, topic: str) -> list[UserCounters]:
+        """Counts the rows not yet counted into the hashes; returns the running totals of every user
+        in ``rows``, which Feast is fed with."""
+        if rows.table.num_rows == 0:
             return []
-        users = _per_user(table)
+        calls = _calls(rows)
         try:
             pipe = self._client.pipeline(transaction=False)
-            for user, agg in users.items():
-                ts, item, etype = agg["last"]
-                args: list = [self.ttl_seconds, ts, _iso_ms(ts), item, etype,
-                              "total_events", sum(agg["counts"].values()), "total_dwell_ms", agg["dwell"]]
-                for t, n in agg["counts"].items():
-                    if n:
-                        args += [f"total_{t}s", n]
+            for user, partition, (ts, item, etype, *events) in calls:
+                args = [self.ttl_seconds, mark_field(topic, partition), ts, _iso_ms(ts), item, etype, *events]
                 self._script(keys=[user_key(user)], args=args, client=pipe)
             replies = pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailable(self.name, exc) from exc
-        return [UserCounters(u, int(r[0]), int(r[1]), int(r[2]), r[3].decode(), int(r[4]))
-                for u, r in zip(users, replies)]
+        latest = {user: reply for (user, _, _), reply in zip(calls, replies)}
+        return [UserCounters(u, int(r[0] or 0), int(r[1] or 0), int(r[2]), r[3].decode(), int(r[4]))
+                for u, r in latest.items()]
 
     def close(self) -> None:
         self._client.close()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import numpy as np
 import pytest
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 
@@ -97,13 +98,14 @@ class Dedup:
         self.seen: set[str] = set()
 
     def __call__(self, batch: SinkBatch) -> None:
-        ids = set(batch.valid.column("event_id").to_pylist())
-        batch.new_ids = ids - self.seen
-        self.seen |= ids
+        ids = batch.valid.column("event_id").to_pylist()
+        new = np.array([i not in self.seen for i in ids], dtype=bool)
+        batch.accept(batch.partitions[new], batch.offsets[new])
+        self.seen |= set(ids)
 
 
 def count_new(batch: SinkBatch) -> None:
-    batch.counters = [batch.new_events().num_rows]
+    batch.counters = [batch.new_events().table.num_rows]
 
 
 class FakeHost:
@@ -251,7 +253,7 @@ def test_stages_for_new_events_are_skipped_when_postgres_found_nothing_new():
     r.journal.clear()
     done = r.processor.process(messages())
 
-    assert done.batch.new_ids == set()
+    assert not done.batch.accepted.any()
     assert r.journal == writes("dlq", "s3", "postgres") + [COMMIT]
 
 
