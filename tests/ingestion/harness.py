@@ -5,9 +5,11 @@ afterwards: the pieces the fault and crash tests are made of."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -54,22 +56,160 @@ def proxied_stores(s: Settings) -> Iterator[tuple[Settings, dict[str, FaultProxy
             proxy.close()
 
 
-class IngestProcess:
-    """``feedstore ingest`` in a subprocess; every JSON line it logs is kept (``records``)."""
+_ZYGOTE = r"""
+import json, os, select, sys, traceback
+import feedstore.cli, ingestion.consumer  # the import cost, paid once for every consumer forked below
 
-    def __init__(self, s: Settings, *args: str, env: dict[str, str] | None = None) -> None:
+def reap():
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        print(json.dumps({"exit": pid, "code": os.waitstatus_to_exitcode(status)}), flush=True)
+
+while True:
+    ready, _, _ = select.select([sys.stdin], [], [], 0.05)
+    reap()
+    if not ready:
+        continue
+    line = sys.stdin.readline()
+    if not line:
+        break
+    log_path, args = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        code = 0
+        try:
+            feedstore.cli.app(args=args, prog_name="feedstore")
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    print(json.dumps({"pid": pid}), flush=True)
+"""
+
+
+class CliLauncher:
+    """Forks ``feedstore`` CLI processes from one that has imported everything already: each child
+    runs the CLI's own entry point (``feedstore.cli.app``, what the ``feedstore`` script runs) in a
+    process of its own, without paying the interpreter's start-up and imports again, which on two
+    loaded cores is most of a short-lived consumer's life. For tests that kill many of them."""
+
+    def __init__(self, s: Settings, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _ZYGOTE], env={**env_of(s), **(env or {})},
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._spawned: list[int] = []
+        self._exits: dict[int, int] = {}
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            message = json.loads(line)
+            with self._changed:
+                if "pid" in message:
+                    self._spawned.append(message["pid"])
+                else:
+                    self._exits[message["exit"]] = message["code"]
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def spawn(self, args: list[str], log_path: str) -> int:
+        with self._changed:
+            known = len(self._spawned)
+            self.proc.stdin.write(json.dumps([log_path, args]) + "\n")
+            self.proc.stdin.flush()
+            if not self._changed.wait_for(lambda: len(self._spawned) > known, 60):
+                raise RuntimeError("the CLI launcher did not fork")
+            return self._spawned[known]
+
+    def returncode(self, pid: int, timeout: float = 0) -> int | None:
+        with self._changed:
+            self._changed.wait_for(lambda: pid in self._exits, timeout)
+            return self._exits.get(pid)
+
+    def close(self) -> None:
+        with self._changed:
+            alive = [pid for pid in self._spawned if pid not in self._exits]
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+    def __enter__(self) -> CliLauncher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class IngestProcess:
+    """``feedstore ingest`` in a process of its own: a subprocess of the CLI, or forked by
+    ``launcher``; every JSON line it logs is kept (``records``)."""
+
+    def __init__(self, s: Settings, *args: str, env: dict[str, str] | None = None,
+                 launcher: CliLauncher | None = None) -> None:
         self.metrics_port = free_port()
-        cmd = [sys.executable, "-m", "feedstore.cli", "ingest", "--metrics-port", str(self.metrics_port), *args]
-        self.proc = subprocess.Popen(cmd, env={**env_of(s), **(env or {})}, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        cli_args = ["ingest", "--metrics-port", str(self.metrics_port), *args]
         self.records: list[dict] = []
         self.other: list[str] = []
         self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._launcher = launcher
+        if launcher is None:
+            self._popen = subprocess.Popen([sys.executable, "-m", "feedstore.cli", *cli_args],
+                                           env={**env_of(s), **(env or {})}, stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.PIPE)
+            self.pid = self._popen.pid
+            source = self._popen.stderr
+        else:
+            log = tempfile.NamedTemporaryFile(prefix="ingest-", suffix=".log", delete=False)
+            self._log_path = log.name
+            self.pid = launcher.spawn(cli_args, log.name)
+            source = _Tail(log, lambda: self.returncode is not None)
+        self._reader = threading.Thread(target=self._drain, args=(source,), daemon=True)
         self._reader.start()
 
-    def _drain(self) -> None:
-        for raw in self.proc.stderr:
+    @property
+    def returncode(self) -> int | None:
+        if self._launcher is None:
+            return self._popen.poll()
+        return self._launcher.returncode(self.pid)
+
+    def alive(self) -> bool:
+        return self.returncode is None
+
+    def wait(self, timeout: float) -> int:
+        """The exit code; raises TimeoutError if the process is still running after ``timeout``."""
+        if self._launcher is None:
+            try:
+                code = self._popen.wait(timeout)
+            except subprocess.TimeoutExpired as exc:
+                raise TimeoutError(f"ingest still running after {timeout} s") from exc
+        else:
+            code = self._launcher.returncode(self.pid, timeout)
+            if code is None:
+                raise TimeoutError(f"ingest still running after {timeout} s")
+        self._reader.join(10)
+        return code
+
+    def _drain(self, source) -> None:
+        for raw in source:
             line = raw.decode(errors="replace").rstrip("\n")
             try:
                 record = json.loads(line)
@@ -101,7 +241,7 @@ class IngestProcess:
                         return record
                 seen = len(self.records)
                 left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                if left <= 0 or (not self.alive() and not self._reader.is_alive()):
                     return None
                 self._changed.wait(min(left, 0.5))
 
@@ -121,24 +261,51 @@ class IngestProcess:
         return None
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-        self._reader.join(10)
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.wait(30)
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM, as an operator stops it; SIGKILL if it does not stop within ``timeout``."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        if self.alive():
+            os.kill(self.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
+                return self.wait(timeout)
+            except TimeoutError:
                 self.kill()
-        self._reader.join(10)
-        return self.proc.returncode
+        return self.wait(10)
 
     def tail(self, n: int = 30) -> str:
         with self._changed:
             return "\n".join([json.dumps(r) for r in self.records[-n:]] + self.other[-n:])
+
+
+class _Tail:
+    """The lines of a growing log file until its writer has ended."""
+
+    def __init__(self, file, ended: Callable[[], bool]) -> None:
+        self.file, self.ended = file, ended
+
+    def __iter__(self):
+        with open(self.file.name, "rb") as f:
+            pending = b""
+            while True:
+                chunk = f.readline()
+                if chunk:
+                    pending += chunk
+                    if pending.endswith(b"\n"):
+                        yield pending
+                        pending = b""
+                    continue
+                if self.ended():
+                    rest = f.read()
+                    for line in (pending + rest).splitlines(keepends=True):
+                        yield line
+                    break
+                time.sleep(0.05)
+        os.unlink(self.file.name)
 
 
 def wait_until(probe: Callable[[], bool], timeout: float, what: str) -> None:

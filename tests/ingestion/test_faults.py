@@ -45,16 +45,16 @@ def _start(via: Settings, direct: Settings, first: list[bytes]) -> IngestProcess
     """A consumer that has taken ``first`` through every tier, all stores healthy."""
     produce(via, first)
     proc = IngestProcess(via, "--instance-id", "faults", env={"FEED_INGEST_STATEMENT_TIMEOUT_MS": "5000"})
-    wait_until(lambda: committed(direct) == len(first) or proc.proc.poll() is not None, 120,
+    wait_until(lambda: committed(direct) == len(first) or not proc.alive(), 120,
                "the healthy first wave to be committed")
-    assert proc.proc.poll() is None, proc.tail()
+    assert proc.alive(), proc.tail()
     return proc
 
 
 def _finish(proc: IngestProcess, proxies: dict[str, FaultProxy], direct: Settings, total: int) -> None:
-    wait_until(lambda: committed(direct) == total or proc.proc.poll() is not None, 120,
+    wait_until(lambda: committed(direct) == total or not proc.alive(), 120,
                "every event to be committed once the fault cleared")
-    assert proc.proc.poll() is None, f"the consumer exited:\n{proc.tail()}"
+    assert proc.alive(), f"the consumer exited:\n{proc.tail()}"
 
 
 @pytest.mark.parametrize("fault", ["refused", "stalled"])
@@ -74,7 +74,7 @@ def test_a_store_down_holds_the_batch_and_then_lands_it_once(proxied, store, fau
         assert proc.metric("batch_retrying") == 1
         time.sleep(2)
         assert committed(direct) == len(first), f"offsets committed while {store} was {fault}"
-        assert proc.proc.poll() is None, f"the consumer exited while {store} was {fault}:\n{proc.tail()}"
+        assert proc.alive(), f"the consumer exited while {store} was {fault}:\n{proc.tail()}"
         proxies[store].pass_through()
         _finish(proc, proxies, direct, len(first) + len(second))
         assert proc.metric("store_up", {"store": store}) == 1
@@ -97,7 +97,7 @@ def test_a_lost_acknowledgement_is_neither_lost_nor_doubled(proxied, store):
     try:
         proxies[store].reset_after_request(times=3, request=request, reply=reply)
         produce(via, second)
-        wait_until(lambda: proxies[store].resets == 3 or proc.proc.poll() is not None, 90,
+        wait_until(lambda: proxies[store].resets == 3 or not proc.alive(), 90,
                    f"three {store} replies to be lost")
         _finish(proc, proxies, direct, len(first) + len(second))
     finally:
