@@ -2,8 +2,8 @@
 stage boundary, found from outside the process. Its stores sit behind fault proxies, so a kill can
 be timed to a write held on its way to the store, or to the store's reply held after the write
 was done (Postgres COMMIT, the S3 PUT, the Redis script), and to the log line that follows the
-Kafka commit. 100,000 distinct events plus 7,000 re-sends (same event id, half of them with
-another timestamp); afterwards Postgres rows = landed Parquet rows = distinct = produced, the
+Kafka commit. 100,000 distinct events plus 7,000 re-sends (same event id; half of them with
+another timestamp, 1,000 in another partition); afterwards Postgres rows = landed Parquet rows = distinct = produced, the
 landed copy of each event is the one Postgres kept, and Redis counts each user's events once."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 from devtools.faults import POSTGRES_COMMIT, REDIS_SCRIPT, S3_PUT, FaultProxy
 from ingestion.events import format_timestamp
-from tests.ingestion.conftest import produce, stored_event_ids, valid_lines
+from tests.ingestion.conftest import stored_event_ids, valid_lines
 from tests.ingestion.harness import (
     CliLauncher,
     IngestProcess,
@@ -28,6 +28,7 @@ from tests.ingestion.harness import (
 )
 
 DISTINCT, COPIES, RETIMED = 100_000, 3_500, 3_500
+ELSEWHERE = 1_000  # of the exact copies, sent to another partition than their original
 BATCH = 2_000
 # (store, how the write is caught): "before" holds the request before it reaches the store,
 # "after" lets the store act and holds its reply.
@@ -38,26 +39,44 @@ BOUNDARIES = [("postgres", "before", POSTGRES_COMMIT), ("postgres", "after", POS
 RANDOM_KILLS = 10
 
 
-def stream(seed: int) -> list[bytes]:
-    """Distinct events with re-sends mixed in behind their originals: exact copies, and copies of
-    events carrying an event id with the timestamp moved by up to ten minutes."""
+def stream(seed: int, partitions: int) -> list[tuple[bytes, int]]:
+    """(line, partition): distinct events, each in its user's partition, with re-sends mixed in
+    behind their originals: exact copies (some in another partition), and copies of events
+    carrying an event id with the timestamp moved by up to ten minutes."""
     rng = random.Random(seed)
     now = datetime.now(timezone.utc)
     originals = valid_lines(DISTINCT, now=now, seed=seed, spread_seconds=1500)
+    home = [int(json.loads(line)["user_id"]) % partitions for line in originals]
     with_id = [k for k, line in enumerate(originals) if b'"event_id"' in line]
-    resends: dict[int, list[bytes]] = {}
-    for k in rng.sample(range(DISTINCT), COPIES):
-        resends.setdefault(rng.randrange(k, DISTINCT), []).append(originals[k])
+    resends: dict[int, list[tuple[bytes, int]]] = {}
+    for n, k in enumerate(rng.sample(range(DISTINCT), COPIES)):
+        partition = (home[k] + 1 + rng.randrange(partitions - 1)) % partitions if n < ELSEWHERE else home[k]
+        resends.setdefault(rng.randrange(k, DISTINCT), []).append((originals[k], partition))
     for k in rng.sample(with_id, RETIMED):
         event = json.loads(originals[k])
         ts = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
         event["timestamp"] = format_timestamp(ts - timedelta(seconds=rng.randrange(1, 600)))
-        resends.setdefault(rng.randrange(k, DISTINCT), []).append(json.dumps(event).encode())
+        resends.setdefault(rng.randrange(k, DISTINCT), []).append((json.dumps(event).encode(), home[k]))
     out = []
     for k, line in enumerate(originals):
-        out.append(line)
+        out.append((line, home[k]))
         out += resends.get(k, [])
     return out
+
+
+def produce_to_partitions(s, lines: list[tuple[bytes, int]]) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": s.kafka.bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    for line, partition in lines:
+        while True:
+            try:
+                producer.produce(s.kafka.topic_activity, value=line, partition=partition,
+                                 key=str(json.loads(line)["user_id"]).encode())
+                break
+            except BufferError:
+                producer.poll(0.2)
+    assert producer.flush(60) == 0
 
 
 def _arm(proxies: dict[str, FaultProxy], store: str, when: str, pattern) -> FaultProxy | None:
@@ -100,12 +119,13 @@ def _life(via, proxies, launcher: CliLauncher, rng: random.Random, boundary: tup
 def test_sigkills_at_random_moments_and_every_stage_boundary_lose_and_double_nothing(ingest_settings):
     s = ingest_settings.replace(ingest={"batch_size": BATCH})
     clear_counters(s)
-    lines = stream(seed=77)
+    sent = stream(seed=77, partitions=s.kafka.topic_partitions)
+    lines = [line for line, _ in sent]
     rng = random.Random(77)
     schedule: list[tuple | None] = BOUNDARIES * 2 + [None] * RANDOM_KILLS
     rng.shuffle(schedule)
     with proxied_stores(s) as (via, proxies), CliLauncher(via) as launcher:
-        produce(via, lines)
+        produce_to_partitions(via, sent)
         deaths, progress = [], []
         for boundary in schedule:
             deaths.append(_life(via, proxies, launcher, rng, boundary))
