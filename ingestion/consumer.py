@@ -26,11 +26,13 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from feedstore.contract import rules
+from feedstore.contract.rules import Reason
 from feedstore.db import connect
 from feedstore.ids import ITEMS, USERS
 from feedstore.logs import get_logger
 from feedstore.settings import Settings
 from ingestion import validation
+from ingestion.bisect import Resume, after_commit, plan
 from ingestion.catalog import CatalogIndex
 from ingestion.metrics import IngestMetrics
 from ingestion.processing import BatchAbandoned, BatchProcessor, Processed, Stage, backoff_seconds, brief
@@ -102,6 +104,9 @@ class IngestConsumer:
         self._revoked = False
         self._assigned_once = False
         self._assignment: list[TopicPartition] = []
+        self._unplanned: set[tuple[str, int]] = set()  # assigned, no batch read yet
+        self._caps: dict[tuple[str, int], int] = {}
+        self._bisecting: dict[tuple[str, int], Resume] = {}
         self._last_activity = time.monotonic()
         timeout = settings.ingest.statement_timeout_ms
         self.users = CatalogIndex(lambda: connect(settings, statement_timeout_ms=timeout), USERS)
@@ -136,6 +141,9 @@ class IngestConsumer:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assignment = list(partitions)
         self._assigned_once = True
+        self._unplanned = {(p.topic, p.partition) for p in partitions}
+        self._caps.clear()
+        self._bisecting.clear()
         for stage in self.processor.stages:
             stage.sink.reassigned()
         self._last_activity = time.monotonic()
@@ -232,7 +240,65 @@ class IngestConsumer:
 
     def _process(self, messages: list[Message]) -> None:
         started = time.monotonic()
-        self._account(self.processor.process(messages), started)
+        messages = self._guarded(messages)
+        if messages:
+            self._account(self.processor.process(messages), started)
+
+    # -- crash-loop bisection (ingestion/bisect.py) ----------------------------------------------
+
+    def _guarded(self, messages: list[Message]) -> list[Message]:
+        """Leaves out what a crash loop says not to read yet: past a partition's cap (sought back,
+        redelivered next), and a message that crashed the process alone (dead-lettered here)."""
+        firsts: dict[tuple[str, int], Message] = {}
+        for m in messages:
+            firsts.setdefault((m.topic(), m.partition()), m)
+        try:
+            poisoned = self._plan({tp: m.offset() for tp, m in firsts.items() if tp in self._unplanned})
+        except KafkaException as exc:  # no evidence read or kept: plan again on the next batch
+            log.warning("crash_loop_check_failed", error=brief(exc))
+            poisoned = set()
+        for tp in poisoned:
+            pill = firsts[tp]
+            log.error("crash_loop_message_set_aside", topic=tp[0], partition=tp[1], offset=pill.offset(),
+                      reason=str(Reason.CRASHED_CONSUMER))
+            self.processor.quarantine([pill], str(Reason.CRASHED_CONSUMER))
+            self.stats.rejected += 1
+            self._caps.pop(tp, None)
+            self._bisecting.pop(tp, None)
+        limits = {tp: (firsts[tp].offset() + (1 if tp in poisoned else self._caps[tp]))
+                  for tp in firsts if tp in poisoned or tp in self._caps}
+        if not limits:
+            return messages
+        for (topic, partition), end in limits.items():
+            self._consumer.seek(TopicPartition(topic, partition, end))
+        return [m for m in messages if (tp := (m.topic(), m.partition())) not in limits
+                or (tp not in poisoned and m.offset() < limits[tp])]
+
+    def _plan(self, starts: dict[tuple[str, int], int]) -> set[tuple[str, int]]:
+        """On a partition's first batch after an assignment: reads what its committed metadata says
+        about crashes there, commits the raised count before reading on, and returns the partitions
+        whose first message is to be set aside."""
+        if not starts:
+            return set()
+        committed = self._consumer.committed([TopicPartition(t, p) for t, p in starts], timeout=30)
+        markers, poisoned = [], set()
+        for tp in committed:
+            key = (tp.topic, tp.partition)
+            offset = starts[key]
+            evidence = Resume.loads(tp.metadata) if tp.offset == offset else Resume()
+            decided = plan(evidence, offset, self.settings.ingest.batch_size)
+            markers.append(TopicPartition(tp.topic, tp.partition, offset, metadata=decided.marker.dumps()))
+            if evidence.resumes:
+                log.warning("crash_loop_suspected", topic=tp.topic, partition=tp.partition, offset=offset,
+                            resumes=evidence.resumes, cap=decided.cap, set_aside=decided.poison)
+            if decided.poison:
+                poisoned.add(key)
+            elif decided.cap is not None:
+                self._caps[key] = decided.cap
+                self._bisecting[key] = decided.marker
+        self._consumer.commit(offsets=markers, asynchronous=False)
+        self._unplanned -= set(starts)
+        return poisoned
 
     def _validate(self, payloads: list[bytes | None], arrived_us: np.ndarray) -> Result:
         try:
@@ -267,13 +333,18 @@ class IngestConsumer:
                 pass
 
     def commit(self, batch: SinkBatch) -> None:
-        offsets = [TopicPartition(r.topic, r.partition, r.last + 1) for r in batch.ranges]
+        offsets, carried = [], {}
+        for r in batch.ranges:
+            tp = (r.topic, r.partition)
+            carried[tp] = state = after_commit(self._bisecting.get(tp), r.last + 1)
+            offsets.append(TopicPartition(r.topic, r.partition, r.last + 1, metadata=state.dumps() if state else ""))
         attempt = 0
         while True:
             if self._revoked:
                 raise BatchAbandoned("partitions revoked before commit")
             try:
                 self._consumer.commit(offsets=offsets, asynchronous=False)
+                self._carry(carried)
                 return
             except KafkaException as exc:
                 err = exc.args[0]
@@ -285,6 +356,14 @@ class IngestConsumer:
                 if self._stop.is_set():
                     raise BatchAbandoned("stop requested") from exc
                 self.wait(backoff_seconds(attempt, self.options.max_backoff_seconds))
+
+    def _carry(self, carried: dict[tuple[str, int], Resume | None]) -> None:
+        for tp, state in carried.items():
+            if state is None:
+                self._bisecting.pop(tp, None)
+                self._caps.pop(tp, None)
+            else:
+                self._bisecting[tp], self._caps[tp] = state, state.cap
 
     def _account(self, done: Processed, started: float) -> None:
         n_new = int(done.batch.accepted.sum()) if done.batch.accepted is not None else 0

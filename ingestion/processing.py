@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 
+from feedstore.contract.events import EVENT_SCHEMA
 from feedstore.logs import get_logger
 from ingestion.metrics import VALIDATE, IngestMetrics
 from ingestion.sinks.base import (
@@ -161,6 +162,15 @@ class BatchProcessor:
         self.metrics.batch_size.observe(len(messages))
         payloads, arrived = [m.value() for m in messages], arrivals_us(messages)  # once, not per retry
         result = self._until_done(VALIDATE, self.catalog_store, lambda: self.validate(payloads, arrived), seconds)
+        return self._land(messages, result, seconds)
+
+    def quarantine(self, messages: Sequence[Record], reason: str) -> Processed:
+        """Dead-letters messages unread (they crashed the process) and commits past them."""
+        result = Result(EVENT_SCHEMA.empty_table(), np.empty(0, dtype=np.int64),
+                        rejected=[(i, reason) for i in range(len(messages))])
+        return self._land(messages, result, {})
+
+    def _land(self, messages: Sequence[Record], result: Result, seconds: dict[str, float]) -> Processed:
         batch = batch_from(messages, result)
         for stage in self.stages:
             if not stage.new_only or batch.has_new_events():

@@ -10,3 +10,8 @@ ALTER TABLE activity_event_ids
     ADD COLUMN source_offset    BIGINT;
 
 GRANT SELECT (event_id, source_topic, source_partition, source_offset) ON activity_event_ids TO feedstore_ingest;
+
+-- Retention deletes ids by day; a BRIN index serves that at a fraction of a B-tree's cost per
+-- insert (ids arrive roughly in time order).
+DROP INDEX activity_event_ids_ts_idx;
+CREATE INDEX activity_event_ids_ts_brin ON activity_event_ids USING brin ("timestamp");

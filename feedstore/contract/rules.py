@@ -78,6 +78,7 @@ class Reason(StrEnum):
     UNKNOWN_USER = "unknown_user"
     UNKNOWN_ITEM = "unknown_item"
     INTERNAL_ERROR = "internal_error"  # validating it raised; the DLQ ``error`` header names the exception
+    CRASHED_CONSUMER = "crashed_consumer"  # the consumer died on it alone, repeatedly; set aside unread
     DUPLICATE = "duplicate"
 
 

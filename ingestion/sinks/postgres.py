@@ -12,6 +12,7 @@ import numpy as np
 import psycopg
 import psycopg.errors
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from feedstore.db import connect
 from feedstore.logs import get_logger
@@ -22,8 +23,8 @@ log = get_logger("feedstore.ingest")
 _US_PER_DAY = 86_400 * 1_000_000
 _EPOCH = date(1970, 1, 1)
 
-# Timestamps travel as integer microseconds and become timestamptz in SQL, which is exact
-# and spares a datetime object per row; context is assembled from its columns in SQL too.
+# The batch travels as CSV written by Arrow (no Python object per event); timestamps as integer
+# microseconds, which become timestamptz in SQL exactly; context is assembled from its columns.
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_staging (
     event_id TEXT, user_id BIGINT, item_id BIGINT, event_type TEXT, ts_us BIGINT,
@@ -31,11 +32,9 @@ CREATE TEMP TABLE IF NOT EXISTS ingest_staging (
     kafka_partition INTEGER, kafka_offset BIGINT
 ) ON COMMIT DELETE ROWS
 """
-_COPY = ("COPY ingest_staging (event_id, user_id, item_id, event_type, ts_us, dwell_time_ms, "
-         "device, platform, session_id, kafka_partition, kafka_offset) FROM STDIN (FORMAT BINARY)")
-_TYPES = ["text", "int8", "int8", "text", "int8", "int4", "text", "text", "text", "int4", "int8"]
-# The last SELECT reads the snapshot from before the statement: it sees the ids an earlier
-# attempt claimed, never the ones claimed here, so no row is both new and replayed.
+_STAGED = ("event_id", "user_id", "item_id", "event_type", "ts_us", "dwell_time_ms", "device", "platform",
+           "session_id", "kafka_partition", "kafka_offset")
+_COPY = f"COPY ingest_staging ({', '.join(_STAGED)}) FROM STDIN (FORMAT csv)"
 _INSERT = """
 WITH claimed AS (
     INSERT INTO activity_event_ids (event_id, "timestamp", source_topic, source_partition, source_offset)
@@ -43,7 +42,7 @@ WITH claimed AS (
            kafka_partition, kafka_offset
     FROM ingest_staging
     ON CONFLICT DO NOTHING
-    RETURNING event_id, source_partition, source_offset
+    RETURNING event_id
 ), stored AS (
     INSERT INTO user_activity (event_id, user_id, item_id, event_type, "timestamp", context, dwell_time_ms)
     SELECT s.event_id::uuid, user_id, item_id, event_type,
@@ -53,12 +52,28 @@ WITH claimed AS (
            dwell_time_ms
     FROM ingest_staging s JOIN claimed c ON c.event_id = s.event_id::uuid
 )
-SELECT source_partition, source_offset, true FROM claimed
-UNION ALL
-SELECT s.kafka_partition, s.kafka_offset, false
+SELECT count(*) FROM claimed
+"""
+# Only when some id was claimed already (a re-send or a replay): which rows are this message's own
+# events, claimed now or by an earlier attempt at the same offset. One primary-key probe per row
+# (a hash join would read the whole id table).
+_OWN = """
+SELECT s.kafka_partition, s.kafka_offset
 FROM ingest_staging s JOIN activity_event_ids a ON a.event_id = s.event_id::uuid
 WHERE a.source_topic = %(topic)s AND a.source_partition = s.kafka_partition AND a.source_offset = s.kafka_offset
 """
+
+
+def staged_csv(table: pa.Table, ts_us: np.ndarray, partitions: np.ndarray, offsets: np.ndarray) -> bytes:
+    """The staging table's rows as CSV, written by Arrow: empty unquoted fields are NULLs."""
+    columns = [table.column(n) for n in ("event_id", "user_id", "item_id", "event_type")]
+    columns += [pa.array(ts_us, pa.int64())]
+    columns += [table.column(n) for n in ("dwell_time_ms", "device", "platform", "session_id")]
+    columns += [pa.array(partitions, pa.int32()), pa.array(offsets, pa.int64())]
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(pa.table(columns, names=list(_STAGED)), sink,
+                     pa_csv.WriteOptions(include_header=False, quoting_style="needed"))
+    return sink.getvalue().to_pybytes()
 
 
 # Deterministic refusals: the same batch (or catalog query) fails the same way until a person
@@ -106,21 +121,21 @@ class PostgresSink(BatchingSink):
             raise store_error(self.name, exc) from exc
 
     def write(self, batch: SinkBatch) -> None:
-        partitions, offsets, fresh = self.insert(batch.valid, batch.topic, batch.partitions, batch.offsets)
+        partitions, offsets, stored = self.insert(batch.valid, batch.topic, batch.partitions, batch.offsets)
         batch.accept(partitions, offsets)
-        batch.first_stored = int(fresh.sum())
+        batch.first_stored = stored
 
     def insert(self, table: pa.Table, topic: str, partitions: np.ndarray,
-               offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         """Stores the rows whose id is new; returns the (partition, offset) of every row that is
-        this message's event, and whether this call stored it. All or nothing."""
+        this message's event and how many this call stored. All or nothing."""
         if table.num_rows == 0:
-            empty = np.empty(0, dtype=np.int64)
-            return empty, empty, np.empty(0, dtype=bool)
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), 0
         ts_us = table.column("timestamp").cast(pa.int64()).to_numpy()
+        rows = staged_csv(table, ts_us, partitions, offsets)
         try:
             try:
-                rows = self._insert(table, ts_us, topic, partitions, offsets)
+                own, stored = self._insert(rows, ts_us, topic)
             except psycopg.errors.CheckViolation as exc:
                 if "no partition of relation" not in str(exc):
                     raise
@@ -128,28 +143,28 @@ class PostgresSink(BatchingSink):
                 # it): forget what exists and create it again.
                 log.warning("activity_partition_missing", error=str(exc).splitlines()[0])
                 self._days.clear()
-                rows = self._insert(table, ts_us, topic, partitions, offsets)
+                own, stored = self._insert(rows, ts_us, topic)
         except psycopg.Error as exc:
             self.close()
             raise store_error(self.name, exc) from exc
-        if not rows:
-            empty = np.empty(0, dtype=np.int64)
-            return empty, empty, np.empty(0, dtype=bool)
-        p, o, fresh = zip(*rows)
-        return np.array(p, dtype=np.int64), np.array(o, dtype=np.int64), np.array(fresh, dtype=bool)
+        if own is None:
+            return np.asarray(partitions, dtype=np.int64), np.asarray(offsets, dtype=np.int64), stored
+        return (np.array([r[0] for r in own], dtype=np.int64), np.array([r[1] for r in own], dtype=np.int64),
+                stored)
 
-    def _insert(self, table: pa.Table, ts_us: np.ndarray, topic: str, partitions: np.ndarray,
-                offsets: np.ndarray) -> list[tuple[int, int, bool]]:
+    def _insert(self, rows: bytes, ts_us: np.ndarray, topic: str) -> tuple[list | None, int]:
+        """(own rows, or None when every row was new; how many were stored now)."""
         conn = self._connection()
         self._ensure_partitions(conn, batch_days(ts_us))
-        cols = [table.column(n).to_pylist() for n in ("event_id", "user_id", "item_id", "event_type")]
-        rest = [table.column(n).to_pylist() for n in ("dwell_time_ms", "device", "platform", "session_id")]
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(_COPY) as copy:
-                copy.set_types(_TYPES)
-                for row in zip(*cols, ts_us.tolist(), *rest, partitions.tolist(), offsets.tolist()):
-                    copy.write_row(row)
-            return cur.execute(_INSERT, {"topic": topic}).fetchall()
+                copy.write(rows)
+            stored = cur.execute(_INSERT, {"topic": topic}).fetchone()[0]
+            if stored == len(ts_us):
+                return None, stored
+            cur.execute("SET LOCAL enable_hashjoin = off")
+            cur.execute("SET LOCAL enable_mergejoin = off")
+            return cur.execute(_OWN, {"topic": topic}).fetchall(), stored
 
     def _ensure_partitions(self, conn: psycopg.Connection, days: list[date]) -> None:
         for day in days:
