@@ -17,7 +17,7 @@ import pytest
 
 from devtools.faults import POSTGRES_COMMIT, REDIS_SCRIPT, S3_PUT, FaultProxy
 from ingestion.events import format_timestamp
-from tests.ingestion.conftest import stored_event_ids, valid_lines
+from tests.ingestion.conftest import produce, read_dlq, stored_event_ids, valid_lines
 from tests.ingestion.harness import (
     CliLauncher,
     IngestProcess,
@@ -139,4 +139,32 @@ def test_sigkills_at_random_moments_and_every_stage_boundary_lose_and_double_not
         assert deaths.count(where) == 2, f"killed at {deaths}: {where} not reached twice"
     assert progress == sorted(progress) and len(set(progress)) >= 5 and progress[-1] < DISTINCT, \
         f"kills did not land throughout a run under load: stored after each kill {progress}"
+    assert_every_tier_exact(s, lines)
+
+
+def test_kills_while_a_store_hangs_dead_letter_nothing(ingest_settings):
+    """The consumer is killed again and again from outside while its Postgres COMMIT hangs (a
+    synchronous standby gone, say, and a supervisor restarting what looks stuck): the messages are
+    not what kills it, so none of them may be set aside as having crashed it."""
+    s = ingest_settings.replace(ingest={"batch_size": 500})
+    clear_counters(s)
+    lines = valid_lines(3_000, seed=78)
+    with proxied_stores(s) as (via, proxies), CliLauncher(via) as launcher:
+        produce(via, lines)
+        hung = proxies["postgres"]
+        for _ in range(12):
+            hung.stall(before=POSTGRES_COMMIT)
+            proc = IngestProcess(via, "--instance-id", "hung", launcher=launcher)
+            try:
+                assert proc.assigned(), proc.tail()
+                assert hung.tripped.wait(60), f"no COMMIT reached the proxy:\n{proc.tail()}"
+            finally:
+                proc.kill()
+            assert hung.wait_closed(10)
+        hung.pass_through()
+        final = IngestProcess(via, "--instance-id", "hung", "--until-idle", "4")
+        assert final.wait(300) == 0, final.tail()
+    letters = read_dlq(s)
+    assert letters == [], f"{len(letters)} healthy messages dead-lettered: " \
+        f"{sorted({h.get('reason') for _, h in letters})}"
     assert_every_tier_exact(s, lines)
