@@ -46,6 +46,7 @@ HTTP_FINAL_STATUS = re.compile(rb"HTTP/1\.[01] [2-5]\d\d ")
 
 PASS, REFUSE, STALL, STALL_BEFORE, HOLD_REPLY, RESET = "pass", "refuse", "stall", "stall_before", "hold_reply", "reset"
 _TAIL = 1024
+_TICK = 0.02  # how often the loop takes commands (a mode switch waits at most this long)
 
 
 def find(pattern: Pattern | None, tail: bytes, data: bytes) -> int | None:
@@ -102,8 +103,6 @@ class FaultProxy:
         self._listener.setblocking(False)
         self.port: int = self._listener.getsockname()[1]
         self._sel = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
         self._commands: queue.Queue[Callable[[], None]] = queue.Queue()
         self._conns: set[_Conn] = set()
         self._thread = threading.Thread(target=self._loop, name=f"fault-proxy {self.name}", daemon=True)
@@ -121,7 +120,6 @@ class FaultProxy:
 
     def start(self) -> FaultProxy:
         self._sel.register(self._listener, selectors.EVENT_READ, None)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._thread.start()
         return self
 
@@ -208,8 +206,7 @@ class FaultProxy:
             finally:
                 done.set()
 
-        self._commands.put(run)
-        self._wake_w.send(b"x")
+        self._commands.put(run)  # the loop looks every _TICK seconds
         if not done.wait(10):
             raise RuntimeError(f"fault proxy {self.name} did not answer")
 
@@ -220,8 +217,6 @@ class FaultProxy:
             for key, events in self._sel.select(self._timeout()):
                 if key.fileobj is self._listener:
                     self._accept()
-                elif key.fileobj is self._wake_r:
-                    self._drain_commands()
                 else:
                     conn, side = key.data
                     if events & selectors.EVENT_READ and not conn.closed:
@@ -233,17 +228,10 @@ class FaultProxy:
 
     def _timeout(self) -> float:
         deadlines = [c.quiet_at for c in self._conns if c.draining_until is not None]
-        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else 0.5
+        return max(0.0, min(min(deadlines) - time.monotonic(), _TICK)) if deadlines else _TICK
 
     def _drain_commands(self) -> None:
-        if self._closing:
-            return
-        try:
-            while True:
-                self._wake_r.recv(4096)
-        except BlockingIOError:
-            pass
-        while True:
+        while not self._closing:
             try:
                 self._commands.get_nowait()()
             except queue.Empty:
@@ -253,10 +241,8 @@ class FaultProxy:
         self._closing = True
         for conn in list(self._conns):
             self._abort(conn)
-        for sock in (self._listener, self._wake_r):
-            self._sel.unregister(sock)
-            sock.close()
-        self._wake_w.close()
+        self._sel.unregister(self._listener)
+        self._listener.close()
         self._sel.close()
 
     def _accept(self) -> None:
