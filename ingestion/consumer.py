@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -56,6 +57,14 @@ class Options:
     replay: bool = False
     instance_id: str | None = None
     max_backoff_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
+class Pending:
+    future: Future
+    started: float
+    generation: int
+    messages: int
 
 
 @dataclass
@@ -101,7 +110,13 @@ class IngestConsumer:
         self.options = options or Options()
         self.metrics = metrics or IngestMetrics()
         self._stop = threading.Event()
-        self._revoked = False
+        self._generation = 0  # raised by every revoke: a batch read before it is given up
+        self._revoking = False
+        self._pending: Pending | None = None  # the batch being written while the next is read
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writer")
+        self._loop_thread: threading.Thread | None = None
+        self._taking = 0  # the generation of the batch being validated
+        self._failure: PermanentSinkError | None = None
         self._assigned_once = False
         self._assignment: list[TopicPartition] = []
         self._unplanned: set[tuple[str, int]] = set()  # assigned, no batch read yet
@@ -150,7 +165,14 @@ class IngestConsumer:
         log.info("partitions_assigned", partitions=[p.partition for p in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._revoked = True
+        """Ends the write in flight before the partitions go (committing it if it completes; a write
+        stuck retrying gives up), so that no two consumers write one partition's objects at once."""
+        self._revoking = True
+        try:
+            self._finish_pending(in_revoke=True)
+        finally:
+            self._revoking = False
+        self._generation += 1
         self._assignment = []
         log.info("partitions_revoked", partitions=[p.partition for p in partitions])
 
@@ -177,31 +199,32 @@ class IngestConsumer:
         log.info("ingest_started", topic=self.settings.kafka.topic_activity, group=self.settings.kafka.consumer_group,
                  replay=self.options.replay, stages=[s.name for s in self.processor.stages])
         timeout = self.settings.ingest.batch_timeout_ms / 1000
+        self._loop_thread = threading.current_thread()
         try:
             while not self._stop.is_set():
                 messages = consumer.consume(self.settings.ingest.batch_size, timeout)
                 messages = [m for m in messages if not self._is_error(m)]
                 if not messages:
+                    self._finish_pending()
                     if self._idle_long_enough():
                         log.info("ingest_idle_exit", idle_seconds=self.options.until_idle)
                         break
                     continue
                 self._last_activity = time.monotonic()
-                self._revoked = False
-                try:
-                    self._process(messages)
-                except BatchAbandoned as exc:
-                    self.stats.abandoned += 1
-                    log.warning("batch_abandoned", reason=str(exc), messages=len(messages))
-                finally:
-                    self._resume()
+                self._take(messages)
                 self._last_activity = time.monotonic()
+            self._finish_pending()
+            if self._failure is not None:
+                raise self._failure
         except PermanentSinkError as exc:
             log.error("ingest_failed", store=exc.store, error=brief(exc),
                       action="fix the store or the data; the batch is not committed and will be redelivered")
             raise
         finally:
+            self._stop.set()
+            self._finish_pending(in_revoke=True)  # after a failure: the write in flight ends (committed if done)
             consumer.close()
+            self._writer.shutdown(wait=True)
             self._close_stores()
             restore()
             log.info("ingest_stopped", **self.stats.__dict__)
@@ -238,11 +261,59 @@ class IngestConsumer:
 
     # -- one batch (the processor's host) -------------------------------------------------------
 
-    def _process(self, messages: list[Message]) -> None:
+    def _take(self, messages: list[Message]) -> None:
+        """Validates the batch, then hands it to the writer once the previous one is committed:
+        the stores take batch k while batch k+1 is polled and validated."""
         started = time.monotonic()
-        messages = self._guarded(messages)
-        if messages:
-            self._account(self.processor.process(messages), started)
+        generation = self._taking = self._generation
+        try:
+            messages = self._guarded(messages)
+            if not messages:
+                return
+            if self._caps:
+                self._finish_pending()  # bisecting: one batch at a time, so that a crash is the committed offset's
+            prepared = self.processor.prepare(messages)
+            self._finish_pending()
+            if generation != self._generation:
+                raise BatchAbandoned("partitions revoked")
+        except BatchAbandoned as exc:
+            self._abandoned(exc, len(messages))
+            return
+        finally:
+            self._resume()
+        self._pending = Pending(self._writer.submit(self.processor.write, prepared), started, generation, len(messages))
+
+    def _finish_pending(self, in_revoke: bool = False) -> None:
+        """Waits for the batch being written (staying in the group) and commits it. In a rebalance
+        callback nothing may poll: it only waits, and a stuck write gives up on its next retry."""
+        pending = self._pending
+        if pending is None:
+            return
+        try:
+            while not in_revoke and not pending.future.done():
+                self.wait(0.5)
+                if self._pending is not pending:
+                    return  # a rebalance callback during the wait finished it
+            self._pending = None
+            done = pending.future.result()
+            if pending.generation != self._generation:
+                raise BatchAbandoned("partitions revoked")
+            self.processor.commit(done)
+            self._account(done, pending.started)
+        except BatchAbandoned as exc:
+            self._abandoned(exc, pending.messages)
+        except PermanentSinkError as exc:
+            if not in_revoke:
+                raise
+            self._failure = self._failure or exc  # raised by the loop once the callback returns
+            self._stop.set()
+        finally:
+            if not in_revoke:
+                self._resume()
+
+    def _abandoned(self, exc: BaseException, messages: int) -> None:
+        self.stats.abandoned += 1
+        log.warning("batch_abandoned", reason=str(exc), messages=messages)
 
     # -- crash-loop bisection (ingestion/bisect.py) ----------------------------------------------
 
@@ -269,10 +340,16 @@ class IngestConsumer:
                   for tp in firsts if tp in poisoned or tp in self._caps}
         if not limits:
             return messages
-        for (topic, partition), end in limits.items():
-            self._consumer.seek(TopicPartition(topic, partition, end))
-        return [m for m in messages if (tp := (m.topic(), m.partition())) not in limits
-                or (tp not in poisoned and m.offset() < limits[tp])]
+        kept, rewind = [], {}
+        for m in messages:
+            tp = (m.topic(), m.partition())
+            if tp in limits and m.offset() >= limits[tp]:
+                rewind.setdefault(tp, m.offset())  # the first message left out is read again next
+            elif tp not in poisoned:
+                kept.append(m)
+        for (topic, partition), offset in rewind.items():
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+        return kept
 
     def _plan(self, starts: dict[tuple[str, int], int]) -> set[tuple[str, int]]:
         """On a partition's first batch after an assignment: reads what its committed metadata says
@@ -311,15 +388,23 @@ class IngestConsumer:
     def abandoned(self) -> str | None:
         if self._stop.is_set():
             return "stop requested"
-        return "partitions revoked" if self._revoked else None
+        if threading.current_thread() is not self._loop_thread:
+            return "partitions revoked" if self._revoking else None  # the writer, during a rebalance
+        return "partitions revoked" if self._taking != self._generation else None
 
     def wait(self, seconds: float) -> None:
-        """Sleep while staying in the group: paused partitions deliver nothing, poll serves callbacks."""
-        consumer = self._consumer
+        """Between attempts. The loop's thread sleeps while staying in the group (paused partitions
+        deliver nothing, polling serves the callbacks); the writer's thread only sleeps, waking up
+        for a stop or a rebalance."""
+        deadline = time.monotonic() + seconds
+        if threading.current_thread() is not self._loop_thread:
+            while not self._stop.is_set() and not self._revoking and time.monotonic() < deadline:
+                self._stop.wait(min(0.25, max(0.0, deadline - time.monotonic())))
+            return
+        consumer, generation = self._consumer, self._generation
         if self._assignment:
             consumer.pause(self._assignment)
-        deadline = time.monotonic() + seconds
-        while not self._stop.is_set() and not self._revoked and time.monotonic() < deadline:
+        while not self._stop.is_set() and generation == self._generation and time.monotonic() < deadline:
             msg = consumer.poll(min(0.5, max(0.0, deadline - time.monotonic())))
             if msg is not None and msg.error() is None:
                 # Should not happen while paused; rewind so the message is not skipped.
@@ -340,8 +425,6 @@ class IngestConsumer:
             offsets.append(TopicPartition(r.topic, r.partition, r.last + 1, metadata=state.dumps() if state else ""))
         attempt = 0
         while True:
-            if self._revoked:
-                raise BatchAbandoned("partitions revoked before commit")
             try:
                 self._consumer.commit(offsets=offsets, asynchronous=False)
                 self._carry(carried)
@@ -353,8 +436,9 @@ class IngestConsumer:
                 attempt += 1
                 self.metrics.store_errors.labels("kafka").inc()
                 log.warning("commit_failed", attempt=attempt, error=err.str())
-                if self._stop.is_set():
-                    raise BatchAbandoned("stop requested") from exc
+                if self._stop.is_set() or self._revoking:
+                    raise BatchAbandoned("stop requested" if self._stop.is_set() else "commit failed in a rebalance") \
+                        from exc
                 self.wait(backoff_seconds(attempt, self.options.max_backoff_seconds))
 
     def _carry(self, carried: dict[tuple[str, int], Resume | None]) -> None:

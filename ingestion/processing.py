@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol, TypeVar
@@ -92,6 +93,31 @@ def checked(stages: Sequence[Stage]) -> tuple[Stage, ...]:
     return tuple(stages)
 
 
+def waves(stages: Sequence[Stage]) -> list[tuple[Stage, ...]]:
+    """The stages in rounds: each round holds the stages whose inputs earlier rounds made (a
+    ``new_only`` stage needs the dedup stage, Postgres), in list order otherwise."""
+    rounds: list[tuple[Stage, ...]] = []
+    done: set[str] = set()
+    left = list(stages)
+    while left:
+        ready = tuple(s for s in left if set(s.after) <= done and (not s.new_only or "postgres" in done
+                                                                   or "postgres" not in {x.name for x in stages}))
+        if not ready:
+            raise ValueError(f"stages {[s.name for s in left]} wait for each other")
+        rounds.append(ready)
+        done |= {s.name for s in ready}
+        left = [s for s in left if s not in ready]
+    return rounds or [()]
+
+
+@dataclass
+class Prepared:
+    batch: SinkBatch
+    result: Result
+    messages: int
+    stage_seconds: dict[str, float]
+
+
 @dataclass
 class Processed:
     batch: SinkBatch
@@ -143,11 +169,13 @@ def brief(exc: BaseException) -> str:
 
 class BatchProcessor:
     """``catalog_store`` is the store validation's catalog lookups read, the label its failures
-    are booked under (validation time itself is booked under ``metrics.VALIDATE``)."""
+    are booked under (validation time itself is booked under ``metrics.VALIDATE``). ``parallel``
+    runs the stages of one wave side by side (off: in list order, for deterministic tests)."""
 
     def __init__(self, validate: Validate, stages: Sequence[Stage], host: Host, metrics: IngestMetrics, *,
                  max_backoff_seconds: float = 15.0, catalog_store: str = "postgres",
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 parallel: bool = True) -> None:
         self.validate = validate
         self.stages = checked(stages)
         self.host = host
@@ -156,28 +184,55 @@ class BatchProcessor:
         self.catalog_store = catalog_store
         self.clock = clock
         self.rng = rng or random.Random()
+        self.waves = waves(self.stages)
+        self.parallel = parallel
+        self._pool = ThreadPoolExecutor(max_workers=max(len(w) for w in self.waves), thread_name_prefix="stage")
 
     def process(self, messages: Sequence[Record]) -> Processed:
+        """The whole batch, poll to commit, in the calling thread."""
+        done = self.write(self.prepare(messages))
+        self.commit(done)
+        return done
+
+    def prepare(self, messages: Sequence[Record]) -> Prepared:
+        """Validation (retried while the catalog store is down) and the batch the stages take."""
         seconds: dict[str, float] = {}
         self.metrics.batch_size.observe(len(messages))
         payloads, arrived = [m.value() for m in messages], arrivals_us(messages)  # once, not per retry
         result = self._until_done(VALIDATE, self.catalog_store, lambda: self.validate(payloads, arrived), seconds)
-        return self._land(messages, result, seconds)
+        return Prepared(batch_from(messages, result), result, len(messages), seconds)
 
     def quarantine(self, messages: Sequence[Record], reason: str) -> Processed:
         """Dead-letters messages unread (they crashed the process) and commits past them."""
         result = Result(EVENT_SCHEMA.empty_table(), np.empty(0, dtype=np.int64),
                         rejected=[(i, reason) for i in range(len(messages))])
-        return self._land(messages, result, {})
+        done = self.write(Prepared(batch_from(messages, result), result, len(messages), {}))
+        self.commit(done)
+        return done
 
-    def _land(self, messages: Sequence[Record], result: Result, seconds: dict[str, float]) -> Processed:
-        batch = batch_from(messages, result)
-        for stage in self.stages:
-            if not stage.new_only or batch.has_new_events():
-                self._until_done(stage.name, stage.name, partial(stage.sink.write, batch), seconds)
-        self.host.commit(batch)
-        self.metrics.observe_stages(seconds)
-        return Processed(batch, result, len(messages), seconds)
+    def write(self, prepared: Prepared) -> Processed:
+        """Every stage, those whose inputs are ready side by side (S3 and Redis both wait only for
+        Postgres); nothing is committed here, so a caller may write one batch while it polls and
+        validates the next."""
+        batch, seconds = prepared.batch, dict(prepared.stage_seconds)
+        for wave in self.waves:
+            due = [s for s in wave if not s.new_only or batch.has_new_events()]
+            if len(due) == 1 or not self.parallel:
+                for stage in due:
+                    self._run_stage(stage, batch, seconds)
+            elif due:
+                futures = [self._pool.submit(self._run_stage, s, batch, seconds) for s in due]
+                errors = [f.exception() for f in futures]
+                if first := next((e for e in errors if e is not None), None):
+                    raise first
+        return Processed(batch, prepared.result, prepared.messages, seconds)
+
+    def commit(self, done: Processed) -> None:
+        self.host.commit(done.batch)
+        self.metrics.observe_stages(done.stage_seconds)
+
+    def _run_stage(self, stage: Stage, batch: SinkBatch, seconds: dict[str, float]) -> None:
+        self._until_done(stage.name, stage.name, partial(stage.sink.write, batch), seconds)
 
     def _until_done(self, label: str, store: str, fn: Callable[[], T], seconds: dict[str, float]) -> T:
         """Runs one stage until it succeeds; only its successful attempt is booked under ``label``."""

@@ -28,7 +28,7 @@ main()
 
 
 def test_a_message_that_kills_the_consumer_is_set_aside_and_the_rest_lands(ingest_settings):
-    s = ingest_settings.replace(ingest={"batch_size": 16})
+    s = ingest_settings.replace(ingest={"batch_size": 16, "batch_timeout_ms": 100})
     before, after = valid_lines(150, seed=51), valid_lines(150, seed=52)
     produce(s, before)
     produce(s, [PILL])
@@ -36,8 +36,11 @@ def test_a_message_that_kills_the_consumer_is_set_aside_and_the_rest_lands(inges
     env = env_of(s)
     codes = []
     for _ in range(40):
-        run = subprocess.run([sys.executable, "-c", WRAPPER, "ingest", "--until-idle", "2", "--instance-id", "crash-1"],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+        try:
+            run = subprocess.run([sys.executable, "-c", WRAPPER, "ingest", "--until-idle", "2", "--instance-id",
+                                  "crash-1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"run {len(codes) + 1} hung: {(exc.stderr or b'').decode()[-3000:]}") from None
         codes.append(run.returncode)
         if run.returncode not in (-9, 0):
             break

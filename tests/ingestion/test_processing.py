@@ -18,7 +18,7 @@ from feedstore.settings import Settings
 from ingestion import consumer as consumer_module
 from ingestion.consumer import IngestConsumer, Options
 from ingestion.metrics import IngestMetrics
-from ingestion.processing import BatchAbandoned, BatchProcessor, Stage, batch_from, checked
+from ingestion.processing import BatchAbandoned, BatchProcessor, Stage, batch_from, checked, waves
 from ingestion.sinks.base import BatchingSink, OffsetRange, PermanentSinkError, SinkBatch, StoreUnavailable
 from ingestion.validation import Limits, Result, Validator
 from tests.ingestion.conftest import ITEM_IDS, USER_IDS, valid_lines
@@ -174,7 +174,8 @@ def rig(failures: dict[str, list[Exception]] | None = None, stop_after_waits: in
     host = FakeHost(journal, clock, stop_after_waits)
     metrics = IngestMetrics()
     processor = BatchProcessor(validate, stages, host, metrics,
-                               max_backoff_seconds=max_backoff_seconds, clock=clock, rng=random.Random(5))
+                               max_backoff_seconds=max_backoff_seconds, clock=clock, rng=random.Random(5),
+                               parallel=False)
     return Rig(processor, journal, host, sinks, metrics, clock)
 
 
@@ -205,6 +206,35 @@ def test_stages_write_in_order_and_the_commit_comes_last():
     assert r.journal == writes(*NAMES) + [COMMIT]
     assert done.batch.counters == [6], "redis saw the events postgres found new"
     assert r.sample("store_up", store="feast") == 1
+
+
+def test_stages_run_in_waves_of_what_their_inputs_allow():
+    from feedstore.settings import Settings
+    from ingestion.consumer import default_stages
+
+    names = [[s.name for s in wave] for wave in waves(default_stages(Settings.defaults().replace(
+        ingest={"feast_push": True})))]
+    assert names == [["dlq", "postgres"], ["s3", "redis"], ["feast"]]
+
+
+def test_the_stages_of_a_wave_run_side_by_side():
+    """Two stages that each wait for the other finish only if they run at the same time."""
+    import threading
+
+    barrier = threading.Barrier(2, timeout=10)
+    journal: list = []
+    clock = FakeClock()
+
+    def meet(batch: SinkBatch) -> None:
+        barrier.wait()
+
+    sinks = [FakeSink(n, journal, clock, None, meet) for n in ("s3", "redis")]
+    dedup = FakeSink("postgres", journal, clock, None, Dedup())
+    stages = [Stage(dedup)] + [Stage(s, after=("postgres",), new_only=True) for s in sinks]
+    processor = BatchProcessor(lambda p, a=None: validator().validate(p), stages, FakeHost(journal, clock),
+                               IngestMetrics())
+    processor.process(messages())
+    assert sorted(journal[1:3]) == writes("redis", "s3") and journal[-1] == COMMIT
 
 
 def test_a_transient_error_retries_only_that_stage_after_its_retry_after():
@@ -307,6 +337,16 @@ class FakeKafka:
     def get_watermark_offsets(self, tp, cached: bool) -> tuple[int, int]:
         return 0, 104
 
+    def poll(self, timeout: float) -> None:
+        import time
+
+        time.sleep(min(timeout, 0.01))
+
+    def pause(self, partitions) -> None:
+        pass
+
+    resume = pause
+
     def close(self) -> None:
         self.closed = True
 
@@ -338,7 +378,7 @@ def test_the_consumer_lands_commits_and_closes_the_sinks_it_was_given(monkeypatc
     consumer, _ = consumer_with([Stage(s) for s in sinks], kafka, monkeypatch)
     stats = consumer.run()
 
-    assert journal == writes("s3", "postgres")
+    assert sorted(journal) == writes("postgres", "s3")  # one wave: side by side
     assert kafka.commits == [[(0, 104), (1, 104)]] and kafka.closed
     assert stats.batches == 1 and stats.stored == 6 and stats.rejected == 2
     assert all(s.closed for s in sinks)
@@ -353,6 +393,7 @@ def test_a_permanent_error_stops_the_consumer_with_one_clear_log_line(monkeypatc
         consumer.run()
 
     assert kafka.commits == [] and kafka.closed and sink.closed
-    assert len(kafka.batches) == 1, "no batch polled after the failure"
+    # The next batch may have been polled and validated meanwhile; it is never written.
+    assert journal == [("fail", "postgres")], "no batch written after the failure"
     failed = [fields for event, fields in log.events if event == "ingest_failed"]
     assert len(failed) == 1 and failed[0]["store"] == "postgres" and "permission denied" in failed[0]["error"]
