@@ -24,6 +24,7 @@ from ingestion.consumer import IngestConsumer, Options
 from ingestion.metrics import IngestMetrics
 from tests.conftest import private_stack
 from tests.ingestion.conftest import landed_event_ids, produce, seed_catalog, stored_event_ids, valid_lines
+from tests.ingestion.harness import committed
 
 
 @pytest.fixture()
@@ -59,18 +60,6 @@ def _wait(probe: Callable[[], bool], what: str, timeout: float = 90) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _committed(s: Settings) -> int:
-    """Messages the group has committed, summed over partitions (an offset fetch, no join)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": s.kafka.consumer_group})
-    try:
-        offsets = c.committed([TopicPartition(s.kafka.topic_activity, p) for p in range(s.kafka.topic_partitions)], timeout=10)
-    finally:
-        c.close()
-    return sum(max(tp.offset, 0) for tp in offsets)
-
-
 def test_stores_going_away_and_coming_back(private_stores):
     s, services = private_stores
     metrics = IngestMetrics()
@@ -89,7 +78,7 @@ def test_stores_going_away_and_coming_back(private_stores):
             _wait(lambda: sample("batch_retrying") == 1, "the batch to be held for retry")
             time.sleep(1)
             assert runner.is_alive()
-            assert _committed(s) == len(sent) - len(lines), "offsets committed while a store was down"
+            assert committed(s) == len(sent) - len(lines), "offsets committed while a store was down"
             services[store].up()
             _wait(lambda: len(stored_event_ids(s)) == len(sent), f"all events stored after {store} came back")
             assert sample("store_up", {"store": store}) == 1
