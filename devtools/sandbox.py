@@ -94,6 +94,12 @@ def drop(base: Settings, isolated: Settings) -> None:
         client.delete_bucket(Bucket=isolated.s3.bucket)
     except Exception as exc:  # noqa: BLE001
         log.warning("sandbox_bucket_not_deleted", bucket=isolated.s3.bucket, error=str(exc))
+    try:
+        from devtools.stack.seaweedfs import SeaweedFSService
+
+        SeaweedFSService(base).grant_bucket(isolated.s3.bucket, revoke=True)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("sandbox_identities_not_revoked", bucket=isolated.s3.bucket, error=str(exc))
     redis.Redis.from_url(isolated.redis.url).flushdb()
     from devtools.stack.postgres import PostgresService
 

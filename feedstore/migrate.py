@@ -160,3 +160,12 @@ def _can_log_in(dsn: str) -> bool:
         return True
     except psycopg.OperationalError:
         return False
+
+
+def ensure_partitions_around(conn: psycopg.Connection, day: date) -> int:
+    """The retention window behind ``day`` and a week ahead, so inserts never miss a partition."""
+    row = conn.execute(
+        "SELECT ensure_activity_partitions(%s, %s)",
+        (day - timedelta(days=PARTITION_DAYS_BACK), day + timedelta(days=PARTITION_DAYS_AHEAD)),
+    ).fetchone()
+    return int(row[0])

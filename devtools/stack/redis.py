@@ -14,7 +14,7 @@ import yaml
 
 from devtools.stack.base import Service, StackError, terminate
 from devtools.stack.tools import require
-from feedstore.settings import RUNTIME_COMPONENTS, Settings
+from feedstore.settings import Settings
 
 _CONNECTION = "resetchannels -@all +@connection"
 _DATA = "+@read +@write +@keyspace +@scripting +@transaction"
