@@ -192,9 +192,12 @@ class PostgresService(Service):
         if not conn.execute("SELECT 1 FROM pg_hba_file_rules WHERE auth_method = 'trust'").fetchone():
             return
         path = Path(conn.execute("SHOW hba_file").fetchone()[0])
-        lines = [re.sub(r"\btrust\s*$", "scram-sha-256", line) if not line.lstrip().startswith("#") else line
-                 for line in path.read_text().splitlines()]
-        path.write_text("\n".join(lines) + "\n")
+        try:
+            lines = [re.sub(r"\btrust\s*$", "scram-sha-256", line) if not line.lstrip().startswith("#") else line
+                     for line in path.read_text().splitlines()]
+            path.write_text("\n".join(lines) + "\n")
+        except OSError:
+            return  # not this machine's file (a container's): its initdb arguments decide
         conn.execute("SELECT pg_reload_conf()")
 
     def stop(self) -> None:
