@@ -225,3 +225,15 @@ def test_components_are_seen_under_their_own_roles(settings, pg):
     finally:
         consumer.terminate()
         consumer.wait(60)
+
+
+def test_the_pipeline_connects_as_its_own_role(settings):
+    """What every asset's Postgres, Redis and S3 handle is made from (orchestration.resources)."""
+    from orchestration.resources import PostgresResource, RedisResource, S3Resource
+
+    with PostgresResource().connect() as conn:
+        assert conn.execute("SELECT current_user, current_setting('application_name'), rolsuper FROM pg_roles "
+                            "WHERE rolname = current_user").fetchone() == ("feedstore_pipeline_app",
+                                                                           "feedstore-pipeline", False)
+    assert RedisResource().client().client_getname() == "feedstore-pipeline"
+    assert S3Resource().settings().s3.access_key_id == "feedstore-pipeline-key"

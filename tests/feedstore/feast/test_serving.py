@@ -295,3 +295,11 @@ def served_guarded(settings, served_rows, tmp_path_factory):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_the_server_logs_in_as_serve_and_no_superuser(served, pg):
+    request(served, "POST", "/get-online-features",
+            json.dumps({"feature_service": "ranking", "entities": {"user_id": [301], "item_id": [302]}}).encode())
+    rows = pg.execute("SELECT a.usename, r.rolsuper FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename "
+                      "WHERE a.datname = current_database() AND a.application_name = 'feedstore-serve'").fetchall()
+    assert rows and set(rows) == {("feedstore_serve_app", False)}
