@@ -191,7 +191,7 @@ def validate(
     from expectations.runner import ValidationError
     from expectations.runner import validate as run
 
-    _run_as("reader")
+    _run_as("pipeline" if docs_s3 else "reader")  # uploading Data Docs is a write
     try:
         summary = run(suite, target, docs_dir=docs, docs_s3_prefix=docs_s3, **params)
     except ValidationError as exc:

@@ -19,12 +19,15 @@ from feedstore.contract import lake
 from feedstore.s3 import s3_client
 from feedstore.settings import Settings
 
+DOCS = "docs"
+"""Where ``feedstore validate --docs-s3`` puts Data Docs by convention (the pipeline writes them)."""
+
 
 def identity_actions(settings: Settings, bucket: str) -> dict[str, list[str]]:
     """What each component may do in ``bucket``: ingest writes landed events; the pipeline
     reads everything and writes its prefixes; serve and reader read."""
     read = [f"Read:{bucket}", f"List:{bucket}"]
-    pipeline_prefixes = [p for p in lake.PREFIXES if p != lake.LANDED]
+    pipeline_prefixes = [p for p in lake.PREFIXES if p != lake.LANDED] + [DOCS]
     return {
         "ingest": [f"Write:{bucket}/{lake.LANDED}/*", f"List:{bucket}", f"Read:{bucket}/{lake.LANDED}/*"],
         "pipeline": [*read, *(f"Write:{bucket}/{p}/*" for p in pipeline_prefixes)],

@@ -184,6 +184,13 @@ def test_the_filer_refuses_requests_without_credentials(stack):
                     urllib.request.urlopen(urllib.request.Request(filer + path, data=body, method=method), timeout=10)
                 assert caught.value.code in (401, 403), (method, path)
             s3_client(private).put_object(Bucket=private.s3.bucket, Key="x.txt", Body=b"via s3")  # S3 still writes
+            master = f"http://127.0.0.1:{private.stack.seaweedfs_port_base}"
+            assigned = __import__("json").loads(urllib.request.urlopen(master + "/dir/assign", timeout=10).read())
+            assert "auth" not in assigned  # the master hands out no write token ...
+            with pytest.raises(urllib.error.HTTPError) as caught:  # ... and the volume server wants one
+                urllib.request.urlopen(urllib.request.Request(f"http://{assigned['url']}/{assigned['fid']}",
+                                                              data=b"data", method="POST"), timeout=10)
+            assert caught.value.code == 401
         finally:
             weed.stop()
 
@@ -237,3 +244,13 @@ def test_the_pipeline_connects_as_its_own_role(settings):
                                                                            "feedstore-pipeline", False)
     assert RedisResource().client().client_getname() == "feedstore-pipeline"
     assert S3Resource().settings().s3.access_key_id == "feedstore-pipeline-key"
+
+
+def test_stack_env_exports_each_components_credentials(settings):
+    out = subprocess.run([str(Path(sys.executable).parent / "feedstore"), "stack", "env"], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    exported = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
+    for component in ("INGEST", "PIPELINE", "SERVE", "READER"):
+        assert f"feedstore_{component.lower()}_app" in exported[f"FEED_POSTGRES_{component}_DSN"]
+        assert f"feedstore-{component.lower()}" in exported[f"FEED_REDIS_{component}_URL"]
+        assert exported[f"FEED_S3_{component}_ACCESS_KEY_ID"] == f"feedstore-{component.lower()}-key"
