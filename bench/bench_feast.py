@@ -76,10 +76,12 @@ def prepare_namespace(env: dict[str, str]) -> None:
     os.environ.update(env)
     reset_settings_cache()
     s = get_settings()
-    admin = urlsplit(s.postgres.dsn)._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
+    from devtools.stack.postgres import PostgresService
+
+    with psycopg.connect(PostgresService(s).admin_dsn(), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier("feedstore_bench")))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("feedstore_bench")))
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+            sql.Identifier("feedstore_bench"), sql.Identifier(urlsplit(s.postgres.dsn).username)))
     client = s3_client(s)
     if s.s3.bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
         client.create_bucket(Bucket=s.s3.bucket)

@@ -16,7 +16,7 @@ import redis
 from psycopg import sql
 
 from feedstore.logs import get_logger
-from feedstore.settings import Settings, get_settings, reset_settings_cache
+from feedstore.settings import RUNTIME_COMPONENTS, Settings, get_settings, reset_settings_cache
 
 REDIS_DB_COUNTER = "feedstore:sandbox:redis-db-counter"
 log = get_logger(__name__)
@@ -25,7 +25,16 @@ log = get_logger(__name__)
 def _environment(base: Settings, tag: str) -> dict[str, str]:
     """Database 0 of Redis stays the default namespace's; sandboxes take 1-15 in turn."""
     redis_db = 1 + int(redis.Redis.from_url(base.redis.url).incr(REDIS_DB_COUNTER)) % 15
+    components = {}
+    for c in RUNTIME_COMPONENTS:  # each component's own endpoints, on the sandbox's database
+        if getattr(base.postgres, f"{c}_dsn"):
+            components[f"FEED_POSTGRES_{c.upper()}_DSN"] = urlsplit(base.postgres.dsn_for(c))._replace(
+                path=f"/feedstore_{tag}").geturl()
+        if getattr(base.redis, f"{c}_url"):
+            components[f"FEED_REDIS_{c.upper()}_URL"] = urlsplit(base.redis.url_for(c))._replace(
+                path=f"/{redis_db}").geturl()
     return {
+        **components,
         "FEED_POSTGRES_DSN": urlsplit(base.postgres.dsn)._replace(path=f"/feedstore_{tag}").geturl(),
         "FEED_REDIS_URL": urlsplit(base.redis.url)._replace(path=f"/{redis_db}").geturl(),
         "FEED_S3_BUCKET": f"feedstore-{tag}",
@@ -85,8 +94,15 @@ def drop(base: Settings, isolated: Settings) -> None:
         client.delete_bucket(Bucket=isolated.s3.bucket)
     except Exception as exc:  # noqa: BLE001
         log.warning("sandbox_bucket_not_deleted", bucket=isolated.s3.bucket, error=str(exc))
+    try:
+        from devtools.stack.seaweedfs import SeaweedFSService
+
+        SeaweedFSService(base).grant_bucket(isolated.s3.bucket, revoke=True)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("sandbox_identities_not_revoked", bucket=isolated.s3.bucket, error=str(exc))
     redis.Redis.from_url(isolated.redis.url).flushdb()
+    from devtools.stack.postgres import PostgresService
+
     dbname = urlsplit(isolated.postgres.dsn).path.lstrip("/")
-    admin_dsn = urlsplit(base.postgres.dsn)._replace(path="/postgres").geturl()
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+    with psycopg.connect(PostgresService(base).admin_dsn(), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))

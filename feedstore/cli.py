@@ -47,6 +47,16 @@ def main_options(
     """feedstore: data collection and feature store for a feed ranker."""
 
 
+def _run_as(component: str) -> None:
+    """This process (and what it starts) uses ``component``'s credentials from here on."""
+    import os
+
+    from feedstore.settings import reset_settings_cache
+
+    os.environ["FEED_COMPONENT"] = component
+    reset_settings_cache()
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -126,6 +136,7 @@ def dagster(ctx: typer.Context) -> None:
     """Run ``dagster dev`` on the daily pipeline, with DAGSTER_HOME prepared (extra args pass through)."""
     from orchestration.instance import dagster_env, prepare_home
 
+    _run_as("pipeline")
     home = prepare_home()
     console.print(f"DAGSTER_HOME={home}")
     _become("dagster", ["dev", "-m", "orchestration.definitions", *ctx.args], dagster_env(home))
@@ -150,6 +161,7 @@ def _become(program: str, args: list[str], env: dict[str, str]) -> NoReturn:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def feast(ctx: typer.Context) -> None:
     """The ``feast`` CLI on feature_repo/ with the endpoints of these settings (every argument passes through)."""
+    _run_as("pipeline")
     settings = get_settings()
     args = list(ctx.args)
     if not {"-c", "--chdir", "-f", "--feature-store-yaml"} & {a.split("=", 1)[0] for a in args}:
@@ -179,6 +191,7 @@ def validate(
     from expectations.runner import ValidationError
     from expectations.runner import validate as run
 
+    _run_as("pipeline" if docs_s3 else "reader")  # uploading Data Docs is a write
     try:
         summary = run(suite, target, docs_dir=docs, docs_s3_prefix=docs_s3, **params)
     except ValidationError as exc:
@@ -411,6 +424,7 @@ def models_register(
     as_json: bool = typer.Option(False, "--json", help="Print the record as JSON."),
 ) -> None:
     """Upload a checkpoint to s3://…/models/NAME/VERSION/ and record it in model_metadata."""
+    _run_as("pipeline")
     from feedstore.models import ModelRegistryError, register_model
 
     try:
@@ -429,6 +443,7 @@ def models_list(
     as_json: bool = typer.Option(False, "--json", help="JSON instead of a table."),
 ) -> None:
     """Registered model versions, newest first."""
+    _run_as("pipeline")
     from feedstore.models import list_models
 
     _print_models(list_models(name, training_dataset), as_json)
@@ -438,6 +453,7 @@ def models_list(
 def models_show(name: str, version: str,
                 as_json: bool = typer.Option(False, "--json", help="JSON instead of a table.")) -> None:
     """One version: metrics, parameters, training set, files with their SHA-256."""
+    _run_as("pipeline")
     from feedstore.models import ModelRegistryError, get_model
 
     try:
@@ -453,6 +469,7 @@ def models_show(name: str, version: str,
 @models_app.command("download")
 def models_download(name: str, version: str, dest: Path) -> None:
     """Every file of the version into DEST, each checked against its registered SHA-256."""
+    _run_as("pipeline")
     from feedstore.models import ChecksumMismatch, ModelRegistryError, download_checkpoint
 
     try:
@@ -471,6 +488,7 @@ def experiments_log(
     artefact: list[Path] = typer.Option([], help="A file or directory stored beside the results (repeatable)."),
 ) -> None:
     """Write the run's results.json (and artefacts) under s3://…/experiments/EXPERIMENT/RUN/."""
+    _run_as("pipeline")
     from feedstore.models import ModelRegistryError, log_experiment
 
     try:

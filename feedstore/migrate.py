@@ -14,14 +14,23 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
-from feedstore.settings import PROJECT_ROOT
+from feedstore.logs import get_logger
+from feedstore.settings import PROJECT_ROOT, RUNTIME_COMPONENTS, Settings, get_settings
 
 SQL_DIR = PROJECT_ROOT / "sql"
 LOCK_KEY = 0x6665_6564  # "feed"
 PARTITION_DAYS_BACK = 30
 PARTITION_DAYS_AHEAD = 7
 _FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+GROUP_ROLES = {"ingest": "feedstore_ingest", "pipeline": "feedstore_batch", "serve": "feedstore_serve",
+               "reader": "feedstore_reader"}
+"""The NOLOGIN role holding each component's grants (sql/004, sql/008)."""
+FEAST_GRANTS = {"feedstore_batch": "SELECT, INSERT, UPDATE, DELETE", "feedstore_ingest": "SELECT",
+                "feedstore_serve": "SELECT", "feedstore_reader": "SELECT"}
+"""On Feast's registry tables, which migrate creates: no runtime role runs DDL."""
+log = get_logger(__name__)
 
 
 class MigrationError(RuntimeError):
@@ -52,8 +61,10 @@ def discover(sql_dir: Path | None = None) -> list[Migration]:
     return found
 
 
-def migrate(conn: psycopg.Connection, today: date | None = None) -> list[Migration]:
-    """Apply pending migrations and create activity partitions around today; returns what ran."""
+def migrate(conn: psycopg.Connection, today: date | None = None, settings: Settings | None = None) -> list[Migration]:
+    """Apply pending migrations, create Feast's registry tables, the components' login users
+    and activity partitions around today; returns the migrations that ran."""
+    s = settings or get_settings()
     applied_now: list[Migration] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
@@ -78,7 +89,77 @@ def migrate(conn: psycopg.Connection, today: date | None = None) -> list[Migrati
             )
             applied_now.append(migration)
         ensure_partitions_around(conn, today or datetime.now(timezone.utc).date())
+        conn.execute("UPDATE activity_partition_window SET days_back = %s, days_ahead = %s, days_kept = %s",
+                     (s.postgres.partition_days_back, s.postgres.partition_days_ahead, s.postgres.partition_days_kept))
+        ensure_feast_registry(conn)
+        ensure_logins(conn, s)
     return applied_now
+
+
+def ensure_feast_registry(conn: psycopg.Connection) -> None:
+    """Feast's SQL registry tables, from Feast's own metadata, owned by the migrating role and
+    granted to the components (Feast would otherwise create them as whoever starts first)."""
+    from feast.infra.registry.sql import metadata
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    dialect = postgresql.dialect()
+    for table in metadata.sorted_tables:
+        conn.execute(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)).encode())
+        for index in table.indexes:
+            conn.execute(str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect)).encode())
+        for role, privileges in FEAST_GRANTS.items():
+            conn.execute(sql.SQL("GRANT {} ON {} TO {}").format(
+                sql.SQL(privileges), sql.Identifier(table.name), sql.Identifier(role)))
+
+
+def ensure_logins(conn: psycopg.Connection, settings: Settings) -> None:
+    """Each runtime component's login user (the user of its DSN), member of its group role, with
+    its DSN's password. Roles are cluster-wide and several databases migrate at once, so a role
+    is altered only when its DSN cannot log in. Where the migrating role may not manage roles,
+    an administrator creates them (README)."""
+    from urllib.parse import unquote, urlsplit
+
+    for component in RUNTIME_COMPONENTS:
+        dsn = settings.postgres.dsn_for(component)
+        parts = urlsplit(dsn)
+        user, password = unquote(parts.username or ""), unquote(parts.password or "")
+        if not user or user == conn.info.user:
+            continue
+        row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (user,)).fetchone()
+        if row and row[0]:
+            raise MigrationError(f"the {component} DSN logs in as {user}, a superuser: give it a role of its own")
+        group = GROUP_ROLES[component]
+        login = sql.SQL("LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
+        if password:
+            login += sql.SQL(" PASSWORD {}").format(sql.Literal(password))
+        if row is None:
+            _role_statement(conn, sql.SQL("CREATE ROLE {} {}").format(sql.Identifier(user), login), component, user)
+        elif password and not _can_log_in(dsn):
+            _role_statement(conn, sql.SQL("ALTER ROLE {} {}").format(sql.Identifier(user), login), component, user)
+        member = conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (user, group)).fetchone()
+        if not (member and member[0]):
+            _role_statement(conn, sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(user)),
+                            component, user)
+
+
+def _role_statement(conn: psycopg.Connection, statement: sql.Composed, component: str, user: str) -> None:
+    try:
+        with conn.transaction():
+            conn.execute(statement)
+    except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation, psycopg.errors.InternalError):
+        pass  # another database's migrate made or changed it at the same moment
+    except psycopg.errors.InsufficientPrivilege:
+        log.warning("migrate_login_not_managed", component=component, user=user,
+                    hint="create it and grant it its group role as an administrator (README)")
+
+
+def _can_log_in(dsn: str) -> bool:
+    try:
+        psycopg.connect(dsn, connect_timeout=5).close()
+        return True
+    except psycopg.OperationalError:
+        return False
 
 
 def ensure_partitions_around(conn: psycopg.Connection, day: date) -> int:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,24 +29,91 @@ def _env(*names: str) -> Any:
     return AliasChoices(*names)
 
 
+Component = Literal["owner", "ingest", "pipeline", "serve", "reader"]
+RUNTIME_COMPONENTS: tuple[Component, ...] = ("ingest", "pipeline", "serve", "reader")
+"""Each runs under its own Postgres login, Redis ACL user and S3 identity; ``owner`` migrates."""
+
+
+def local_secret(component: str) -> str:
+    """The local stack's password for a component (``stack up`` and ``migrate`` set them)."""
+    return f"feedstore-{component}-local"
+
+
+def _with_user(url: str, user: str, password: str, **query: str) -> str:
+    """``url`` logged in as ``user``, with ``query`` parameters set."""
+    parts = urlsplit(url)
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.hostname or '127.0.0.1'}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return parts._replace(netloc=netloc, query=urlencode({**dict(parse_qsl(parts.query)), **query})).geturl()
+
+
+def _with_query(url: str, **query: str) -> str:
+    parts = urlsplit(url)
+    params = dict(parse_qsl(parts.query))
+    for key, value in query.items():
+        params.setdefault(key, value)
+    return parts._replace(query=urlencode(params)).geturl()
+
+
 class PostgresSettings(BaseSettings):
+    """``dsn`` is the owner's (migrations, dev tooling); each runtime component logs in with its
+    own DSN, by default the owner's server and database as ``feedstore_<component>_app``."""
+
     model_config = _group("FEED_POSTGRES_")
 
-    dsn: str = "postgresql://feedstore:feedstore@127.0.0.1:5433/feedstore"
+    dsn: str = "postgresql://feedstore_owner:feedstore-owner-local@127.0.0.1:5433/feedstore"
+    ingest_dsn: str | None = None
+    pipeline_dsn: str | None = None
+    serve_dsn: str | None = None
+    reader_dsn: str | None = None
+    partition_days_back: int = 60
+    """Runtime roles may create activity partitions this many days back (a replay) ..."""
+    partition_days_ahead: int = 8
+    """... and this many ahead; ``migrate`` writes both into the database."""
+    partition_days_kept: int = 2
+    """The bounded drop never reaches the last this-many days."""
 
     @property
     def port(self) -> int:
         return urlsplit(self.dsn).port or 5432
 
+    @property
+    def user(self) -> str:
+        return urlsplit(self.dsn).username or ""
+
+    def dsn_for(self, component: Component) -> str:
+        """The component's DSN, tagged with ``application_name=feedstore-<component>``."""
+        explicit = self.dsn if component == "owner" else getattr(self, f"{component}_dsn")
+        if explicit:
+            return _with_query(explicit, application_name=f"feedstore-{component}")
+        return _with_user(self.dsn, f"feedstore_{component}_app", local_secret(component),
+                          application_name=f"feedstore-{component}")
+
 
 class RedisSettings(BaseSettings):
+    """``url`` is the administrator's (the stack, dev tooling, tests' set-up); each runtime
+    component has its own ACL user, by default ``feedstore-<component>`` on the same server."""
+
     model_config = _group("FEED_REDIS_")
 
-    url: str = "redis://127.0.0.1:6379/0"
+    url: str = "redis://feedstore-admin:feedstore-admin-local@127.0.0.1:6379/0"
+    ingest_url: str | None = None
+    pipeline_url: str | None = None
+    serve_url: str | None = None
+    reader_url: str | None = None
 
     @property
     def port(self) -> int:
         return urlsplit(self.url).port or 6379
+
+    def url_for(self, component: Component) -> str:
+        """The component's URL; redis-py names the connection (``CLIENT SETNAME``) from it."""
+        explicit = self.url if component == "owner" else getattr(self, f"{component}_url")
+        if explicit:
+            return _with_query(explicit, client_name=f"feedstore-{component}")
+        return _with_user(self.url, f"feedstore-{component}", local_secret(component),
+                          client_name=f"feedstore-{component}")
 
 
 class KafkaSettings(BaseSettings):
@@ -76,6 +143,23 @@ class S3Settings(BaseSettings):
         "AWS_ACCESS_KEY_ID", "FEED_AWS_ACCESS_KEY_ID"))
     secret_access_key: str = Field("feedstore-secret", validation_alias=_env(
         "AWS_SECRET_ACCESS_KEY", "FEED_AWS_SECRET_ACCESS_KEY"))
+    """The administrator's (buckets, dev tooling); runtime components use their own below."""
+    ingest_access_key_id: str | None = None
+    ingest_secret_access_key: str | None = None
+    pipeline_access_key_id: str | None = None
+    pipeline_secret_access_key: str | None = None
+    serve_access_key_id: str | None = None
+    serve_secret_access_key: str | None = None
+    reader_access_key_id: str | None = None
+    reader_secret_access_key: str | None = None
+
+    def credentials_for(self, component: Component) -> tuple[str, str]:
+        """(access key, secret) of the component's identity; the local stack's by default."""
+        if component == "owner":
+            return self.access_key_id, self.secret_access_key
+        key = getattr(self, f"{component}_access_key_id") or f"feedstore-{component}-key"
+        secret = getattr(self, f"{component}_secret_access_key") or local_secret(component)
+        return key, secret
 
     @property
     def host_port(self) -> str:
@@ -123,6 +207,13 @@ class ServeSettings(BaseSettings):
     model_config = _group("FEED_SERVE_")
 
     gc_threshold: int = 50_000
+    max_body_bytes: int = 1_048_576
+    """A larger request body is refused with 413 before it is read."""
+    max_entities: int = 1_000
+    """Entity rows per request; more is a 400 (a 200,000-row request held the server for 9 s)."""
+    admin_token: str | None = None
+    """Bearer token for the write and admin endpoints (/push, /write-to-online-store,
+    /materialize*); unset, they answer 403."""
 
 
 class PipelineSettings(BaseSettings):
@@ -155,9 +246,22 @@ class StackSettings(BaseSettings):
     kafka_heap: str = Field("-Xmx512m", validation_alias=_env("FEED_KAFKA_HEAP"))
     seaweedfs_port_base: int = Field(9333, validation_alias=_env("FEED_SEAWEEDFS_PORT_BASE"))
     """weed mini's master, volume, filer and admin listen on base .. base+3 (gRPC on +10000)."""
+    postgres_admin_user: str = "feedstore"
+    """The cluster's superuser (initdb's); only the stack uses it: databases, the owner role."""
+    postgres_admin_password: str = "feedstore"
+    seaweedfs_jwt_key: str = "feedstore-filer-local"
+    """Signs filer and volume HTTP access: without a token made from it they refuse."""
+
+
+class _Process(BaseSettings):
+    model_config = _group("FEED_")
+
+    component: Component = "owner"
 
 
 class Settings(BaseModel):
+    component: Component = "owner"
+    """Whose credentials ``postgres.dsn``, ``redis.url`` and the S3 keys are (``as_component``)."""
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -172,7 +276,16 @@ class Settings(BaseModel):
     def defaults(cls) -> Settings:
         """The built-in defaults, whatever the environment says."""
         return cls.model_construct(**{name: field.default_factory.model_construct()
-                                      for name, field in cls.model_fields.items()})
+                                      for name, field in cls.model_fields.items() if field.default_factory})
+
+    def as_component(self, component: Component) -> Settings:
+        """These settings with ``component``'s credentials in ``postgres.dsn``, ``redis.url`` and
+        the S3 keys, so every helper that takes settings connects as that component."""
+        key, secret = self.s3.credentials_for(component)
+        copy = self.replace(postgres={"dsn": self.postgres.dsn_for(component)},
+                            redis={"url": self.redis.url_for(component)},
+                            s3={"access_key_id": key, "secret_access_key": secret})
+        return copy.model_copy(update={"component": component})
 
     def replace(self, **groups: dict[str, Any]) -> Settings:
         """A copy with some fields of some groups changed: ``s.replace(kafka={"topic_activity": "t"})``."""
@@ -212,7 +325,8 @@ class Settings(BaseModel):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """As the component ``FEED_COMPONENT`` names (the CLI sets it per command; default owner)."""
+    return Settings().as_component(_Process().component)
 
 
 def reset_settings_cache() -> None:

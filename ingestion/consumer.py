@@ -112,6 +112,7 @@ class IngestConsumer:
 
     def __init__(self, settings: Settings, options: Options | None = None,
                  metrics: IngestMetrics | None = None, stages: Sequence[Stage] | None = None) -> None:
+        settings = settings.as_component("ingest")  # its own Postgres, Redis and S3 credentials
         self.settings = settings
         self.options = options or Options()
         self.metrics = metrics or IngestMetrics()

@@ -18,10 +18,11 @@ from feedstore.settings import Settings, get_settings
 
 class _FromSettings(dg.ConfigurableResource):
     def settings(self) -> Settings:
-        """The environment's settings with the fields this resource's Dagster config sets."""
+        """The environment's settings as the pipeline's credentials, with the fields this
+        resource's Dagster config sets."""
         overrides = {group: {k: v for k, v in fields.items() if v is not None}
                      for group, fields in self._overrides().items()}
-        return get_settings().replace(**overrides)
+        return get_settings().as_component("pipeline").replace(**overrides)
 
     def _overrides(self) -> dict[str, dict[str, Any]]:
         return {}

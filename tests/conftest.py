@@ -104,8 +104,8 @@ def private_stack(stack: Settings, **overrides) -> Iterator[Settings]:
     try:
         groups: dict[str, dict] = {
             "stack": {"dir": stack_dir, "kafka_controller_port": kafka + 1, "seaweedfs_port_base": weed},
-            "postgres": {"dsn": f"postgresql://feedstore:pw@127.0.0.1:{pg}/feedstore"},
-            "redis": {"url": f"redis://127.0.0.1:{rd}/0"},
+            "postgres": {"dsn": f"postgresql://feedstore_owner:pw@127.0.0.1:{pg}/feedstore"},
+            "redis": {"url": f"redis://feedstore-admin:pw@127.0.0.1:{rd}/0"},
             "kafka": {"bootstrap": f"127.0.0.1:{kafka}"},
             "s3": {"endpoint": f"http://127.0.0.1:{s3}", "bucket": "private"},
         }

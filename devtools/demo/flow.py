@@ -122,10 +122,18 @@ def _read_back(demo: _Demo) -> str:
     return "consistent" if demo.report.ok else "INCONSISTENT (see below)"
 
 
+def _no_secret(url: str) -> str:
+    """The URL to print: no password, no query."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts._replace(netloc=f"{parts.hostname}:{parts.port}", query="").geturl()
+
+
 STEPS: list[_Step] = [
     _Step("stack", lambda demo: "Local stack and schema", lambda demo: start_stack(demo.settings)),
     _Step("reset", lambda demo: f"Clear the previous demo's data (database {database_name(demo.settings)}, "
-                                f"bucket {demo.settings.s3.bucket}, Redis {demo.settings.redis.url})", _reset),
+                                f"bucket {demo.settings.s3.bucket}, Redis {_no_secret(demo.settings.redis.url)})", _reset),
     _Step("feast-apply", lambda demo: "feast apply (feature_repo/ into the SQL registry)",
           lambda demo: apply_feast(demo.settings)),
     _Step("generate", lambda demo: f"Generate the {demo.options.scale} feed: users and items into Postgres and S3, "

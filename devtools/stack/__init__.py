@@ -31,13 +31,23 @@ def write_kcat_config(settings: Settings):
 
 
 def env_lines(settings: Settings) -> list[str]:
-    """``export`` lines that let psql, redis-cli, kcat and boto3 reach the stack."""
+    """``export`` lines that let psql, redis-cli, kcat and boto3 reach the stack: the owner's and
+    administrator's credentials under the plain names, each component's under its own."""
     from shlex import quote
     from urllib.parse import urlsplit
 
+    from feedstore.settings import RUNTIME_COMPONENTS
+
     pg = urlsplit(settings.postgres.dsn)
+    components: dict[str, str] = {}
+    for c in RUNTIME_COMPONENTS:  # each component's own credentials, for its processes
+        key, secret = settings.s3.credentials_for(c)
+        components.update({f"FEED_POSTGRES_{c.upper()}_DSN": settings.postgres.dsn_for(c),
+                           f"FEED_REDIS_{c.upper()}_URL": settings.redis.url_for(c),
+                           f"FEED_S3_{c.upper()}_ACCESS_KEY_ID": key, f"FEED_S3_{c.upper()}_SECRET_ACCESS_KEY": secret})
     values = {
         "FEED_POSTGRES_DSN": settings.postgres.dsn,
+        **components,
         "FEED_REDIS_URL": settings.redis.url,
         "FEED_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,
         "FEED_S3_ENDPOINT": settings.s3.endpoint,
@@ -52,6 +62,7 @@ def env_lines(settings: Settings) -> list[str]:
         "PGUSER": pg.username or "",
         "PGPASSWORD": pg.password or "",
         "PGDATABASE": pg.path.lstrip("/"),
+        "PGAPPNAME": "feedstore-owner",
         "KCAT_CONFIG": str(write_kcat_config(settings)),
         **settings.feast_env(),
     }

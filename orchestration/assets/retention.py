@@ -33,18 +33,29 @@ def activity_partition_days(conn: psycopg.Connection) -> list[date]:
 
 def apply_retention(conn: psycopg.Connection, con, day: date, settings: Settings) -> RetentionReport:
     """Drop the partitions before ``day - (retention - 1)``, stopping at the first non-empty one
-    whose archive does not reconcile (the SQL function drops everything before a cutoff)."""
+    whose archive does not reconcile; each day dropped is recorded as reconciled with its count,
+    which the bounded SQL function checks again under lock."""
     cutoff = day - timedelta(days=settings.pipeline.activity_retention_days - 1)
     report = RetentionReport(cutoff=cutoff)
-    for old in (d for d in activity_partition_days(conn) if d < cutoff):
+    olds = [d for d in activity_partition_days(conn) if d < cutoff]
+    reconciled = []
+    for old in olds:
         pg_rows, s3_rows = postgres_count(conn, old), archived_count(con, old, settings)
         if pg_rows and pg_rows != s3_rows:  # an empty day has nothing to lose
             report.cutoff = old
             report.kept_unreconciled = [d.isoformat() for d in activity_partition_days(conn) if old <= d < cutoff]
             break
+        reconciled.append((old, pg_rows or 0))
+    if not olds or report.cutoff <= olds[0]:
+        return report
     with conn.transaction():
-        report.dropped = [r[0] for r in conn.execute("SELECT drop_activity_partitions_before(%s)",
-                                                     (report.cutoff,)).fetchall()]
+        # The database drops a day only if it still holds the count found here (sql/008).
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO activity_reconciled_days (day, row_count) VALUES (%s, %s) ON CONFLICT (day) "
+                            "DO UPDATE SET row_count = excluded.row_count, reconciled_at = now()", reconciled)
+        report.dropped = [r[0] for r in conn.execute("SELECT drop_activity_partitions(%s, %s)",
+                                                     (max(olds[0], report.cutoff - timedelta(days=400)),
+                                                      report.cutoff)).fetchall()]
     return report
 
 

@@ -39,10 +39,16 @@ def test_credentials_match(compose, defaults):
     dsn = urlsplit(defaults.postgres.dsn)
     env = compose["postgres"]["environment"]
     assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"]) == (
-        dsn.username, dsn.password, dsn.path.lstrip("/"))
+        defaults.stack.postgres_admin_user, defaults.stack.postgres_admin_password, dsn.path.lstrip("/"))
+    assert "trust" not in env["POSTGRES_INITDB_ARGS"]
     s3 = compose["seaweedfs"]["environment"]
     assert (s3["AWS_ACCESS_KEY_ID"], s3["AWS_SECRET_ACCESS_KEY"]) == (
         defaults.s3.access_key_id, defaults.s3.secret_access_key)
+    assert {s3[k] for k in s3 if k.startswith("WEED_JWT_")} == {defaults.stack.seaweedfs_jwt_key}
+    redis_url = urlsplit(defaults.redis.url)
+    command = compose["redis"]["command"]
+    users = [command[i + 1] for i, arg in enumerate(command) if arg == "--user"]
+    assert f"{redis_url.username} on >{redis_url.password} ~* &* +@all" in users and "default off" in users
 
 
 def test_postgres_server_options_match(compose):

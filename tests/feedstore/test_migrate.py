@@ -30,11 +30,13 @@ def test_concurrent_migrations_on_a_fresh_database(stack, pg):
 
     from psycopg import sql
 
+    from devtools.stack.postgres import PostgresService
+
     dsn = urlsplit(stack.postgres.dsn)
     name = f"feedstore_race_{datetime.now().strftime('%H%M%S%f')}"
-    admin = dsn._replace(path="/postgres").geturl()
+    admin = PostgresService(stack).admin_dsn()
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(dsn.username)))
     target = dsn._replace(path=f"/{name}").geturl()
     results: list[int] = []
     errors: list[BaseException] = []

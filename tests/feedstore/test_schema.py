@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta, timezone
 
 import psycopg
 import pytest
+
+
+@contextmanager
+def logged_in(settings, component: str) -> Iterator[psycopg.Connection]:
+    """A rolled-back transaction as the component's own login (the test's ``pg`` is the owner)."""
+    with psycopg.connect(settings.as_component(component).postgres.dsn) as conn:
+        with conn.transaction(force_rollback=True):
+            yield conn
 
 
 def test_timestamps_are_timestamptz(pg):
@@ -25,10 +35,9 @@ def test_activity_indexes(pg):
     assert any("(event_id, \"timestamp\")" in d and "UNIQUE" in d for d in defs)
 
 
-def test_ingest_role_can_insert_activity_and_read_catalog(pg):
+def test_ingest_role_can_insert_activity_and_read_catalog(settings):
     ts = datetime.now(timezone.utc)
-    with pg.transaction(force_rollback=True):
-        pg.execute("SET LOCAL ROLE feedstore_ingest")
+    with logged_in(settings, "ingest") as pg:
         pg.execute("SELECT count(*) FROM users").fetchone()
         pg.execute("SELECT count(*) FROM items").fetchone()
         returned = pg.execute(
@@ -49,9 +58,8 @@ def test_ingest_role_can_insert_activity_and_read_catalog(pg):
     "INSERT INTO items (item_id, creator_id, media_type, created_at) VALUES (1, 1, 'text', now())",
     "SELECT drop_activity_partitions_before(current_date)",
 ])
-def test_ingest_role_is_refused(pg, statement):
-    with pg.transaction(force_rollback=True):
-        pg.execute("SET LOCAL ROLE feedstore_ingest")
+def test_ingest_role_is_refused(settings, statement):
+    with logged_in(settings, "ingest") as pg:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             pg.execute(statement)
 
@@ -62,23 +70,22 @@ def test_ingest_role_is_refused(pg, statement):
     "code_version) VALUES ('x', current_date, 's3://x', 0, 0, 0, 'training', 'dev')",
     "UPDATE users SET country = 'US'",
 ])
-def test_reader_role_cannot_write(pg, statement):
-    with pg.transaction(force_rollback=True):
-        pg.execute("SET LOCAL ROLE feedstore_reader")
+def test_reader_role_cannot_write(settings, statement):
+    with logged_in(settings, "reader") as pg:
         assert pg.execute("SELECT count(*) FROM model_metadata").fetchone()[0] >= 0
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             pg.execute(statement)
 
 
-def test_batch_role_registers_datasets_and_drops_partitions(pg):
-    with pg.transaction(force_rollback=True):
-        pg.execute("SET LOCAL ROLE feedstore_batch")
+def test_batch_role_registers_datasets_and_drops_partitions(settings):
+    old = date.today() - timedelta(days=50)
+    with logged_in(settings, "pipeline") as pg:
         pg.execute(
             "INSERT INTO training_datasets (name, ds, uri, row_count, positive_count, negative_count, "
             "feature_service, code_version) VALUES ('x', current_date, 's3://x', 0, 0, 0, 'training', 'dev')"
         )
-        pg.execute("SELECT ensure_activity_partitions('2030-01-01', '2030-01-02')")
-        dropped = [r[0] for r in pg.execute("SELECT drop_activity_partitions_before('2030-01-02')")]
-        assert "user_activity_p20300101" in dropped
+        pg.execute("SELECT ensure_activity_partitions(%s, %s)", (old, old + timedelta(days=1)))
+        dropped = [r[0] for r in pg.execute("SELECT drop_activity_partitions(%s, %s)", (old, old + timedelta(days=1)))]
+        assert f"user_activity_p{old:%Y%m%d}" in dropped  # empty: nothing to reconcile
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            pg.execute("DROP TABLE user_activity_p20300102")
+            pg.execute(f"DROP TABLE user_activity_p{old + timedelta(days=1):%Y%m%d}")

@@ -108,7 +108,7 @@ def test_env_lines_reach_the_stack(settings):
     """`eval "$(feedstore stack env)"` gives psql, redis-cli, kcat and boto3 what they need."""
     psql, redis_cli, kcat = (quote(require(name)) for name in ("psql", "redis-cli", "kcat"))
     script = (
-        f'eval "$({quote(venv_program("feedstore"))} stack env)" && {psql} -tAc "select 1" && {redis_cli} ping && '
+        f'eval "$({quote(venv_program("feedstore"))} stack env)" && {psql} -tAc "select 1" && {redis_cli} --no-auth-warning -u "$FEED_REDIS_URL" ping && '
         f'{kcat} -L -t "$FEED_TOPIC" | grep -c "partition [0-9]" && '
         f'{sys.executable} -c "import boto3; print(len(boto3.client(\'s3\').list_buckets()[\'Buckets\']) > 0)"'
     )

@@ -262,9 +262,12 @@ def test_generate_without_schema_says_migrate(settings):
     import psycopg
 
     name = f"{urlsplit(settings.postgres.dsn).path.lstrip('/')}_empty"
-    admin = urlsplit(settings.postgres.dsn)._replace(path="/postgres").geturl()
+    from devtools.stack.postgres import PostgresService
+
+    admin = PostgresService(settings).admin_dsn()
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+            sql.Identifier(name), sql.Identifier(urlsplit(settings.postgres.dsn).username)))
     try:
         env = {**os.environ, "FEED_POSTGRES_DSN": urlsplit(settings.postgres.dsn)._replace(path=f"/{name}").geturl()}
         done = subprocess.run([FEEDSTORE, "generate", "--scale", "tiny", "--events-to", "none"],

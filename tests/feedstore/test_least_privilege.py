@@ -1,0 +1,256 @@
+"""Each component's credentials: what it must not do, refused by the store itself (Postgres,
+Redis, S3, the SeaweedFS filer), and the components seen under their own roles."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import date, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from botocore.exceptions import ClientError
+
+from feedstore.s3 import s3_client
+from feedstore.settings import Settings
+
+
+def _pg(settings: Settings, component: str) -> psycopg.Connection:
+    return psycopg.connect(settings.as_component(component).postgres.dsn, autocommit=True)
+
+
+def _refused(conn: psycopg.Connection, statement: str, params=()) -> str:
+    with pytest.raises(psycopg.Error) as caught:
+        conn.execute(statement, params)
+    return str(caught.value)
+
+
+TODAY = date.today()
+
+REFUSED = {  # component -> statements its Postgres role must not run
+    "ingest": ["CREATE TABLE x (a int)", "DELETE FROM user_activity",
+               "SELECT * FROM model_metadata", "SELECT user_id FROM user_activity", "TRUNCATE users",
+               "SELECT drop_activity_partitions_before('9999-01-01')",
+               "SELECT drop_activity_partitions('2000-01-01', '2000-02-01')",
+               "SELECT ensure_activity_partitions('2200-01-01', '2201-02-04')",
+               "UPDATE feast_metadata SET metadata_value = 'x'"],
+    "pipeline": ["CREATE TABLE x (a int)", "DROP TABLE users", "ALTER TABLE items ADD COLUMN x int",
+                 "SELECT drop_activity_partitions_before('9999-01-01')",
+                 f"SELECT drop_activity_partitions('{TODAY - timedelta(days=10)}', '{TODAY}')",
+                 "SELECT ensure_activity_partitions('2200-01-01', '2200-01-02')",
+                 "INSERT INTO user_activity (event_id, user_id, item_id, event_type, timestamp) "
+                 "VALUES (gen_random_uuid(), 1, 1, 'view', now())"],
+    "serve": ["SELECT * FROM users", "SELECT * FROM user_activity", "CREATE TEMP TABLE t (a int)",
+              "INSERT INTO feast_metadata VALUES ('p', 'k', 'v', 0)", "CREATE TABLE x (a int)"],
+    "reader": ["CREATE TEMP TABLE t (a int)", "DELETE FROM users", "INSERT INTO items (item_id) VALUES (1)",
+               "CREATE TABLE x (a int)", "SELECT ensure_activity_partitions(current_date, current_date)"],
+}
+
+
+@pytest.mark.parametrize("component", list(REFUSED))
+def test_postgres_refuses_what_a_component_must_not_do(settings, component):
+    with _pg(settings, component) as conn:
+        row = conn.execute("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user")
+        assert row.fetchone() == (False, False, False)
+        for statement in REFUSED[component]:
+            message = _refused(conn, statement)
+            assert any(w in message for w in ("permission denied", "must be owner", "may be created from", "kept")), (
+                statement, message)
+
+
+def test_what_each_component_needs_is_allowed(settings):
+    with _pg(settings, "ingest") as conn:
+        assert conn.execute("SELECT ensure_activity_partitions(current_date, current_date + 1)").fetchone()[0] >= 0
+        conn.execute("CREATE TEMP TABLE staging (a int)")  # the consumer's staging table
+        conn.execute("SELECT count(*) FROM users").fetchone()
+    with _pg(settings, "pipeline") as conn:
+        conn.execute("SELECT count(*) FROM user_activity").fetchone()
+        conn.execute("SELECT * FROM drop_activity_partitions(%s, %s)", (TODAY - timedelta(days=500),
+                                                                         TODAY - timedelta(days=400)))
+    with _pg(settings, "serve") as conn:
+        conn.execute("SELECT count(*) FROM feature_views").fetchone()
+    with _pg(settings, "reader") as conn:
+        conn.execute("SELECT count(*) FROM user_activity").fetchone()
+
+
+def test_public_can_neither_connect_nor_make_temp_tables(settings, pg):
+    from devtools.stack.postgres import PostgresService
+
+    dbname = pg.info.dbname
+    grants = pg.execute("SELECT has_database_privilege('public', %s, 'CONNECT'), "
+                        "has_database_privilege('public', %s, 'TEMP')", (dbname, dbname)).fetchone()
+    assert grants == (False, False)
+    with psycopg.connect(PostgresService(settings).admin_dsn()) as admin:
+        rules = admin.execute("SELECT type, auth_method FROM pg_hba_file_rules").fetchall()
+    assert rules and not [r for r in rules if r[1] == "trust"], rules
+
+
+def test_the_bounded_drop_takes_only_reconciled_days(settings, pg):
+    old = TODAY - timedelta(days=40)  # inside the creation window, past the kept days
+    pg.execute("SELECT ensure_activity_partitions(%s, %s)", (old, old + timedelta(days=1)))
+    pg.execute("INSERT INTO users (user_id, created_at) VALUES (990001, now()) ON CONFLICT DO NOTHING")
+    for day in (old, old + timedelta(days=1)):
+        pg.execute("INSERT INTO user_activity (event_id, user_id, item_id, event_type, timestamp) "
+                   "VALUES (gen_random_uuid(), 990001, 1, 'view', %s)", (day,))
+    with _pg(settings, "pipeline") as conn:
+        conn.execute("INSERT INTO activity_reconciled_days (day, row_count) VALUES (%s, 1), (%s, 5) "
+                     "ON CONFLICT (day) DO UPDATE SET row_count = excluded.row_count", (old, old + timedelta(days=1)))
+        dropped = [r[0] for r in conn.execute("SELECT * FROM drop_activity_partitions(%s, %s)",
+                                              (old, old + timedelta(days=2)))]
+    assert dropped == [f"user_activity_p{old:%Y%m%d}"]  # the next day's count (1) is not the reconciled 5
+    assert pg.execute("SELECT to_regclass(%s)", (f"user_activity_p{old + timedelta(days=1):%Y%m%d}",)).fetchone()[0]
+
+
+def _redis(settings: Settings, component: str) -> redis.Redis:
+    return redis.Redis.from_url(settings.as_component(component).redis.url)
+
+
+REDIS_REFUSED = {
+    "ingest": [("FLUSHDB",), ("CONFIG", "GET", "*"), ("KEYS", "*"), ("SET", "other:1", "x"),
+               ("HSET", "feed_ranking:{item_id=1}:item_engagement_features", "f", "1")],
+    "pipeline": [("FLUSHALL",), ("SET", "user:1", "x"), ("ACL", "LIST"), ("CONFIG", "SET", "maxmemory", "1")],
+    "serve": [("HSET", "feed_ranking:{user_id=1}:user_embedding", "f", "1"), ("HGETALL", "user:1"), ("DEL", "x"),
+              ("FLUSHDB",), ("SCRIPT", "FLUSH")],
+}
+
+
+@pytest.mark.parametrize("component", list(REDIS_REFUSED))
+def test_redis_refuses_keys_and_commands_outside_a_components_acl(settings, component):
+    client = _redis(settings, component)
+    assert client.ping()
+    for command in REDIS_REFUSED[component]:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.execute_command(*command)
+
+
+def test_redis_allows_each_component_its_own(settings):
+    _redis(settings, "ingest").hincrby("user:424242", "total_events", 1)
+    _redis(settings, "pipeline").hset("feed_ranking:{item_id=7}:item_engagement_features", "f", "1")
+    assert _redis(settings, "serve").hget("feed_ranking:{item_id=7}:item_engagement_features", "f") == b"1"
+    assert _redis(settings, "reader").hget("user:424242", "total_events") == b"1"
+
+
+S3_REFUSED = {
+    "ingest": [("put_object", "features/x/part.parquet"), ("get_object", "training/x"),
+               ("delete_object", "archive/activity/x")],
+    "pipeline": [("put_object", "events/dt=2026-01-01/x.parquet"), ("delete_object", "events/x")],
+    "serve": [("put_object", "features/x"), ("delete_object", "features/x"), ("put_object", "events/x")],
+    "reader": [("put_object", "models/x"), ("delete_object", "training/x")],
+}
+
+
+@pytest.mark.parametrize("component", list(S3_REFUSED))
+def test_s3_refuses_prefixes_and_actions_outside_a_components_identity(settings, component):
+    client = s3_client(settings.as_component(component))
+    for action, key in S3_REFUSED[component]:
+        kwargs = {"Body": b"x"} if action == "put_object" else {}
+        with pytest.raises(ClientError) as caught:
+            getattr(client, action)(Bucket=settings.s3.bucket, Key=key, **kwargs)
+        assert caught.value.response["Error"]["Code"] == "AccessDenied", (action, key)
+    with pytest.raises(ClientError):
+        client.create_bucket(Bucket=f"{settings.s3.bucket}-other")
+    with pytest.raises(ClientError):
+        client.list_objects_v2(Bucket="feedstore-not-ours")
+
+
+def test_s3_allows_each_component_its_own(settings):
+    s3_client(settings.as_component("ingest")).put_object(Bucket=settings.s3.bucket, Key="events/t/x", Body=b"1")
+    pipeline = s3_client(settings.as_component("pipeline"))
+    pipeline.put_object(Bucket=settings.s3.bucket, Key="features/t/x", Body=b"2")
+    assert pipeline.get_object(Bucket=settings.s3.bucket, Key="events/t/x")["Body"].read() == b"1"
+    reader = s3_client(settings.as_component("reader"))
+    assert reader.get_object(Bucket=settings.s3.bucket, Key="features/t/x")["Body"].read() == b"2"
+
+
+def test_the_filer_refuses_requests_without_credentials(stack):
+    """On a SeaweedFS this stack started (the shared one may predate the JWT key: a private one)."""
+    from devtools.stack.seaweedfs import SeaweedFSService
+    from tests.conftest import private_stack
+
+    with private_stack(stack) as private:
+        weed = SeaweedFSService(private)
+        weed.up()
+        try:
+            filer = f"http://127.0.0.1:{private.stack.seaweedfs_port_base + 2}"
+            for method, path, body in [("GET", f"/buckets/{private.s3.bucket}/", None),
+                                       ("POST", f"/buckets/{private.s3.bucket}/x.txt", b"data"),
+                                       ("DELETE", f"/buckets/{private.s3.bucket}/x.txt", None)]:
+                with pytest.raises(urllib.error.HTTPError) as caught:
+                    urllib.request.urlopen(urllib.request.Request(filer + path, data=body, method=method), timeout=10)
+                assert caught.value.code in (401, 403), (method, path)
+            s3_client(private).put_object(Bucket=private.s3.bucket, Key="x.txt", Body=b"via s3")  # S3 still writes
+            master = f"http://127.0.0.1:{private.stack.seaweedfs_port_base}"
+            assigned = __import__("json").loads(urllib.request.urlopen(master + "/dir/assign", timeout=10).read())
+            assert "auth" not in assigned  # the master hands out no write token ...
+            with pytest.raises(urllib.error.HTTPError) as caught:  # ... and the volume server wants one
+                urllib.request.urlopen(urllib.request.Request(f"http://{assigned['url']}/{assigned['fid']}",
+                                                              data=b"data", method="POST"), timeout=10)
+            assert caught.value.code == 401
+        finally:
+            weed.stop()
+
+
+def test_redis_default_user_is_off_on_a_server_the_stack_starts(stack):
+    from devtools.stack.redis import RedisService
+    from tests.conftest import private_stack
+
+    with private_stack(stack) as private:
+        server = RedisService(private)
+        server.up()
+        try:
+            with pytest.raises(redis.exceptions.AuthenticationError):
+                redis.Redis(port=private.redis.port).ping()
+            assert redis.Redis.from_url(private.redis.url).ping()
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                redis.Redis.from_url(private.as_component("serve").redis.url).set("feed_ranking:{user_id=1}:v", 1)
+        finally:
+            server.stop()
+
+
+def test_components_are_seen_under_their_own_roles(settings, pg):
+    """A running consumer and feature server, each in its own process, in pg_stat_activity."""
+    import os
+
+    feedstore = str(Path(sys.executable).parent / "feedstore")
+    env = {**os.environ, **settings.feast_env()}
+    consumer = subprocess.Popen([feedstore, "ingest", "--until-idle", "30"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        seen: dict[str, tuple] = {}
+        while time.monotonic() < deadline and "feedstore-ingest" not in seen:
+            rows = pg.execute("SELECT a.application_name, a.usename, r.rolsuper FROM pg_stat_activity a "
+                              "JOIN pg_roles r ON r.rolname = a.usename WHERE a.datname = current_database()")
+            seen.update({row[0]: row[1:] for row in rows})
+            time.sleep(0.5)
+        assert seen.get("feedstore-ingest") == ("feedstore_ingest_app", False), seen
+    finally:
+        consumer.terminate()
+        consumer.wait(60)
+
+
+def test_the_pipeline_connects_as_its_own_role(settings):
+    """What every asset's Postgres, Redis and S3 handle is made from (orchestration.resources)."""
+    from orchestration.resources import PostgresResource, RedisResource, S3Resource
+
+    with PostgresResource().connect() as conn:
+        assert conn.execute("SELECT current_user, current_setting('application_name'), rolsuper FROM pg_roles "
+                            "WHERE rolname = current_user").fetchone() == ("feedstore_pipeline_app",
+                                                                           "feedstore-pipeline", False)
+    assert RedisResource().client().client_getname() == "feedstore-pipeline"
+    assert S3Resource().settings().s3.access_key_id == "feedstore-pipeline-key"
+
+
+def test_stack_env_exports_each_components_credentials(settings):
+    out = subprocess.run([str(Path(sys.executable).parent / "feedstore"), "stack", "env"], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    exported = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
+    for component in ("INGEST", "PIPELINE", "SERVE", "READER"):
+        assert f"feedstore_{component.lower()}_app" in exported[f"FEED_POSTGRES_{component}_DSN"]
+        assert f"feedstore-{component.lower()}" in exported[f"FEED_REDIS_{component}_URL"]
+        assert exported[f"FEED_S3_{component}_ACCESS_KEY_ID"] == f"feedstore-{component.lower()}-key"
