@@ -16,17 +16,19 @@ from rich.table import Table
 
 from feedstore.settings import get_settings
 
+# Plain help (click's layout): no rich markup to escape, and flags shown without a type.
+PLAIN = {"rich_markup_mode": None, "no_args_is_help": True}
 app = typer.Typer(
     help="feedstore: data collection and feature store for a feed ranker.",
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
+    **PLAIN,
 )
-stack_app = typer.Typer(help="Run the local stack: PostgreSQL, Redis, Kafka, SeaweedFS S3.", no_args_is_help=True)
+stack_app = typer.Typer(help="Run the local stack: PostgreSQL, Redis, Kafka, SeaweedFS S3.", **PLAIN)
 app.add_typer(stack_app, name="stack")
-models_app = typer.Typer(help="Model checkpoints: register, list, show, download.", no_args_is_help=True)
+models_app = typer.Typer(help="Model checkpoints: register, list, show, download.", **PLAIN)
 app.add_typer(models_app, name="models")
-experiments_app = typer.Typer(help="Experiment results: log a run's metrics and artefacts.", no_args_is_help=True)
+experiments_app = typer.Typer(help="Experiment results: log a run's metrics and artefacts.", **PLAIN)
 app.add_typer(experiments_app, name="experiments")
 console = Console(stderr=True)
 
@@ -70,7 +72,7 @@ def stack_up() -> None:
 
 @stack_app.command("down")
 def stack_down() -> None:
-    """Stop every service; data stays in the stack directory for the next ``up``."""
+    """Stop every service; data stays in the stack directory for the next 'up'."""
     from devtools.stack import services
 
     for service in reversed(services(get_settings())):
@@ -84,19 +86,21 @@ def stack_status() -> None:
     from devtools.stack import services
 
     table = Table("service", "state", "endpoint", "log")
+    for name in ("endpoint", "log"):  # folded onto more lines at a narrow width, never cut
+        table.columns[2 if name == "endpoint" else 3].overflow = "fold"
     healthy = True
     for service in services(get_settings()):
         up = service.ready()
         healthy &= up
         table.add_row(service.name, "[green]up[/]" if up else "[red]down[/]", service.endpoint(), str(service.log_file))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     if not healthy:
         raise typer.Exit(1)
 
 
 @stack_app.command("env")
 def stack_env() -> None:
-    """Print ``export`` lines: ``eval "$(feedstore stack env)"``."""
+    """Print 'export' lines (endpoints, credentials, topics, consumer group): eval "$(feedstore stack env)"."""
     from devtools.stack import env_lines
 
     for line in env_lines(get_settings()):
@@ -123,7 +127,7 @@ def migrate() -> None:
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def dagster(ctx: typer.Context) -> None:
-    """Run ``dagster dev`` on the daily pipeline, with DAGSTER_HOME prepared (extra args pass through)."""
+    """Run 'dagster dev' on the daily pipeline, with DAGSTER_HOME prepared (extra args pass through)."""
     from orchestration.instance import dagster_env, prepare_home
 
     home = prepare_home()
@@ -149,7 +153,7 @@ def _become(program: str, args: list[str], env: dict[str, str]) -> NoReturn:
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def feast(ctx: typer.Context) -> None:
-    """The ``feast`` CLI on feature_repo/ with the endpoints of these settings (every argument passes through)."""
+    """The 'feast' CLI on feature_repo/ with the endpoints of these settings (every argument passes through)."""
     settings = get_settings()
     args = list(ctx.args)
     if not {"-c", "--chdir", "-f", "--feature-store-yaml"} & {a.split("=", 1)[0] for a in args}:
@@ -216,7 +220,7 @@ def ingest(
     if until_idle is not None and until_idle <= 0:
         fail(f"--until-idle must be positive, not {until_idle}")
     from feedstore.logs import configure_logging
-    from ingestion.consumer import IngestConsumer, Options
+    from ingestion.consumer import IngestConsumer, KafkaUnreachable, Options
     from ingestion.metrics import IngestMetrics
     from ingestion.sinks import PermanentSinkError
 
@@ -231,8 +235,8 @@ def ingest(
     options = Options(until_idle=until_idle, replay=replay, instance_id=instance_id)
     try:
         IngestConsumer(settings, options, metrics).run()
-    except PermanentSinkError:
-        raise typer.Exit(1) from None  # the consumer has logged why (ingest_failed)
+    except (PermanentSinkError, KafkaUnreachable):
+        raise typer.Exit(1) from None  # the consumer has logged why (ingest_failed, ingest_gave_up)
 
 
 class ScaleName(str, Enum):
@@ -359,7 +363,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(6566, help="Port (feast serve's default)."),
 ) -> None:
-    """Feast's HTTP feature server (same API as `feast serve`) in one process with serving GC settings."""
+    """Feast's HTTP feature server (same API as 'feast serve') in one process, with Prometheus metrics."""
     if not 0 < port < 65536:
         fail(f"--port must be between 1 and 65535, got {port}")
     from feedstore.feast.serving import run

@@ -31,7 +31,7 @@ from feedstore.logs import get_logger
 from feedstore.settings import Settings
 from ingestion import validation
 from ingestion.catalog import CatalogIndex
-from ingestion.metrics import IngestMetrics
+from ingestion.metrics import KAFKA, IngestMetrics
 from ingestion.processing import BatchAbandoned, BatchProcessor, Processed, Stage, backoff_seconds, brief
 from ingestion.sinks.base import PermanentSinkError, SinkBatch, SinkError
 from ingestion.sinks.dlq import DlqSink
@@ -45,6 +45,12 @@ log = get_logger("feedstore.ingest")
 # Commit failures that mean "the group moved on": the batch is dropped and redelivered.
 _LOST_GENERATION = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
                     KafkaError.REBALANCE_IN_PROGRESS, KafkaError._ASSIGNMENT_LOST}
+# How often, while every broker is down, the consumer asks for metadata to notice the return.
+_KAFKA_PROBE_SECONDS = 5.0
+
+
+class KafkaUnreachable(Exception):
+    """``--until-idle`` gave up: no broker answered for that long, so nothing was consumed."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,9 @@ class IngestConsumer:
         self.stats = RunStats()
         self._first_batch_at: float | None = None
         self._consumer: Consumer | None = None
+        self._kafka_down_since: float | None = None
+        self._kafka_probed = 0.0
+        self.metrics.init_stores([KAFKA, *(s.name for s in self.processor.stages)])
 
     def stop(self) -> None:
         self._stop.set()
@@ -125,7 +134,10 @@ class IngestConsumer:
             "auto.offset.reset": "earliest",
             "session.timeout.ms": self.settings.kafka.session_timeout_ms,
             "partition.assignment.strategy": "roundrobin",
-            "log_level": 3,
+            # librdkafka's own log lines (one per refused connection, every second) stay off;
+            # errors come through error_cb as one structured line per outage.
+            "log_level": 0,
+            "error_cb": self._on_kafka_error,
         }
         if self.options.instance_id:
             conf["group.instance.id"] = self.options.instance_id
@@ -135,7 +147,42 @@ class IngestConsumer:
         self._assignment = list(partitions)
         self._assigned_once = True
         self._last_activity = time.monotonic()
+        self._kafka_back()
         log.info("partitions_assigned", partitions=[p.partition for p in partitions])
+
+    def _on_kafka_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            if self._kafka_down_since is None:
+                self._kafka_down_since = time.monotonic()
+                log.warning("kafka_unreachable", bootstrap=self.settings.kafka.bootstrap, error=err.str(),
+                            action="retrying; start Kafka or fix FEED_KAFKA_BOOTSTRAP")
+            self.metrics.store_up.labels(KAFKA).set(0)
+        elif err.code() not in (KafkaError._TRANSPORT, KafkaError._RESOLVE):  # parts of an outage, or a reconnect
+            log.warning("kafka_error", error=err.str())
+
+    def _kafka_back(self) -> None:
+        self.metrics.store_up.labels(KAFKA).set(1)
+        if self._kafka_down_since is not None:
+            log.info("kafka_reachable", down_seconds=round(time.monotonic() - self._kafka_down_since, 1))
+            self._kafka_down_since = None
+
+    def _check_kafka(self) -> None:
+        """While every broker is down: give up under ``--until-idle`` once that long has passed,
+        else probe for the brokers' return now and then (an idle topic delivers nothing to show it)."""
+        if self._kafka_down_since is None:
+            return
+        now = time.monotonic()
+        down = now - self._kafka_down_since
+        if self.options.until_idle is not None and not self._assigned_once and down >= self.options.until_idle:
+            raise KafkaUnreachable(f"Kafka at {self.settings.kafka.bootstrap} did not answer for {down:.0f}s "
+                                   f"(--until-idle {self.options.until_idle:g}); nothing was consumed")
+        if now - self._kafka_probed >= _KAFKA_PROBE_SECONDS:
+            self._kafka_probed = now
+            try:
+                self._consumer.list_topics(self.settings.kafka.topic_activity, timeout=1.0)
+            except KafkaException:
+                return
+            self._kafka_back()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._revoked = True
@@ -169,6 +216,7 @@ class IngestConsumer:
             while not self._stop.is_set():
                 messages = consumer.consume(self.settings.ingest.batch_size, timeout)
                 messages = [m for m in messages if not self._is_error(m)]
+                self._check_kafka()
                 if not messages:
                     if self._idle_long_enough():
                         log.info("ingest_idle_exit", idle_seconds=self.options.until_idle)
@@ -187,6 +235,9 @@ class IngestConsumer:
         except PermanentSinkError as exc:
             log.error("ingest_failed", store=exc.store, error=brief(exc),
                       action="fix the store or the data; the batch is not committed and will be redelivered")
+            raise
+        except KafkaUnreachable as exc:
+            log.error("ingest_gave_up", error=str(exc))
             raise
         finally:
             consumer.close()
@@ -323,4 +374,5 @@ class IngestConsumer:
             except KafkaException:
                 continue
             if high >= 0:
-                self.metrics.consumer_lag.labels(str(r.partition)).set(max(high - (r.last + 1), 0))
+                self.metrics.consumer_lag.labels(r.topic, self.settings.kafka.consumer_group,
+                                                 str(r.partition)).set(max(high - (r.last + 1), 0))
