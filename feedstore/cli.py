@@ -207,12 +207,28 @@ def validate(
         raise typer.Exit(1)
 
 
+class LogLevel(str, Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+LOG_LEVEL = typer.Option(LogLevel.INFO, "--log-level", case_sensitive=False,
+                         help="Least severe log level written (JSON lines on stderr when not a terminal).")
+
+
 @app.command()
 def ingest(
     metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on this port (0: off)."),
     until_idle: float = typer.Option(None, help="Exit once the topic has been drained for this many seconds."),
     replay: bool = typer.Option(False, "--replay", help="Backfill: lift the event-age bound."),
     instance_id: str = typer.Option(None, help="Static group membership id (fast restarts, no rebalance)."),
+    feast_push: bool = typer.Option(None, "--feast-push/--no-feast-push", show_default=False,
+                                    help="Push the realtime user features to Feast's online store with every batch "
+                                    "(default: FEED_INGEST_FEAST_PUSH, off). Without it the 'ranking' service "
+                                    "serves them as missing once their TTL passes."),
+    log_level: LogLevel = LOG_LEVEL,
 ) -> None:
     """Consume user-activity into Postgres, S3 Parquet and Redis; invalid events go to the DLQ."""
     if metrics_port < 0 or metrics_port > 65535:
@@ -224,8 +240,10 @@ def ingest(
     from ingestion.metrics import IngestMetrics
     from ingestion.sinks import PermanentSinkError
 
-    configure_logging()
+    configure_logging(log_level.value)
     settings = get_settings()
+    if feast_push is not None:
+        settings = settings.replace(ingest={"feast_push": feast_push})
     metrics = IngestMetrics()
     if metrics_port:
         try:
@@ -361,15 +379,18 @@ def produce(
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-    port: int = typer.Option(6566, help="Port (feast serve's default)."),
+    port: int = typer.Option(6566, help="Port (feast serve's default); Prometheus metrics on GET /metrics."),
+    log_level: LogLevel = LOG_LEVEL,
 ) -> None:
     """Feast's HTTP feature server (same API as 'feast serve') in one process, with Prometheus metrics."""
     if not 0 < port < 65536:
         fail(f"--port must be between 1 and 65535, got {port}")
     from feedstore.feast.serving import run
+    from feedstore.logs import configure_logging
 
+    configure_logging(log_level.value)
     try:
-        run(host, port)
+        run(host, port, log_level=log_level.value)
     except OSError as exc:
         fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
 

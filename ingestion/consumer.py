@@ -25,6 +25,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from feedstore.contract import rules
+from feedstore.contract.features import VIEWS
 from feedstore.db import connect
 from feedstore.ids import ITEMS, USERS
 from feedstore.logs import get_logger
@@ -41,6 +42,9 @@ from ingestion.sinks.s3 import S3Sink
 from ingestion.validation import Limits, Result, Validator
 
 log = get_logger("feedstore.ingest")
+
+FEAST_STAGE = "feast"
+PUSHED_VIEWS = tuple(v.name for v in VIEWS.values() if v.pushed)
 
 # Commit failures that mean "the group moved on": the batch is dropped and redelivered.
 _LOST_GENERATION = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
@@ -119,6 +123,11 @@ class IngestConsumer:
         self._kafka_down_since: float | None = None
         self._kafka_probed = 0.0
         self.metrics.init_stores([KAFKA, *(s.name for s in self.processor.stages)])
+        self.metrics.feast_push.set(int(self.pushes_to_feast))
+
+    @property
+    def pushes_to_feast(self) -> bool:
+        return any(s.name == FEAST_STAGE for s in self.processor.stages)
 
     def stop(self) -> None:
         self._stop.set()
@@ -211,6 +220,10 @@ class IngestConsumer:
         consumer.subscribe([self.settings.kafka.topic_activity], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("ingest_started", topic=self.settings.kafka.topic_activity, group=self.settings.kafka.consumer_group,
                  replay=self.options.replay, stages=[s.name for s in self.processor.stages])
+        if not self.pushes_to_feast:
+            log.warning("feast_push_off", views=list(PUSHED_VIEWS),
+                        effect="nothing else writes these views: the 'ranking' service serves them as missing once "
+                               "their TTL passes", action="run one consumer with --feast-push")
         timeout = self.settings.ingest.batch_timeout_ms / 1000
         try:
             while not self._stop.is_set():

@@ -53,6 +53,8 @@ class IngestMetrics:
         self.retrying = Gauge(p + "batch_retrying", "1 while a batch waits for a store to come back", registry=r)
         self.last_commit = Gauge(p + "last_commit_timestamp_seconds", "Unix time of the last committed batch",
                                  registry=r)
+        self.feast_push = Gauge(p + "feast_push_enabled", "1 when this consumer pushes the realtime features to "
+                                "Feast's online store (their only writer)", registry=r)
         for reason in DLQ_REASONS:
             self.validation_failures.labels(str(reason))
         self._window: deque[tuple[float, int]] = deque()
