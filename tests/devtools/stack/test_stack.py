@@ -118,3 +118,14 @@ def test_env_lines_reach_the_stack(settings):
     k = settings.kafka
     assert out.stdout.split() == ["1", "PONG", str(k.topic_partitions), "True", k.topic_dlq, k.consumer_group,
                                   str(k.topic_partitions)]
+
+
+@pytest.mark.parametrize("columns", ["60", "80"])
+def test_status_shows_whole_endpoints_at_any_width(settings, columns):
+    from devtools.stack import services
+
+    out = subprocess.run([venv_program("feedstore"), "stack", "status"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "COLUMNS": columns})
+    assert out.returncode == 0, out.stderr
+    for service in services(settings):
+        assert service.endpoint() in out.stdout and str(service.log_file) in out.stdout
