@@ -395,6 +395,34 @@ def serve(
         fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
 
 
+@app.command()
+def exporter(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(9109, help="Port of GET /metrics."),
+    log_level: LogLevel = LOG_LEVEL,
+) -> None:
+    """Serve the daily pipeline's Prometheus metrics (Dagster's runs and checks, online freshness per view)."""
+    if not 0 < port < 65536:
+        fail(f"--port must be between 1 and 65535, got {port}")
+    import os
+    import signal
+    import threading
+
+    from feedstore.logs import configure_logging
+    from orchestration.instance import dagster_env, prepare_home
+    from orchestration.metrics import serve as serve_metrics
+
+    configure_logging(log_level.value)
+    os.environ.update(dagster_env(prepare_home()))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        serve_metrics(port, host, stop.is_set)
+    except OSError as exc:
+        fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
+
+
 def _json_option(text: str | None, what: str) -> dict:
     """A JSON object given inline or as the path of a file holding one."""
     import json
