@@ -55,11 +55,14 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 @stack_app.command("up")
-def stack_up() -> None:
+def stack_up(
+    monitoring: bool = typer.Option(False, "--monitoring", help="Also run Prometheus (alert rules of ops/prometheus) "
+                                    "scraping ingest, serve and exporter at the ports of FEED_STACK_SCRAPE_*."),
+) -> None:
     """Install what is missing and start every service; running ones are left alone."""
     from devtools.stack import StackError, services
 
-    for service in services(get_settings()):
+    for service in services(get_settings(), monitoring):
         started = time.monotonic()
         with console.status(f"starting {service.name}…"):
             try:
@@ -75,7 +78,7 @@ def stack_down() -> None:
     """Stop every service; data stays in the stack directory for the next 'up'."""
     from devtools.stack import services
 
-    for service in reversed(services(get_settings())):
+    for service in reversed(services(get_settings(), monitoring=True)):
         service.stop()
         console.print(f"[yellow]■[/] {service.name} stopped")
 
@@ -83,13 +86,14 @@ def stack_down() -> None:
 @stack_app.command("status")
 def stack_status() -> None:
     """Exit non-zero when any service is not answering."""
-    from devtools.stack import services
+    from devtools.stack import monitoring_running, services
 
     table = Table("service", "state", "endpoint", "log")
     for name in ("endpoint", "log"):  # folded onto more lines at a narrow width, never cut
         table.columns[2 if name == "endpoint" else 3].overflow = "fold"
     healthy = True
-    for service in services(get_settings()):
+    settings = get_settings()
+    for service in services(settings, monitoring_running(settings)):
         up = service.ready()
         healthy &= up
         table.add_row(service.name, "[green]up[/]" if up else "[red]down[/]", service.endpoint(), str(service.log_file))

@@ -150,6 +150,14 @@ class StackSettings(BaseSettings):
     kafka_heap: str = Field("-Xmx512m", validation_alias=_env("FEED_KAFKA_HEAP"))
     seaweedfs_port_base: int = Field(9333, validation_alias=_env("FEED_SEAWEEDFS_PORT_BASE"))
     """weed mini's master, volume, filer and admin listen on base .. base+3 (gRPC on +10000)."""
+    prometheus_port: int = 9190
+    """``stack up --monitoring``'s Prometheus (not 9090: Debian's package runs its own there under systemd)."""
+    scrape_ingest: str = "127.0.0.1:9108"
+    """Comma-separated ``host:port`` of ``feedstore ingest --metrics-port`` processes to scrape."""
+    scrape_serve: str = "127.0.0.1:6566"
+    """``feedstore serve`` processes (GET /metrics on the serving port)."""
+    scrape_pipeline: str = "127.0.0.1:9109"
+    """``feedstore exporter`` (the pipeline's metrics)."""
 
 
 class Settings(BaseModel):

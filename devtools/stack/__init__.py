@@ -5,6 +5,7 @@ from __future__ import annotations
 from devtools.stack.base import Service, StackError
 from devtools.stack.kafka import KafkaService
 from devtools.stack.postgres import PostgresService
+from devtools.stack.prometheus import PrometheusService
 from devtools.stack.redis import RedisService
 from devtools.stack.seaweedfs import SeaweedFSService
 from feedstore.settings import Settings
@@ -12,14 +13,20 @@ from feedstore.settings import Settings
 __all__ = ["Service", "StackError", "services", "env_lines"]
 
 
-def services(settings: Settings) -> list[Service]:
-    """In start order; ``down`` stops them in reverse."""
+def services(settings: Settings, monitoring: bool = False) -> list[Service]:
+    """In start order; ``down`` stops them in reverse. ``monitoring`` adds Prometheus."""
     return [
         PostgresService(settings),
         RedisService(settings),
         SeaweedFSService(settings),
         KafkaService(settings),
+        *([PrometheusService(settings)] if monitoring else []),
     ]
+
+
+def monitoring_running(settings: Settings) -> bool:
+    """Whether ``stack up --monitoring`` left a Prometheus running (``status`` and ``down`` then include it)."""
+    return PrometheusService(settings).ready()
 
 
 def write_kcat_config(settings: Settings):
