@@ -73,6 +73,18 @@ def stack_up(
         console.print(f"[green]✓[/] {service.name:<10} {what} ({time.monotonic() - started:.1f}s)  {service.endpoint()}")
 
 
+@stack_app.command("provision")
+def stack_provision() -> None:
+    """Create the database, topics and bucket on services that already run (docker compose's provision step)."""
+    from devtools.stack import services
+
+    for service in services(get_settings()):
+        if not service.ready():
+            fail(f"{service.name} does not answer at {service.endpoint()}")
+        service.provision()
+        console.print(f"[green]✓[/] {service.name:<10} provisioned  {service.endpoint()}")
+
+
 @stack_app.command("down")
 def stack_down() -> None:
     """Stop every service; data stays in the stack directory for the next 'up'."""
