@@ -143,12 +143,21 @@ def migrate() -> None:
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def dagster(ctx: typer.Context) -> None:
-    """Run 'dagster dev' on the daily pipeline, with DAGSTER_HOME prepared (extra args pass through)."""
+    """Run 'dagster dev' on the daily pipeline, with DAGSTER_HOME prepared (extra args pass through).
+
+    SIGTERM or Ctrl-C stops it within FEED_PIPELINE_SHUTDOWN_GRACE_SECONDS (default 10)."""
     from orchestration.instance import dagster_env, prepare_home
+
+    from orchestration.instance import supervise
 
     home = prepare_home()
     console.print(f"DAGSTER_HOME={home}")
-    _become("dagster", ["dev", "-m", "orchestration.definitions", *ctx.args], dagster_env(home))
+    try:
+        code = supervise(["dev", "-m", "orchestration.definitions", *ctx.args], dagster_env(home),
+                         get_settings().pipeline.shutdown_grace_seconds)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
 
 
 def _become(program: str, args: list[str], env: dict[str, str]) -> NoReturn:

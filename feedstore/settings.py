@@ -9,6 +9,7 @@ what the Kafka clients need and nothing else.
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,9 @@ class PipelineSettings(BaseSettings):
 
     model_config = _group("FEED_PIPELINE_")
 
-    start_date: str = "2025-01-01"
+    start_date: str | None = None
+    """The first daily partition, YYYY-MM-DD; unset: ``activity_retention_days`` before today (the
+    oldest day whose events Postgres still holds, so every partition shown can be built)."""
     duckdb_memory_limit: str = "4GB"
     """DuckDB's default is 80% of RAM; a bound makes the big joins spill to disk instead."""
     dagster_storage_dsn: str | None = Field(None, validation_alias=_env("FEED_DAGSTER_STORAGE_DSN"))
@@ -134,8 +137,17 @@ class PipelineSettings(BaseSettings):
         "FEED_CONTENT_EMBEDDINGS_PREFIX"))
     """Where the pre-computed content embeddings land (the generator's item snapshots)."""
     activity_retention_days: int = Field(30, validation_alias=_env("FEED_ACTIVITY_RETENTION_DAYS"))
+    shutdown_grace_seconds: float = 10.0
+    """``feedstore dagster`` on SIGTERM/SIGINT: how long ``dagster dev`` may shut down cleanly before
+    its processes are killed (its own wait is a minute per process)."""
     candidates_per_user: int = Field(100, validation_alias=_env("FEED_CANDIDATES_PER_USER"))
     candidate_pool_size: int = Field(5_000, validation_alias=_env("FEED_CANDIDATE_POOL_SIZE"))
+
+    def first_partition(self, today: date | None = None) -> str:
+        if self.start_date:
+            return date.fromisoformat(self.start_date).isoformat()
+        today = today or datetime.now(timezone.utc).date()
+        return (today - timedelta(days=self.activity_retention_days)).isoformat()
 
 
 class StackSettings(BaseSettings):

@@ -51,8 +51,9 @@ def suite_check(asset: str, suite: str, where: Where, params: Params) -> dg.Asse
     prefix = where if callable(where) else (lambda day: lake.day_prefix(where, day))
     shown = f"{where}/dt=<partition>/" if isinstance(where, str) else f"{where.__name__}(<partition>)"
 
+    # Markdown in the UI: the placeholder is code, or it would be read as an HTML tag and vanish.
     @dg.asset_check(asset=asset, name=f"{suite}_suite", blocking=True, partitions_def=daily,
-                    description=f"Great Expectations suite `{suite}` on {shown}")
+                    description=f"Great Expectations suite `{suite}` on `{shown}`")
     def _check(context: dg.AssetCheckExecutionContext, gx: GreatExpectationsResource,
                s3: S3Resource) -> dg.AssetCheckResult:
         day = partition_day(context)
