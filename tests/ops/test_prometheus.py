@@ -125,3 +125,13 @@ def test_the_name_check_can_fail():
     exported = _exported()
     assert "feedstore_ingest_events_per_second" in exported
     assert "consumer_lag" not in exported and "events_per_second" not in exported  # the old names are gone
+
+
+def test_the_readme_lists_every_metric_and_alert():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    families = {re.sub(r"_(total|bucket|sum|count)$", "", n) for n in _exported() if n.startswith("feedstore_")}
+    assert families, "nothing exported"
+    for name in families | {r["record"] for r in _rules() if "record" in r}:
+        assert f"`{name}" in readme, f"README does not list {name}"
+    for alert in (r["alert"] for r in _rules() if "alert" in r):
+        assert f"| `{alert}` |" in readme, f"README does not explain {alert}"
