@@ -146,9 +146,7 @@ def dagster(ctx: typer.Context) -> None:
     """Run 'dagster dev' on the daily pipeline, with DAGSTER_HOME prepared (extra args pass through).
 
     SIGTERM or Ctrl-C stops it within FEED_PIPELINE_SHUTDOWN_GRACE_SECONDS (default 10)."""
-    from orchestration.instance import dagster_env, prepare_home
-
-    from orchestration.instance import supervise
+    from orchestration.instance import dagster_env, prepare_home, supervise
 
     home = prepare_home()
     console.print(f"DAGSTER_HOME={home}")
