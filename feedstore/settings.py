@@ -137,6 +137,9 @@ class PipelineSettings(BaseSettings):
         "FEED_CONTENT_EMBEDDINGS_PREFIX"))
     """Where the pre-computed content embeddings land (the generator's item snapshots)."""
     activity_retention_days: int = Field(30, validation_alias=_env("FEED_ACTIVITY_RETENTION_DAYS"))
+    data_docs_dir: Path | None = None
+    """Every check writes its Data Docs site under this directory and links it in its metadata
+    (``feedstore dagster`` defaults it to ``$DAGSTER_HOME/data_docs``); unset: no Data Docs."""
     shutdown_grace_seconds: float = 10.0
     """``feedstore dagster`` on SIGTERM/SIGINT: how long ``dagster dev`` may shut down cleanly before
     its processes are killed (its own wait is a minute per process)."""

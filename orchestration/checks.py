@@ -4,6 +4,7 @@ the asset). A failed check is an ERROR, so Dagster skips everything downstream i
 
 from collections.abc import Callable
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -64,7 +65,16 @@ def suite_check(asset: str, suite: str, where: Where, params: Params) -> dg.Asse
 
 def result(summary, **extra) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=bool(summary.success), severity=dg.AssetCheckSeverity.ERROR,
-                               metadata={**summary.to_metadata(), **extra})
+                               metadata={**summary.to_metadata(), **docs_links(summary.docs), **extra})
+
+
+def docs_links(docs: str | None) -> dict[str, dg.MetadataValue]:
+    """The validation's Data Docs page: its path (copyable in the UI) and a link to open it."""
+    if not docs:
+        return {}
+    if docs.startswith(("s3://", "http://", "https://")):
+        return {"data_docs": dg.MetadataValue.url(docs)}
+    return {"data_docs": dg.MetadataValue.path(docs), "data_docs_url": dg.MetadataValue.url(Path(docs).as_uri())}
 
 
 # Views every user of the day has a row in (embeddings and candidates need engagement).

@@ -52,7 +52,11 @@ def prepare_home(home: Path | None = None, settings: Settings | None = None) -> 
 
 
 def dagster_env(home: Path) -> dict[str, str]:
-    return {"DAGSTER_HOME": str(home), "DAGSTER_DISABLE_TELEMETRY": "1", "GX_ANALYTICS_ENABLED": "false"}
+    """What Dagster's processes need; checks write their Data Docs under the home unless
+    ``FEED_PIPELINE_DATA_DOCS_DIR`` says where."""
+    docs = os.environ.get("FEED_PIPELINE_DATA_DOCS_DIR") or str(home / "data_docs")
+    return {"DAGSTER_HOME": str(home), "DAGSTER_DISABLE_TELEMETRY": "1", "GX_ANALYTICS_ENABLED": "false",
+            "FEED_PIPELINE_DATA_DOCS_DIR": docs}
 
 
 def supervise(args: list[str], env: dict[str, str], grace_seconds: float) -> int:
