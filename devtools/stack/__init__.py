@@ -25,8 +25,11 @@ def services(settings: Settings, monitoring: bool = False) -> list[Service]:
 
 
 def monitoring_running(settings: Settings) -> bool:
-    """Whether ``stack up --monitoring`` left a Prometheus running (``status`` and ``down`` then include it)."""
-    return PrometheusService(settings).ready()
+    """Whether ``stack up --monitoring`` left this stack's Prometheus running (its pid file in this
+    stack's directory, not merely something on the port); ``status`` then includes it."""
+    from devtools.stack.base import read_pid
+
+    return read_pid(PrometheusService(settings).pid_file) is not None
 
 
 def write_kcat_config(settings: Settings):

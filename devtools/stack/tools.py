@@ -51,6 +51,7 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
     Tool("prometheus", "prometheus", "stack --monitoring: scrapes the consumer, the feature server and the "
          "pipeline exporter (Debian's package; a systemd host also starts its own on :9090, ours is apart)"),
     Tool("promtool", "prometheus", "tests: `promtool check rules` and `promtool test rules` on ops/prometheus/"),
+    Tool("ps", "procps", "tests: which processes `feedstore dagster` leaves behind"),
     Tool("git", "git", "training sets record the code version (optional: 'unknown' without it)"),
 )}
 

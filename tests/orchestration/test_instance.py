@@ -14,6 +14,7 @@ import pytest
 import requests
 import yaml
 
+from devtools.stack.tools import require
 from orchestration.instance import prepare_home
 from tests.conftest import free_port
 
@@ -34,7 +35,8 @@ def test_dagster_yaml_is_written_once_and_then_left_alone(tmp_path):
 def _group_alive(pgid: int) -> bool:
     """Any process of the group still running (killed ones may stay zombies a moment, unreaped)."""
     for _ in range(20):
-        states = subprocess.run(["ps", "-o", "stat=", "-g", str(pgid)], capture_output=True, text=True).stdout.split()
+        states = subprocess.run([require("ps"), "-o", "stat=", "-g", str(pgid)], capture_output=True,
+                                text=True).stdout.split()
         if all(s.startswith("Z") for s in states):
             return False
         time.sleep(0.5)
@@ -60,7 +62,8 @@ def test_sigterm_stops_dagster_dev_and_its_processes(settings, tmp_path):
                 pass
             assert time.monotonic() < deadline, "dagster dev did not answer"
             time.sleep(1)
-        children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True)
+        children = subprocess.run([require("ps"), "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True,
+                                  text=True)
         (dev,) = [int(p) for p in children.stdout.split()]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) in (0, 128 + signal.SIGTERM)
