@@ -273,7 +273,10 @@ def _run(suite_name: str, expectations: list, batch_definition, context, batch_p
                          "partial_unexpected_count": EXAMPLES}
         result = definition.run(batch_parameters=batch_parameters, result_format=result_format)
     if docs_dir is not None:
+        from expectations.datadocs import localise
+
         context.build_data_docs()
+        localise(docs_dir)
     return result
 
 

@@ -16,17 +16,19 @@ from rich.table import Table
 
 from feedstore.settings import get_settings
 
+# Plain help (click's layout): no rich markup to escape, and flags shown without a type.
+PLAIN = {"rich_markup_mode": None, "no_args_is_help": True}
 app = typer.Typer(
     help="feedstore: data collection and feature store for a feed ranker.",
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
+    **PLAIN,
 )
-stack_app = typer.Typer(help="Run the local stack: PostgreSQL, Redis, Kafka, SeaweedFS S3.", no_args_is_help=True)
+stack_app = typer.Typer(help="Run the local stack: PostgreSQL, Redis, Kafka, SeaweedFS S3.", **PLAIN)
 app.add_typer(stack_app, name="stack")
-models_app = typer.Typer(help="Model checkpoints: register, list, show, download.", no_args_is_help=True)
+models_app = typer.Typer(help="Model checkpoints: register, list, show, download.", **PLAIN)
 app.add_typer(models_app, name="models")
-experiments_app = typer.Typer(help="Experiment results: log a run's metrics and artefacts.", no_args_is_help=True)
+experiments_app = typer.Typer(help="Experiment results: log a run's metrics and artefacts.", **PLAIN)
 app.add_typer(experiments_app, name="experiments")
 console = Console(stderr=True)
 
@@ -63,11 +65,14 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 @stack_app.command("up")
-def stack_up() -> None:
+def stack_up(
+    monitoring: bool = typer.Option(False, "--monitoring", help="Also run Prometheus (alert rules of ops/prometheus) "
+                                    "scraping ingest, serve and exporter at the ports of FEED_STACK_SCRAPE_*."),
+) -> None:
     """Install what is missing and start every service; running ones are left alone."""
     from devtools.stack import StackError, services
 
-    for service in services(get_settings()):
+    for service in services(get_settings(), monitoring):
         started = time.monotonic()
         with console.status(f"starting {service.name}…"):
             try:
@@ -78,12 +83,24 @@ def stack_up() -> None:
         console.print(f"[green]✓[/] {service.name:<10} {what} ({time.monotonic() - started:.1f}s)  {service.endpoint()}")
 
 
-@stack_app.command("down")
-def stack_down() -> None:
-    """Stop every service; data stays in the stack directory for the next ``up``."""
+@stack_app.command("provision")
+def stack_provision() -> None:
+    """Create the database, topics and bucket on services that already run (docker compose's provision step)."""
     from devtools.stack import services
 
-    for service in reversed(services(get_settings())):
+    for service in services(get_settings()):
+        if not service.ready():
+            fail(f"{service.name} does not answer at {service.endpoint()}")
+        service.provision()
+        console.print(f"[green]✓[/] {service.name:<10} provisioned  {service.endpoint()}")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop every service; data stays in the stack directory for the next 'up'."""
+    from devtools.stack import services
+
+    for service in reversed(services(get_settings(), monitoring=True)):
         service.stop()
         console.print(f"[yellow]■[/] {service.name} stopped")
 
@@ -91,22 +108,25 @@ def stack_down() -> None:
 @stack_app.command("status")
 def stack_status() -> None:
     """Exit non-zero when any service is not answering."""
-    from devtools.stack import services
+    from devtools.stack import monitoring_running, services
 
     table = Table("service", "state", "endpoint", "log")
+    for name in ("endpoint", "log"):  # folded onto more lines at a narrow width, never cut
+        table.columns[2 if name == "endpoint" else 3].overflow = "fold"
     healthy = True
-    for service in services(get_settings()):
+    settings = get_settings()
+    for service in services(settings, monitoring_running(settings)):
         up = service.ready()
         healthy &= up
         table.add_row(service.name, "[green]up[/]" if up else "[red]down[/]", service.endpoint(), str(service.log_file))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     if not healthy:
         raise typer.Exit(1)
 
 
 @stack_app.command("env")
 def stack_env() -> None:
-    """Print ``export`` lines: ``eval "$(feedstore stack env)"``."""
+    """Print 'export' lines (endpoints, credentials, topics, consumer group): eval "$(feedstore stack env)"."""
     from devtools.stack import env_lines
 
     for line in env_lines(get_settings()):
@@ -133,13 +153,20 @@ def migrate() -> None:
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def dagster(ctx: typer.Context) -> None:
-    """Run ``dagster dev`` on the daily pipeline, with DAGSTER_HOME prepared (extra args pass through)."""
-    from orchestration.instance import dagster_env, prepare_home
+    """Run 'dagster dev' on the daily pipeline, with DAGSTER_HOME prepared (extra args pass through).
+
+    SIGTERM or Ctrl-C stops it within FEED_PIPELINE_SHUTDOWN_GRACE_SECONDS (default 10)."""
+    from orchestration.instance import dagster_env, prepare_home, supervise
 
     _run_as("pipeline")
     home = prepare_home()
     console.print(f"DAGSTER_HOME={home}")
-    _become("dagster", ["dev", "-m", "orchestration.definitions", *ctx.args], dagster_env(home))
+    try:
+        code = supervise(["dev", "-m", "orchestration.definitions", *ctx.args], dagster_env(home),
+                         get_settings().pipeline.shutdown_grace_seconds)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
 
 
 def _become(program: str, args: list[str], env: dict[str, str]) -> NoReturn:
@@ -160,7 +187,7 @@ def _become(program: str, args: list[str], env: dict[str, str]) -> NoReturn:
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def feast(ctx: typer.Context) -> None:
-    """The ``feast`` CLI on feature_repo/ with the endpoints of these settings (every argument passes through)."""
+    """The 'feast' CLI on feature_repo/ with the endpoints of these settings (every argument passes through)."""
     _run_as("pipeline")
     settings = get_settings()
     args = list(ctx.args)
@@ -216,12 +243,28 @@ def validate(
         raise typer.Exit(1)
 
 
+class LogLevel(str, Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+LOG_LEVEL = typer.Option(LogLevel.INFO, "--log-level", case_sensitive=False,
+                         help="Least severe log level written (JSON lines on stderr when not a terminal).")
+
+
 @app.command()
 def ingest(
     metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on this port (0: off)."),
     until_idle: float = typer.Option(None, help="Exit once the topic has been drained for this many seconds."),
     replay: bool = typer.Option(False, "--replay", help="Backfill: lift the event-age bound."),
     instance_id: str = typer.Option(None, help="Static group membership id (fast restarts, no rebalance)."),
+    feast_push: bool = typer.Option(None, "--feast-push/--no-feast-push", show_default=False,
+                                    help="Push the realtime user features to Feast's online store with every batch "
+                                    "(default: FEED_INGEST_FEAST_PUSH, off). Without it the 'ranking' service "
+                                    "serves them as missing once their TTL passes."),
+    log_level: LogLevel = LOG_LEVEL,
 ) -> None:
     """Consume user-activity into Postgres, S3 Parquet and Redis; invalid events go to the DLQ."""
     if metrics_port < 0 or metrics_port > 65535:
@@ -229,12 +272,14 @@ def ingest(
     if until_idle is not None and until_idle <= 0:
         fail(f"--until-idle must be positive, not {until_idle}")
     from feedstore.logs import configure_logging
-    from ingestion.consumer import IngestConsumer, Options
+    from ingestion.consumer import IngestConsumer, KafkaUnreachable, Options
     from ingestion.metrics import IngestMetrics
     from ingestion.sinks import PermanentSinkError
 
-    configure_logging()
+    configure_logging(log_level.value)
     settings = get_settings()
+    if feast_push is not None:
+        settings = settings.replace(ingest={"feast_push": feast_push})
     metrics = IngestMetrics()
     if metrics_port:
         try:
@@ -244,8 +289,8 @@ def ingest(
     options = Options(until_idle=until_idle, replay=replay, instance_id=instance_id)
     try:
         IngestConsumer(settings, options, metrics).run()
-    except PermanentSinkError:
-        raise typer.Exit(1) from None  # the consumer has logged why (ingest_failed)
+    except (PermanentSinkError, KafkaUnreachable):
+        raise typer.Exit(1) from None  # the consumer has logged why (ingest_failed, ingest_gave_up)
 
 
 class ScaleName(str, Enum):
@@ -370,15 +415,46 @@ def produce(
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-    port: int = typer.Option(6566, help="Port (feast serve's default)."),
+    port: int = typer.Option(6566, help="Port (feast serve's default); Prometheus metrics on GET /metrics."),
+    log_level: LogLevel = LOG_LEVEL,
 ) -> None:
-    """Feast's HTTP feature server (same API as `feast serve`) in one process with serving GC settings."""
+    """Feast's HTTP feature server (same API as 'feast serve') in one process, with Prometheus metrics."""
     if not 0 < port < 65536:
         fail(f"--port must be between 1 and 65535, got {port}")
     from feedstore.feast.serving import run
+    from feedstore.logs import configure_logging
 
+    configure_logging(log_level.value)
     try:
-        run(host, port)
+        run(host, port, log_level=log_level.value)
+    except OSError as exc:
+        fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
+
+
+@app.command()
+def exporter(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(9109, help="Port of GET /metrics."),
+    log_level: LogLevel = LOG_LEVEL,
+) -> None:
+    """Serve the daily pipeline's Prometheus metrics (Dagster's runs and checks, online freshness per view)."""
+    if not 0 < port < 65536:
+        fail(f"--port must be between 1 and 65535, got {port}")
+    import os
+    import signal
+    import threading
+
+    from feedstore.logs import configure_logging
+    from orchestration.instance import dagster_env, prepare_home
+    from orchestration.metrics import serve as serve_metrics
+
+    configure_logging(log_level.value)
+    os.environ.update(dagster_env(prepare_home()))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        serve_metrics(port, host, stop.is_set)
     except OSError as exc:
         fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
 

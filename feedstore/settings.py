@@ -9,6 +9,7 @@ what the Kafka clients need and nothing else.
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -221,7 +222,9 @@ class PipelineSettings(BaseSettings):
 
     model_config = _group("FEED_PIPELINE_")
 
-    start_date: str = "2025-01-01"
+    start_date: str | None = None
+    """The first daily partition, YYYY-MM-DD; unset: ``activity_retention_days`` before today (the
+    oldest day whose events Postgres still holds, so every partition shown can be built)."""
     duckdb_memory_limit: str = "4GB"
     """DuckDB's default is 80% of RAM; a bound makes the big joins spill to disk instead."""
     dagster_storage_dsn: str | None = Field(None, validation_alias=_env("FEED_DAGSTER_STORAGE_DSN"))
@@ -230,8 +233,20 @@ class PipelineSettings(BaseSettings):
         "FEED_CONTENT_EMBEDDINGS_PREFIX"))
     """Where the pre-computed content embeddings land (the generator's item snapshots)."""
     activity_retention_days: int = Field(30, validation_alias=_env("FEED_ACTIVITY_RETENTION_DAYS"))
+    data_docs_dir: Path | None = None
+    """Every check writes its Data Docs site under this directory and links it in its metadata
+    (``feedstore dagster`` defaults it to ``$DAGSTER_HOME/data_docs``); unset: no Data Docs."""
+    shutdown_grace_seconds: float = 10.0
+    """``feedstore dagster`` on SIGTERM/SIGINT: how long ``dagster dev`` may shut down cleanly before
+    its processes are killed (its own wait is a minute per process)."""
     candidates_per_user: int = Field(100, validation_alias=_env("FEED_CANDIDATES_PER_USER"))
     candidate_pool_size: int = Field(5_000, validation_alias=_env("FEED_CANDIDATE_POOL_SIZE"))
+
+    def first_partition(self, today: date | None = None) -> str:
+        if self.start_date:
+            return date.fromisoformat(self.start_date).isoformat()
+        today = today or datetime.now(timezone.utc).date()
+        return (today - timedelta(days=self.activity_retention_days)).isoformat()
 
 
 class StackSettings(BaseSettings):
@@ -252,6 +267,14 @@ class StackSettings(BaseSettings):
     seaweedfs_jwt_key: str = "feedstore-filer-local"
     """Signs filer and volume HTTP access: without a token made from it they refuse."""
 
+    prometheus_port: int = 9190
+    """``stack up --monitoring``'s Prometheus (not 9090: Debian's package runs its own there under systemd)."""
+    scrape_ingest: str = "127.0.0.1:9108"
+    """Comma-separated ``host:port`` of ``feedstore ingest --metrics-port`` processes to scrape."""
+    scrape_serve: str = "127.0.0.1:6566"
+    """``feedstore serve`` processes (GET /metrics on the serving port)."""
+    scrape_pipeline: str = "127.0.0.1:9109"
+    """``feedstore exporter`` (the pipeline's metrics)."""
 
 class _Process(BaseSettings):
     model_config = _group("FEED_")

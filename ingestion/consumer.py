@@ -28,6 +28,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from feedstore.contract import rules
+from feedstore.contract.features import VIEWS
 from feedstore.contract.rules import Reason
 from feedstore.db import connect
 from feedstore.ids import ITEMS, USERS
@@ -36,7 +37,7 @@ from feedstore.settings import Settings
 from ingestion import validation
 from ingestion.bisect import Resume, after_commit, plan
 from ingestion.catalog import CatalogIndex
-from ingestion.metrics import IngestMetrics
+from ingestion.metrics import KAFKA, IngestMetrics
 from ingestion.processing import BatchAbandoned, BatchProcessor, Processed, Stage, backoff_seconds, brief
 from ingestion.sinks.base import PermanentSinkError, SinkBatch, SinkError
 from ingestion.sinks.dlq import DlqSink
@@ -50,10 +51,18 @@ log = get_logger("feedstore.ingest")
 # Waiting this long for the writer needs no poll; past it the loop pauses its partitions and polls,
 # which keeps it in the group and serves rebalances during a long outage.
 _QUIET_WAIT_SECONDS = 10.0
+FEAST_STAGE = "feast"
+PUSHED_VIEWS = tuple(v.name for v in VIEWS.values() if v.pushed)
 
 # Commit failures that mean "the group moved on": the batch is dropped and redelivered.
 _LOST_GENERATION = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
                     KafkaError.REBALANCE_IN_PROGRESS, KafkaError._ASSIGNMENT_LOST}
+# How often, while every broker is down, the consumer asks for metadata to notice the return.
+_KAFKA_PROBE_SECONDS = 5.0
+
+
+class KafkaUnreachable(Exception):
+    """``--until-idle`` gave up: no broker answered for that long, so nothing was consumed."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,14 @@ class IngestConsumer:
         self.stats = RunStats()
         self._first_batch_at: float | None = None
         self._consumer: Consumer | None = None
+        self._kafka_down_since: float | None = None
+        self._kafka_probed = 0.0
+        self.metrics.init_stores([KAFKA, *(s.name for s in self.processor.stages)])
+        self.metrics.feast_push.set(int(self.pushes_to_feast))
+
+    @property
+    def pushes_to_feast(self) -> bool:
+        return any(s.name == FEAST_STAGE for s in self.processor.stages)
 
     def stop(self) -> None:
         self._stop.set()
@@ -156,7 +173,10 @@ class IngestConsumer:
             "auto.offset.reset": "earliest",
             "session.timeout.ms": self.settings.kafka.session_timeout_ms,
             "partition.assignment.strategy": "roundrobin",
-            "log_level": 3,
+            # librdkafka's own log lines (one per refused connection, every second) stay off;
+            # errors come through error_cb as one structured line per outage.
+            "log_level": 0,
+            "error_cb": self._on_kafka_error,
         }
         if self.options.instance_id:
             conf["group.instance.id"] = self.options.instance_id
@@ -173,7 +193,42 @@ class IngestConsumer:
         for stage in self.processor.stages:
             stage.sink.reassigned()
         self._last_activity = time.monotonic()
+        self._kafka_back()
         log.info("partitions_assigned", partitions=[p.partition for p in partitions])
+
+    def _on_kafka_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            if self._kafka_down_since is None:
+                self._kafka_down_since = time.monotonic()
+                log.warning("kafka_unreachable", bootstrap=self.settings.kafka.bootstrap, error=err.str(),
+                            action="retrying; start Kafka or fix FEED_KAFKA_BOOTSTRAP")
+            self.metrics.store_up.labels(KAFKA).set(0)
+        elif err.code() not in (KafkaError._TRANSPORT, KafkaError._RESOLVE):  # parts of an outage, or a reconnect
+            log.warning("kafka_error", error=err.str())
+
+    def _kafka_back(self) -> None:
+        self.metrics.store_up.labels(KAFKA).set(1)
+        if self._kafka_down_since is not None:
+            log.info("kafka_reachable", down_seconds=round(time.monotonic() - self._kafka_down_since, 1))
+            self._kafka_down_since = None
+
+    def _check_kafka(self) -> None:
+        """While every broker is down: give up under ``--until-idle`` once that long has passed,
+        else probe for the brokers' return now and then (an idle topic delivers nothing to show it)."""
+        if self._kafka_down_since is None:
+            return
+        now = time.monotonic()
+        down = now - self._kafka_down_since
+        if self.options.until_idle is not None and not self._assigned_once and down >= self.options.until_idle:
+            raise KafkaUnreachable(f"Kafka at {self.settings.kafka.bootstrap} did not answer for {down:.0f}s "
+                                   f"(--until-idle {self.options.until_idle:g}); nothing was consumed")
+        if now - self._kafka_probed >= _KAFKA_PROBE_SECONDS:
+            self._kafka_probed = now
+            try:
+                self._consumer.list_topics(self.settings.kafka.topic_activity, timeout=1.0)
+            except KafkaException:
+                return
+            self._kafka_back()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Ends the write in flight before the partitions go (committing it if it completes; a write
@@ -209,12 +264,17 @@ class IngestConsumer:
         consumer.subscribe([self.settings.kafka.topic_activity], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("ingest_started", topic=self.settings.kafka.topic_activity, group=self.settings.kafka.consumer_group,
                  replay=self.options.replay, stages=[s.name for s in self.processor.stages])
+        if not self.pushes_to_feast:
+            log.warning("feast_push_off", views=list(PUSHED_VIEWS),
+                        effect="nothing else writes these views: the 'ranking' service serves them as missing once "
+                               "their TTL passes", action="run one consumer with --feast-push")
         timeout = self.settings.ingest.batch_timeout_ms / 1000
         self._loop_thread = threading.current_thread()
         try:
             while not self._stop.is_set():
                 messages = consumer.consume(self.settings.ingest.batch_size, timeout)
                 messages = [m for m in messages if not self._is_error(m)]
+                self._check_kafka()
                 if not messages:
                     self._finish_pending()
                     if self._idle_long_enough():
@@ -230,6 +290,9 @@ class IngestConsumer:
         except PermanentSinkError as exc:
             log.error("ingest_failed", store=exc.store, error=brief(exc),
                       action="fix the store or the data; the batch is not committed and will be redelivered")
+            raise
+        except KafkaUnreachable as exc:
+            log.error("ingest_gave_up", error=str(exc))
             raise
         finally:
             self._stop.set()
@@ -531,4 +594,5 @@ class IngestConsumer:
             except KafkaException:
                 continue
             if high >= 0:
-                self.metrics.consumer_lag.labels(str(r.partition)).set(max(high - (r.last + 1), 0))
+                self.metrics.consumer_lag.labels(r.topic, self.settings.kafka.consumer_group,
+                                                 str(r.partition)).set(max(high - (r.last + 1), 0))

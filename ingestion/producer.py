@@ -54,7 +54,7 @@ def producer_config(settings: Settings | None = None) -> dict:
         "compression.type": "lz4",
         "message.max.bytes": s.kafka.message_max_bytes,
         "partitioner": "murmur2_random",  # same key → partition mapping as Java clients
-        "log_level": 3,
+        "log_level": 0,  # librdkafka's per-connection lines; failed deliveries are counted and reported
     }
 
 

@@ -4,6 +4,7 @@ the asset). A failed check is an ERROR, so Dagster skips everything downstream i
 
 from collections.abc import Callable
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -51,8 +52,9 @@ def suite_check(asset: str, suite: str, where: Where, params: Params) -> dg.Asse
     prefix = where if callable(where) else (lambda day: lake.day_prefix(where, day))
     shown = f"{where}/dt=<partition>/" if isinstance(where, str) else f"{where.__name__}(<partition>)"
 
+    # Markdown in the UI: the placeholder is code, or it would be read as an HTML tag and vanish.
     @dg.asset_check(asset=asset, name=f"{suite}_suite", blocking=True, partitions_def=daily,
-                    description=f"Great Expectations suite `{suite}` on {shown}")
+                    description=f"Great Expectations suite `{suite}` on `{shown}`")
     def _check(context: dg.AssetCheckExecutionContext, gx: GreatExpectationsResource,
                s3: S3Resource) -> dg.AssetCheckResult:
         day = partition_day(context)
@@ -63,7 +65,16 @@ def suite_check(asset: str, suite: str, where: Where, params: Params) -> dg.Asse
 
 def result(summary, **extra) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=bool(summary.success), severity=dg.AssetCheckSeverity.ERROR,
-                               metadata={**summary.to_metadata(), **extra})
+                               metadata={**summary.to_metadata(), **docs_links(summary.docs), **extra})
+
+
+def docs_links(docs: str | None) -> dict[str, dg.MetadataValue]:
+    """The validation's Data Docs page: its path (copyable in the UI) and a link to open it."""
+    if not docs:
+        return {}
+    if docs.startswith(("s3://", "http://", "https://")):
+        return {"data_docs": dg.MetadataValue.url(docs)}
+    return {"data_docs": dg.MetadataValue.path(docs), "data_docs_url": dg.MetadataValue.url(Path(docs).as_uri())}
 
 
 # Views every user of the day has a row in (embeddings and candidates need engagement).

@@ -9,7 +9,7 @@ import dagster as dg
 from feedstore.settings import get_settings
 
 # Dagster fixes partitions when the code location loads, so the start date is read then.
-daily = dg.DailyPartitionsDefinition(start_date=get_settings().pipeline.start_date, timezone="UTC")
+daily = dg.DailyPartitionsDefinition(start_date=get_settings().pipeline.first_partition(), timezone="UTC")
 
 
 def window(days: int) -> dg.TimeWindowPartitionMapping:

@@ -101,7 +101,8 @@ class FeastResource(_FromSettings):
 
 class GreatExpectationsResource(dg.ConfigurableResource):
     """Runs a suite of ``expectations/`` on a frame, an Arrow table or an ``s3://`` prefix.
-    With ``docs_dir``, each validation also writes its Data Docs site in a folder of it."""
+    With ``docs_dir`` (default: ``FEED_PIPELINE_DATA_DOCS_DIR``), each validation also writes its
+    Data Docs site in a folder of it."""
 
     docs_dir: str | None = None
 
@@ -109,8 +110,9 @@ class GreatExpectationsResource(dg.ConfigurableResource):
         from expectations import validate
 
         docs = None
-        if self.docs_dir:
-            docs = Path(self.docs_dir) / docs_folder(suite, data)
+        root = self.docs_dir or get_settings().pipeline.data_docs_dir
+        if root:
+            docs = Path(root) / docs_folder(suite, data)
         return validate(suite, data, docs_dir=docs, **params)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from devtools.stack.base import Service, StackError
 from devtools.stack.kafka import KafkaService
 from devtools.stack.postgres import PostgresService
+from devtools.stack.prometheus import PrometheusService
 from devtools.stack.redis import RedisService
 from devtools.stack.seaweedfs import SeaweedFSService
 from feedstore.settings import Settings
@@ -12,14 +13,23 @@ from feedstore.settings import Settings
 __all__ = ["Service", "StackError", "services", "env_lines"]
 
 
-def services(settings: Settings) -> list[Service]:
-    """In start order; ``down`` stops them in reverse."""
+def services(settings: Settings, monitoring: bool = False) -> list[Service]:
+    """In start order; ``down`` stops them in reverse. ``monitoring`` adds Prometheus."""
     return [
         PostgresService(settings),
         RedisService(settings),
         SeaweedFSService(settings),
         KafkaService(settings),
+        *([PrometheusService(settings)] if monitoring else []),
     ]
+
+
+def monitoring_running(settings: Settings) -> bool:
+    """Whether ``stack up --monitoring`` left this stack's Prometheus running (its pid file in this
+    stack's directory, not merely something on the port); ``status`` then includes it."""
+    from devtools.stack.base import read_pid
+
+    return read_pid(PrometheusService(settings).pid_file) is not None
 
 
 def write_kcat_config(settings: Settings):
@@ -50,6 +60,10 @@ def env_lines(settings: Settings) -> list[str]:
         **components,
         "FEED_REDIS_URL": settings.redis.url,
         "FEED_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,
+        "FEED_TOPIC_ACTIVITY": settings.kafka.topic_activity,
+        "FEED_TOPIC_DLQ": settings.kafka.topic_dlq,
+        "FEED_TOPIC_PARTITIONS": str(settings.kafka.topic_partitions),
+        "FEED_CONSUMER_GROUP": settings.kafka.consumer_group,
         "FEED_S3_ENDPOINT": settings.s3.endpoint,
         "FEED_S3_BUCKET": settings.s3.bucket,
         "AWS_ACCESS_KEY_ID": settings.s3.access_key_id,

@@ -48,6 +48,10 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
     Tool("bash", "bash", "tests: `stack env` evaluated as a user would"),
     Tool("apt-get", "apt", "installs the packages of this list (as root)"),
     Tool("apt-cache", "apt", "tests: every package of this list exists"),
+    Tool("prometheus", "prometheus", "stack --monitoring: scrapes the consumer, the feature server and the "
+         "pipeline exporter (Debian's package; a systemd host also starts its own on :9090, ours is apart)"),
+    Tool("promtool", "prometheus", "tests: `promtool check rules` and `promtool test rules` on ops/prometheus/"),
+    Tool("ps", "procps", "tests: which processes `feedstore dagster` leaves behind"),
     Tool("git", "git", "training sets record the code version (optional: 'unknown' without it)"),
 )}
 

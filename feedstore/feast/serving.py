@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import hmac
 import math
+import time
 from typing import Any
 
 import msgspec
@@ -232,6 +233,89 @@ class OnlineFeaturesEndpoint:
         await send({"type": "http.response.body", "body": payload})
 
 
+SERVE_PREFIX = "feedstore_serve_"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class ServeMetrics:
+    """The feature server's request rate, latency and errors, on a registry of its own (Feast's
+    ``feast.metrics`` may switch prometheus_client to multiprocess files); GET /metrics serves it.
+    Endpoints are the app's own routes (anything else is ``other``), so label sets stay bounded
+    and every known endpoint's counters exist at 0 from the start."""
+
+    def __init__(self, endpoints: list[str], registry=None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = registry or CollectorRegistry()
+        r, p = self.registry, SERVE_PREFIX
+        self.endpoints = frozenset(endpoints)
+        self.requests = Counter(p + "requests", "HTTP requests answered, by endpoint and status code",
+                                ["endpoint", "status"], registry=r)
+        self.latency = Histogram(p + "request_seconds", "Time from request to the end of the response",
+                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.errors = Counter(p + "errors", "Error responses, by endpoint and class (4xx: the caller's, "
+                              "5xx: the server's)", ["endpoint", "class"], registry=r)
+        for endpoint in self.endpoints:
+            self.latency.labels(endpoint)
+            for cls in ("4xx", "5xx"):
+                self.errors.labels(endpoint, cls)
+
+    def endpoint(self, path: str) -> str:
+        return path if path in self.endpoints else "other"
+
+    def observe(self, path: str, status: int, seconds: float) -> None:
+        endpoint = self.endpoint(path)
+        self.requests.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(seconds)
+        if status >= 400:
+            self.errors.labels(endpoint, "5xx" if status >= 500 else "4xx").inc()
+
+
+class MetricsMiddleware:
+    """Outermost ASGI layer: times every HTTP request, counts its status (an exception that
+    escapes is a 500), and answers GET /metrics itself."""
+
+    def __init__(self, app, metrics: ServeMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] == "/metrics":
+            await self._export(send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.observe(scope["path"], status, time.perf_counter() - started)
+
+    async def _export(self, send) -> None:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        body = generate_latest(self.metrics.registry)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode()),
+                                (b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def instrument(app, wrapped=None) -> MetricsMiddleware:
+    """Times ``wrapped`` (the app behind its guards; the app itself by default), labelled by the
+    app's own routes."""
+    paths = [path for r in app.router.routes if (path := getattr(r, "path", None)) and path != "/metrics"]
+    return MetricsMiddleware(wrapped or app, ServeMetrics(paths))
+
+
 def install_inline_online_route(app, fs) -> bool:
     """Puts :class:`OnlineFeaturesEndpoint` in front of Feast's route (kept as its fallback), when
     no auth is configured; Feast's middleware and exception handlers still wrap it."""
@@ -340,7 +424,8 @@ def harden(app, settings: Settings | None = None):
     return Guard(app, s.serve.max_body_bytes, s.serve.admin_token)
 
 
-def run(host: str, port: int, settings: Settings | None = None, registry_ttl_sec: int = 60) -> None:
+def run(host: str, port: int, settings: Settings | None = None, registry_ttl_sec: int = 60,
+        log_level: str = "INFO") -> None:
     import uvicorn
     from feast.feature_server import get_app
     from feast.permissions.server.utils import (
@@ -362,6 +447,11 @@ def run(host: str, port: int, settings: Settings | None = None, registry_ttl_sec
     guarded = harden(app, settings)
     warm_up(fs)
     tune_gc()
-    log.info("serve.start", host=host, port=port)
-    uvicorn.run(guarded, host=host, port=port, access_log=False, log_level="warning",
+    log.info("serve_started", host=host, port=port, metrics=f"http://{host}:{port}/metrics")
+    # log_config=None: uvicorn's records reach the root handler (feedstore.logs: JSON off a terminal).
+    uvicorn.run(instrument(app, guarded), host=host, port=port, access_log=False, log_config=None,
+                log_level=max(log_level.lower(), "warning", key=_LEVEL_ORDER.index),
                 timeout_keep_alive=300, http="httptools", loop="uvloop")
+
+
+_LEVEL_ORDER = ["debug", "info", "warning", "error"]

@@ -35,7 +35,7 @@ class DlqSink(BatchingSink):
             "linger.ms": 20,
             "compression.type": "zstd",
             "message.max.bytes": settings.kafka.message_max_bytes + PRODUCER_MAX_BYTES_HEADROOM,
-            "log_level": 3,
+            "log_level": 0,  # librdkafka's per-connection lines; the consumer reports an outage once
         })
 
     def write(self, batch: SinkBatch) -> None:

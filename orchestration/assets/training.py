@@ -222,7 +222,7 @@ def register(conn, cfg: TrainingConfig, day: date, uri: str, counts: dict[str, i
     partitions_def=daily, group_name="training", kinds={"feast", "duckdb", "s3", "postgres"},
     deps=[*SAME_DAY_DEPS, *(dg.AssetDep(VIEW_ASSETS[v], partition_mapping=previous_day) for v in TRAINING_VIEWS
                             if VIEW_ASSETS[v] not in SAME_DAY_DEPS)],
-    description="The day's labelled (user, item) rows with point-in-time features, under training/<name>/.",
+    description="The day's labelled (user, item) rows with point-in-time features, under `training/<name>/`.",
 )
 def training_dataset(context: dg.AssetExecutionContext, config: TrainingConfig, s3: S3Resource,
                      postgres: PostgresResource, feast: FeastResource) -> dg.MaterializeResult:

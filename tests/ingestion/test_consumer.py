@@ -61,7 +61,7 @@ def test_end_to_end(ingest_settings):
     assert stats.rejected == sum(refused.values())
     assert stats.stored == len(expected_valid_ids(lines, reasons))
     for reason in {r for _, r in refused}:
-        got = metrics.registry.get_sample_value("validation_failures_total", {"reason": reason})
+        got = metrics.registry.get_sample_value("feedstore_ingest_validation_failures_total", {"reason": reason})
         assert got == sum(n for (_, r), n in refused.items() if r == reason)
 
     with psycopg.connect(s.postgres.dsn) as conn:

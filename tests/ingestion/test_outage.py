@@ -21,7 +21,7 @@ from feedstore.kafka import admin_client
 from feedstore.migrate import migrate
 from feedstore.settings import Settings
 from ingestion.consumer import IngestConsumer, Options
-from ingestion.metrics import IngestMetrics
+from ingestion.metrics import PREFIX, IngestMetrics
 from tests.conftest import private_stack
 from tests.ingestion.conftest import landed_event_ids, produce, seed_catalog, stored_event_ids, valid_lines
 from tests.ingestion.harness import committed
@@ -66,7 +66,8 @@ def test_stores_going_away_and_coming_back(private_stores):
     consumer = IngestConsumer(s, Options(max_backoff_seconds=2), metrics)
     runner = threading.Thread(target=consumer.run, daemon=True)
     runner.start()
-    sample = metrics.registry.get_sample_value
+    def sample(name, labels=None):
+        return metrics.registry.get_sample_value(PREFIX + name, labels)
     sent: list[bytes] = []
     try:
         for wave, store in enumerate(["redis", "s3", "postgres"]):

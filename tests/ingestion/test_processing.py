@@ -17,7 +17,7 @@ from feedstore.ids import IdIndex
 from feedstore.settings import Settings
 from ingestion import consumer as consumer_module
 from ingestion.consumer import IngestConsumer, Options
-from ingestion.metrics import IngestMetrics
+from ingestion.metrics import PREFIX, IngestMetrics
 from ingestion.processing import BatchAbandoned, BatchProcessor, Stage, batch_from, checked, waves
 from ingestion.sinks.base import BatchingSink, OffsetRange, PermanentSinkError, SinkBatch, StoreUnavailable
 from ingestion.validation import Limits, Result, Validator
@@ -149,7 +149,7 @@ class Rig:
     clock: FakeClock
 
     def sample(self, name: str, **labels: str) -> float | None:
-        return self.metrics.registry.get_sample_value(name, labels)
+        return self.metrics.registry.get_sample_value(PREFIX + name, labels)
 
 
 def rig(failures: dict[str, list[Exception]] | None = None, stop_after_waits: int | None = None,

@@ -43,3 +43,33 @@ def test_online_materialisation_waits_for_every_batch_view(defs):
     graph = defs.resolve_asset_graph()
     upstream = {k.to_user_string() for k in graph.get(dg.AssetKey("online_features")).parent_keys}
     assert {VIEW_ASSETS[v] for v in BATCH_VIEWS} <= upstream
+
+
+def _described(defs):
+    repo = defs.get_repository_def()
+    for asset in repo.asset_graph.asset_nodes:
+        yield asset.key.to_user_string(), asset.description or ""
+    for check_key in repo.asset_graph.asset_check_keys:
+        yield check_key.name, repo.asset_graph.get_check_spec(check_key).description or ""
+
+
+def test_descriptions_keep_their_placeholders(defs):
+    """The UI renders descriptions as Markdown: a bare <partition> is an HTML tag and vanishes, so
+    every placeholder sits in a code span."""
+    import re
+
+    described = list(_described(defs))
+    assert any("<partition>" in d for _, d in described)
+    for name, description in described:
+        outside_code = re.sub(r"`[^`]*`", "", description)
+        assert not re.search(r"<[a-z_]+>", outside_code), (name, description)
+
+
+def test_partitions_start_from_the_settings():
+    from datetime import date
+
+    from feedstore.settings import PipelineSettings
+
+    assert PipelineSettings(start_date="2026-03-01").first_partition() == "2026-03-01"
+    default = PipelineSettings(start_date=None, activity_retention_days=30)
+    assert default.first_partition(today=date(2026, 12, 2)) == "2026-11-02"

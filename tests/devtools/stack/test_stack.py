@@ -109,10 +109,23 @@ def test_env_lines_reach_the_stack(settings):
     psql, redis_cli, kcat = (quote(require(name)) for name in ("psql", "redis-cli", "kcat"))
     script = (
         f'eval "$({quote(venv_program("feedstore"))} stack env)" && {psql} -tAc "select 1" && {redis_cli} --no-auth-warning -u "$FEED_REDIS_URL" ping && '
-        f'{kcat} -L -t "$FEED_TOPIC" | grep -c "partition [0-9]" && '
-        f'{sys.executable} -c "import boto3; print(len(boto3.client(\'s3\').list_buckets()[\'Buckets\']) > 0)"'
+        f'{kcat} -L -t "$FEED_TOPIC_ACTIVITY" | grep -c "partition [0-9]" && '
+        f'{sys.executable} -c "import boto3; print(len(boto3.client(\'s3\').list_buckets()[\'Buckets\']) > 0)" && '
+        'echo "$FEED_TOPIC_DLQ" "$FEED_CONSUMER_GROUP" "$FEED_TOPIC_PARTITIONS"'
     )
-    env = {**os.environ, "FEED_TOPIC": settings.kafka.topic_activity}
-    out = subprocess.run([require("bash"), "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([require("bash"), "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1", "PONG", str(settings.kafka.topic_partitions), "True"]
+    k = settings.kafka
+    assert out.stdout.split() == ["1", "PONG", str(k.topic_partitions), "True", k.topic_dlq, k.consumer_group,
+                                  str(k.topic_partitions)]
+
+
+@pytest.mark.parametrize("columns", ["60", "80"])
+def test_status_shows_whole_endpoints_at_any_width(settings, columns):
+    from devtools.stack import services
+
+    out = subprocess.run([venv_program("feedstore"), "stack", "status"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "COLUMNS": columns})
+    assert out.returncode == 0, out.stderr
+    for service in services(settings):
+        assert service.endpoint() in out.stdout and str(service.log_file) in out.stdout

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -125,18 +126,26 @@ def test_feature_services_are_cached_until_the_registry_refreshes(fs):
 
 
 
+@dataclass(frozen=True)
+class Served:
+    port: int
+    log: Path
+
+
 @pytest.fixture(scope="module")
-def served(settings, served_rows):
+def served(settings, served_rows, tmp_path_factory):
     """``feedstore serve`` as users run it: its own process, real uvicorn, the session's Redis."""
     port = free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "feedstore"), "serve", "--port", str(port)],
-                            env={**os.environ, **settings.feast_env()}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "feedstore"), "serve", "--port", str(port),
+                                 "--log-level", "info"],
+                                env={**os.environ, **settings.feast_env()}, stdout=subprocess.DEVNULL, stderr=err)
     conn = None
     try:
         deadline = time.monotonic() + 120
         while conn is None:
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert proc.poll() is None, log.read_text()[-3000:]
             try:
                 probe = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
                 probe.request("GET", "/health")
@@ -148,7 +157,7 @@ def served(settings, served_rows):
                 assert time.monotonic() < deadline, "feedstore serve did not start"
                 time.sleep(0.5)
         conn.close()
-        yield port
+        yield Served(port, log)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -168,7 +177,7 @@ def test_real_server_answers_like_feasts_app(fs, served):
 
     stock_app = get_app(fs)
     for body in BODIES:
-        conn = http.client.HTTPConnection("127.0.0.1", served, timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
         conn.request("POST", "/get-online-features", json.dumps(body), {"Content-Type": "application/json"})
         response = conn.getresponse()
         raw = response.read()
@@ -177,7 +186,7 @@ def test_real_server_answers_like_feasts_app(fs, served):
         assert response.status == status, (body, raw[:300])
         expected = json.loads(expected) if isinstance(expected, bytes) else expected  # a JSON string
         assert _by_name(json.loads(raw)) == _by_name(expected)
-    conn = http.client.HTTPConnection("127.0.0.1", served, timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
     conn.request("GET", "/health")
     assert conn.getresponse().status == 200  # Feast's other endpoints stay behind ours
     conn.close()
@@ -203,6 +212,15 @@ def test_audit_logging_leaves_the_request_to_feasts_route(fs, served_rows, monke
 def request(port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.request(method, path, body, {"Content-Type": "application/json", **(headers or {})})
+    response = conn.getresponse()
+    raw = response.read()
+    conn.close()
+    return response.status, raw
+
+
+def _get(port: int, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request(method, path, json.dumps(body) if body is not None else None, {"Content-Type": "application/json"})
     response = conn.getresponse()
     raw = response.read()
     conn.close()
@@ -267,7 +285,7 @@ def test_write_and_admin_endpoints_need_the_token(served_guarded):
 
 
 def test_write_endpoints_are_off_without_a_token(served):
-    got, raw = request(served, "POST", "/push", b"{}")
+    got, raw = request(served.port, "POST", "/push", b"{}")
     assert got == 403 and "FEED_SERVE_ADMIN_TOKEN" in json.loads(raw)["error"]
 
 
@@ -298,8 +316,49 @@ def served_guarded(settings, served_rows, tmp_path_factory):
 
 
 def test_the_server_logs_in_as_serve_and_no_superuser(served, pg):
-    request(served, "POST", "/get-online-features",
+    request(served.port, "POST", "/get-online-features",
             json.dumps({"feature_service": "ranking", "entities": {"user_id": [301], "item_id": [302]}}).encode())
     rows = pg.execute("SELECT a.usename, r.rolsuper FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename "
                       "WHERE a.datname = current_database() AND a.application_name = 'feedstore-serve'").fetchall()
     assert rows and set(rows) == {("feedstore_serve_app", False)}
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, raw = _get(port, "GET", "/metrics")
+    assert status == 200
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(raw.decode()) for s in family.samples}
+
+
+def test_real_server_exports_request_metrics(served):
+    """GET /metrics: requests by endpoint and status, the latency histogram, errors by class, each
+    counted once per request (deltas: other tests share the server)."""
+    endpoint = "/get-online-features"
+    before = _scrape(served.port)
+    assert before[("feedstore_serve_errors_total", (("class", "5xx"), ("endpoint", endpoint)))] >= 0
+    for _ in range(3):
+        assert _get(served.port, "POST", endpoint, BODIES[0])[0] == 200
+    assert _get(served.port, "POST", endpoint, BAD[2])[0] == 422
+    assert _get(served.port, "GET", "/no-such-path")[0] == 404
+    after = _scrape(served.port)
+
+    def delta(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+    assert delta("feedstore_serve_requests_total", endpoint=endpoint, status="200") == 3
+    assert delta("feedstore_serve_requests_total", endpoint=endpoint, status="422") == 1
+    assert delta("feedstore_serve_requests_total", endpoint="other", status="404") == 1
+    assert delta("feedstore_serve_errors_total", endpoint=endpoint, **{"class": "4xx"}) == 1
+    assert delta("feedstore_serve_errors_total", endpoint=endpoint, **{"class": "5xx"}) == 0
+    assert delta("feedstore_serve_request_seconds_count", endpoint=endpoint) == 4
+    assert delta("feedstore_serve_request_seconds_bucket", endpoint=endpoint, le="+Inf") == 4
+
+
+def test_real_server_logs_json_lines(served):
+    """Off a terminal every line is a JSON object with a level, the server's own and uvicorn's."""
+    lines = [line for line in served.log.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    assert any(r["event"] == "serve_started" for r in records)
+    assert all(r["level"] in ("debug", "info", "warning", "error", "critical") for r in records)
