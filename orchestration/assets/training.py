@@ -155,17 +155,17 @@ def _hard_negatives(positives: pa.Table, candidates: pa.Table, k: int) -> pa.Tab
                                 candidates["item_id"].to_numpy(), strict=True):
         lists.setdefault((int(user), hour), []).append(int(item))
     taken: dict[int, set[int]] = {}
-    out: dict[str, list] = {name: [] for name in ENTITY_SCHEMA.names}
-    ts = positives["event_timestamp"].to_numpy()
-    for pos_id, user, at, hour in zip(positives["pos_id"].to_numpy(), positives["user_id"].to_numpy(), ts,
-                                      _hour(ts), strict=True):
+    rows: list[int] = []
+    items: list[int] = []
+    hours = _hour(positives["event_timestamp"].to_numpy())
+    for row, (user, hour) in enumerate(zip(positives["user_id"].to_numpy(), hours, strict=True)):
         given = taken.setdefault(int(user), set())
         picked = [i for i in lists.get((int(user), hour), ()) if i not in given][:k]
         given.update(picked)
-        for item in picked:
-            for name, value in zip(ENTITY_SCHEMA.names, (pos_id, user, item, at), strict=True):
-                out[name].append(value)
-    return pa.table(out, schema=ENTITY_SCHEMA)
+        rows.extend([row] * len(picked))
+        items.extend(picked)
+    chosen = positives.select(["pos_id", "user_id", "event_timestamp"]).take(pa.array(rows, pa.int64()))
+    return chosen.append_column("item_id", pa.array(items, pa.int64())).select(ENTITY_SCHEMA.names).cast(ENTITY_SCHEMA)
 
 
 def _random_negatives(con, positives: pa.Table, hard: pa.Table, day: date, cfg: TrainingConfig) -> pa.Table:
