@@ -26,6 +26,12 @@ def _archive_params(day: date) -> dict:
     return {"ingested_at": (lake.day_start(day), lake.day_end(day))}
 
 
+def _snapshot_params(day: date) -> dict:
+    """A snapshot of day D holds nothing created after D ended (not "after now": a backfill or a
+    replay judges each day by its own end)."""
+    return {"as_of": lake.day_end(day)}
+
+
 Where = str | Callable[[date], str]
 """A root with ``dt=<day>/`` folders, or a function of the day giving the day's prefix."""
 Params = dict | Callable[[date], dict]
@@ -41,7 +47,7 @@ def _suites() -> dict[str, tuple[str, Where, Params]]:
     suites: dict[str, tuple[str, Where, Params]] = {"activity_archive": ("activity_events", lake.ARCHIVE, _archive_params)}
     for view, asset in VIEW_ASSETS.items():
         suites[asset] = _view_suite(view) if asset not in snapshots.SUITES else \
-            (snapshots.SUITES[asset], VIEWS[view].prefix, {})
+            (snapshots.SUITES[asset], VIEWS[view].prefix, _snapshot_params)
     suites["user_candidates_refresh"] = _view_suite("user_candidates", refresh_prefix)
     return suites
 

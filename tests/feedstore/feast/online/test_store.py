@@ -105,3 +105,32 @@ def test_feature_store_yaml_selects_the_ttl_store(fs):
     assert isinstance(fs.config.online_store, TTLRedisOnlineStoreConfig)
     assert fs.config.online_store.type == f"{TTLRedisOnlineStore.__module__}.{TTLRedisOnlineStore.__name__}"
     assert isinstance(fs._get_provider().online_store, TTLRedisOnlineStore)
+
+
+def test_the_store_records_each_views_newest_value_for_the_freshness_metric(fs, online_tables, redis_client):
+    """Materialisation and push both raise a view's newest event time; an older write never
+    lowers it. The figures reach Prometheus and ``feedstore freshness``."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from feedstore.feast import freshness
+
+    newest = freshness.newest_online(redis_client, fs.project)
+    for name, table in online_tables.items():
+        want = pd.Timestamp(table.column("event_timestamp").to_pandas().max())
+        assert newest[name] >= want.to_pydatetime(), name
+    before = newest["user_realtime_features"]
+    row = {"user_id": [205], "rt_interactions_1h": [1], "rt_dwell_ms_1h": [1], "rt_last_item_id": [1],
+           "rt_last_event_type": ["view"]}
+    fs.push("user_realtime_push", pd.DataFrame({**row, "event_timestamp": [pd.Timestamp(before) - pd.Timedelta(
+        minutes=5)]}), to=PushMode.ONLINE)
+    assert freshness.newest_online(redis_client, fs.project)["user_realtime_features"] == before
+    pushed = pd.Timestamp(now_us() - 1_000_000, unit="us", tz="UTC")
+    fs.push("user_realtime_push", pd.DataFrame({**row, "event_timestamp": [pushed]}), to=PushMode.ONLINE)
+    assert freshness.newest_online(redis_client, fs.project)["user_realtime_features"] == pushed.to_pydatetime()
+    registry = CollectorRegistry()
+    registry.register(freshness.FreshnessCollector(redis_client, fs.project))
+    text = generate_latest(registry).decode()
+    line = next(x for x in text.splitlines()
+                if x.startswith(freshness.AGE_METRIC + '{view="user_realtime_features"}'))
+    assert 0 < float(line.split()[-1]) < 60
+    assert f'{freshness.TTL_METRIC}{{view="user_embedding"}} 108000.0' in text
