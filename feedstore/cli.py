@@ -379,7 +379,7 @@ def freshness(
         age = f.age(at)
         table.add_row(f.view, fresh.hours(f.ttl), f.refresh, fresh.hours(f.allowed),
                       "-" if age is None else f"{fresh.hours(age)} old", f.status(at))
-    console.print(table)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     if metrics_port:
         from prometheus_client import CollectorRegistry, start_http_server
 

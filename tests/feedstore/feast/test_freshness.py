@@ -11,7 +11,7 @@ from feedstore.contract.features import VIEWS
 
 
 def _cli(settings, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200", **settings.feast_env()}
+    env = {**os.environ, **settings.feast_env()}
     return subprocess.run([sys.executable, "-m", "feedstore.cli", "freshness", *args], capture_output=True,
                           text=True, timeout=120, check=False, env=env)
 
