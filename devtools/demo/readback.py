@@ -4,7 +4,7 @@ rows against a point-in-time join done by hand."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -13,7 +13,7 @@ from devtools.demo import audit
 from devtools.demo.pipeline import refresh_due
 from devtools.demo.report import DemoReport
 from feedstore.contract import lake as layout
-from feedstore.contract.features import BATCH_VIEWS
+from feedstore.contract.features import BATCH_VIEWS, USER_REALTIME
 from feedstore.settings import Settings
 from orchestration import lake
 from orchestration.assets.features import refresh_prefix
@@ -38,7 +38,7 @@ PIT_SAMPLE = 2_000
 
 
 def active_users(settings: Settings, since: datetime, limit: int = 200) -> list[int]:
-    """Users with events since ``since`` (the realtime view's TTL ago), most active first."""
+    """Users with events since ``since``, most active first."""
     from feedstore.db import connect
 
     with connect(settings) as conn:
@@ -127,7 +127,9 @@ def read_back(report: DemoReport, settings: Settings) -> None:
     report.online = [audit.compare_online(fs, view, last, settings, limit=ONLINE_SAMPLE,
                                           prefix=refresh_prefix(last) if refreshed and view == "user_candidates" else None)
                      for view in BATCH_VIEWS]
-    report.liveness = audit.liveness(fs, active_users(settings, report.window[1] - timedelta(hours=1)), last, settings)
+    # active = an event within the realtime view's TTL of now (the read), not of the feed's end
+    since = datetime.now(timezone.utc) - USER_REALTIME.ttl
+    report.liveness = audit.liveness(fs, active_users(settings, since), last, settings)
     report.user_id = pick_user(settings, fs, report.window[1] - timedelta(hours=1))
     if report.user_id is not None:
         report.user_features, report.candidates, report.candidates_note = online_view(

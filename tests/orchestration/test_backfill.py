@@ -31,6 +31,7 @@ def month(stack):
         yield settings, feed
 
 
+@pytest.mark.timeout(3600)   # 30 runs: ~12 min alone on two cores, far longer on a shared machine
 def test_thirty_day_backfill_is_green(month):
     import dagster as dg
 
