@@ -413,6 +413,46 @@ def produce(
 
 
 @app.command()
+def freshness(
+    metrics_port: int = typer.Option(0, help="Keep serving the figures as Prometheus metrics on this port (0: print once)."),
+) -> None:
+    """Per feature view: TTL, refresh, the oldest a served value may get, and the age of the newest online value."""
+    import redis
+
+    from feedstore.feast import freshness as fresh
+    from feedstore.feast.store import store
+
+    if metrics_port < 0 or metrics_port > 65535:
+        fail(f"--metrics-port must be 0..65535, not {metrics_port}")
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.redis.url, socket_timeout=5, socket_connect_timeout=3)
+    project = store(settings).project
+    try:
+        rows = fresh.freshness(client, project)
+    except redis.RedisError as exc:
+        fail(f"cannot read the online store at {settings.redis.url}: {exc}")
+    at = fresh.now()
+    table = Table("view", "TTL", "refresh", "allowed age", "newest online value", "status")
+    for f in rows:
+        age = f.age(at)
+        table.add_row(f.view, fresh.hours(f.ttl), f.refresh, fresh.hours(f.allowed),
+                      "-" if age is None else f"{fresh.hours(age)} old", f.status(at))
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    if metrics_port:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        registry = CollectorRegistry()
+        registry.register(fresh.FreshnessCollector(client, project))
+        try:
+            start_http_server(metrics_port, registry=registry)
+        except OSError as exc:
+            fail(f"cannot serve metrics on port {metrics_port}: {exc.strerror}")
+        console.print(f"metrics on http://127.0.0.1:{metrics_port}/metrics")
+        while True:
+            time.sleep(3600)
+
+
+@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(6566, help="Port (feast serve's default); Prometheus metrics on GET /metrics."),

@@ -3,6 +3,7 @@ Expectations suite on the partition it just wrote (the archive and retention rep
 the asset). A failed check is an ERROR, so Dagster skips everything downstream in the run."""
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from feedstore.contract.features import USER_ACTIVITY, USER_CANDIDATES, USER_PROFILE, VIEWS
+from feedstore.contract.features import BATCH_VIEWS, EVENT_TIMESTAMP, USER_CANDIDATES, VIEWS
+from feedstore.feast.online import layout
 from orchestration import lake
 from orchestration.assets import snapshots
 from orchestration.assets.features import refresh_prefix
@@ -23,6 +25,12 @@ def _archive_params(day: date) -> dict:
     """Archived events may arrive late but must belong to their day: the suite's ingestion window
     (ingestion time minus the allowed age, plus the allowed skew) spans the whole day."""
     return {"ingested_at": (lake.day_start(day), lake.day_end(day))}
+
+
+def _snapshot_params(day: date) -> dict:
+    """A snapshot of day D holds nothing created after D ended (not "after now": a backfill or a
+    replay judges each day by its own end)."""
+    return {"as_of": lake.day_end(day)}
 
 
 Where = str | Callable[[date], str]
@@ -40,7 +48,7 @@ def _suites() -> dict[str, tuple[str, Where, Params]]:
     suites: dict[str, tuple[str, Where, Params]] = {"activity_archive": ("activity_events", lake.ARCHIVE, _archive_params)}
     for view, asset in VIEW_ASSETS.items():
         suites[asset] = _view_suite(view) if asset not in snapshots.SUITES else \
-            (snapshots.SUITES[asset], VIEWS[view].prefix, {})
+            (snapshots.SUITES[asset], VIEWS[view].prefix, _snapshot_params)
     suites["user_candidates_refresh"] = _view_suite("user_candidates", refresh_prefix)
     return suites
 
@@ -77,32 +85,102 @@ def docs_links(docs: str | None) -> dict[str, dg.MetadataValue]:
     return {"data_docs": dg.MetadataValue.path(docs), "data_docs_url": dg.MetadataValue.url(Path(docs).as_uri())}
 
 
-# Views every user of the day has a row in (embeddings and candidates need engagement).
-SAMPLED_VIEWS = (USER_ACTIVITY.name, USER_PROFILE.name)
 SAMPLE = 200
 
 
-def online_sample(feast: FeastResource, s3: S3Resource, day, n: int = SAMPLE) -> pd.DataFrame:
-    """Online user features of a sample of the day's users, with the timestamp they were written for."""
-    settings = s3.settings()
-    users = lake.read_table(lake.feature_prefix(USER_PROFILE.name, day), settings, ["user_id"])
-    ids = np.sort(users["user_id"].to_numpy())[:n]
-    store = feast.store()
-    refs = [f"{v}:{f}" for v in SAMPLED_VIEWS for f in VIEWS[v].columns]
-    frame = store.get_online_features(features=refs, entity_rows=[{"user_id": int(u)} for u in ids]).to_df()
-    frame["event_timestamp"] = lake.day_end(day)
-    return frame
+@dataclass
+class Served:
+    """How a sample of one view's partition rows fares online: the rows still inside their TTL
+    must be served (this partition's values, or a newer partition's), the expired ones must not."""
+
+    view: str
+    sampled: int = 0
+    live: int = 0
+    served_as_written: int = 0
+    superseded: int = 0
+    wrong: list[str] = field(default_factory=list)
+    frame: pd.DataFrame | None = None
+    """The served rows of this partition, stamped with their time (for the view's suite)."""
 
 
-@dg.asset_check(asset="online_features", name="user_features_suite", blocking=True, partitions_def=daily,
-                description="Great Expectations suite `user_features` on what Redis serves for a sample of users")
+def _same(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, list | tuple | np.ndarray) or isinstance(b, list | tuple | np.ndarray):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) or isinstance(b, float):
+        return bool(np.isclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True))
+    return a == b
+
+
+def served_partition(store, s3: S3Resource, view: str, day: date, now: datetime, n: int = SAMPLE) -> Served:
+    """Reads back ``n`` of the rows partition ``day`` of ``view`` materialised and judges each."""
+    spec = VIEWS[view]
+    key = spec.entity.join_key
+    rows = lake.read_table(lake.feature_prefix(view, day), s3.settings()).to_pandas()
+    rows = rows.sort_values(key).head(n).reset_index(drop=True)
+    out = Served(view, sampled=len(rows))
+    if rows.empty:
+        return out
+    got = store.get_online_features(features=[f"{view}:{c}" for c in spec.columns],
+                                    entity_rows=[{key: int(v)} for v in rows[key]]).to_dict(include_event_timestamps=True)
+    first = spec.columns[0]
+    written = rows[EVENT_TIMESTAMP].map(lambda t: int(t.timestamp()))
+    live = (rows[EVENT_TIMESTAMP] + spec.ttl > now).to_numpy()
+    out.live = int(live.sum())
+    keep = []
+    for i, entity in enumerate(rows[key]):
+        stamp = got[f"{first}__ts"][i] or 0
+        present = got[first][i] is not None or stamp > 0
+        if present and stamp > written[i]:
+            out.superseded += 1
+        elif present and stamp == written[i]:
+            differ = [c for c in spec.columns if not _same(got[c][i], _plain(rows.at[i, c]))]
+            if not live[i]:
+                out.wrong.append(f"{key}={entity}: served past its TTL")
+            elif differ:
+                out.wrong.append(f"{key}={entity}: {differ[0]} served {got[differ[0]][i]!r}, "
+                                 f"written {_plain(rows.at[i, differ[0]])!r}")
+            else:
+                out.served_as_written += 1
+                keep.append(i)
+        elif present:
+            out.wrong.append(f"{key}={entity}: served an older row than this partition's")
+        elif live[i]:
+            out.wrong.append(f"{key}={entity}: not served though inside its TTL")
+    out.frame = rows.iloc[keep].reset_index(drop=True)
+    return out
+
+
+def _plain(value):
+    return value.tolist() if isinstance(value, np.ndarray) else None if value is pd.NA else value
+
+
+def now() -> datetime:
+    """The checks' clock (the online store's reads judge TTLs on the same one)."""
+    return datetime.fromtimestamp(layout.now_micros() / 1e6, tz=timezone.utc)
+
+
+@dg.asset_check(asset="online_features", name="served_as_materialised", blocking=True, partitions_def=daily,
+                description="A sample of each view's rows of the partition is served online as written (or "
+                            "superseded by a newer partition) while inside its TTL, and not after; the rows "
+                            "served as written pass their entity's features suite")
 def online_features_suite(context: dg.AssetCheckExecutionContext, feast: FeastResource, s3: S3Resource,
                           gx: GreatExpectationsResource) -> dg.AssetCheckResult:
-    day = partition_day(context)
-    frame = online_sample(feast, s3, day)
-    summary = gx.validate("user_features", frame, views=SAMPLED_VIEWS)
-    served = int(frame["interactions_30d"].notna().sum())
-    return result(summary, users_sampled=len(frame), users_served=served)
+    day, store, at = partition_day(context), feast.store(), now()
+    results = [served_partition(store, s3, view, day, at) for view in BATCH_VIEWS]
+    metadata: dict = {"checked_at": at.isoformat()}
+    for r in results:
+        metadata[r.view] = {"sampled": r.sampled, "live": r.live, "served_as_written": r.served_as_written,
+                            "superseded": r.superseded, "wrong": len(r.wrong), "examples": r.wrong[:3]}
+    passed = not any(r.wrong for r in results)
+    for r in results:
+        if r.frame is None or r.frame.empty:
+            continue
+        summary = gx.validate(f"{VIEWS[r.view].entity.name}_features", r.frame, views=(r.view,))
+        passed = passed and bool(summary.success)
+        metadata[f"{r.view}_suite"] = {"success": bool(summary.success), "failed": len(summary.failures)}
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
 
 
 @dg.asset_check(asset="online_candidates_refresh", name="candidates_served", blocking=True, partitions_def=daily,
@@ -115,7 +193,7 @@ def online_candidates_served(context: dg.AssetCheckExecutionContext, feast: Feas
     served = feast.store().get_online_features(
         features=[f"{USER_CANDIDATES.name}:candidate_item_ids"],
         entity_rows=[{"user_id": int(u)} for u in rows["user_id"]]).to_dict()["candidate_item_ids"]
-    live = (rows["event_timestamp"] + USER_CANDIDATES.ttl > datetime.now(timezone.utc)).to_numpy()
+    live = (rows["event_timestamp"] + USER_CANDIDATES.ttl > now()).to_numpy()
     got = np.array([v is not None for v in served], dtype=bool)
     wrong = int((got != live).sum())
     return dg.AssetCheckResult(passed=wrong == 0, severity=dg.AssetCheckSeverity.ERROR, metadata={

@@ -213,11 +213,12 @@ class OnlineComparison:
     live: int = 0     # entities whose row is within the view's TTL (the others must be absent)
 
 
-def compare_online(fs, view: str, day: date, settings: Settings, limit: int | None = None) -> OnlineComparison:
+def compare_online(fs, view: str, day: date, settings: Settings, limit: int | None = None,
+                   prefix: str | None = None) -> OnlineComparison:
     """``get_online_features`` for the entities of ``view``'s partition ``day`` (the newest one
-    materialised), value by value against that partition's Parquet rows; a row past the
-    view's TTL must not be served at all."""
-    frame = lake_rows(view, [day], settings)
+    materialised; ``prefix`` for one written elsewhere, the midday candidates), value by value
+    against that partition's Parquet rows; a row past the view's TTL must not be served at all."""
+    frame = lake.read_table(prefix, settings).to_pandas() if prefix else lake_rows(view, [day], settings)
     fv = fs.get_feature_view(view)
     key = fv.entity_columns[0].name
     if limit is not None:
@@ -236,6 +237,37 @@ def compare_online(fs, view: str, day: date, settings: Settings, limit: int | No
             if not same(online[name][i], want):
                 mismatches.append((int(entity), name, online[name][i], want))
     return OnlineComparison(view, len(frame), len(frame) * len(names), mismatches, sum(live))
+
+
+@dataclass
+class Liveness:
+    view: str
+    expected: int   # active users (or their candidates' items) with a row in the view's newest partition
+    served: int
+
+
+def liveness(fs, users: list[int], day: date, settings: Settings) -> list[Liveness]:
+    """For every view of the ``ranking`` service: of the active ``users`` (and the items of their
+    candidates) that have a value, how many get a live one from ``get_online_features``. The
+    realtime view is expected for every user active in its TTL (``users`` are)."""
+    from feedstore.contract.features import SERVICES, VIEWS
+
+    served = fs.get_online_features(features=["user_candidates:candidate_item_ids"],
+                                    entity_rows=[{"user_id": u} for u in users]).to_dict()["candidate_item_ids"]
+    items = sorted({int(i) for ids in served if ids for i in ids[:20]})
+    out = []
+    for name in SERVICES["ranking"]:
+        spec = VIEWS[name]
+        key = spec.entity.join_key
+        wanted = users if spec.entity.name == "user" else items
+        if not spec.pushed:
+            rows = lake_rows(name, [day], settings)
+            have = set(rows[key].astype(int)) if len(rows) else set()
+            wanted = [e for e in wanted if e in have]
+        got = fs.get_online_features(features=[f"{name}:{spec.columns[0]}"],
+                                     entity_rows=[{key: e} for e in wanted]).to_dict()[spec.columns[0]]
+        out.append(Liveness(name, len(wanted), sum(v is not None for v in got)))
+    return out
 
 
 # ---- point in time -----------------------------------------------------------------------------

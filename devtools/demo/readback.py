@@ -4,17 +4,19 @@ rows against a point-in-time join done by hand."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from devtools.demo import audit
+from devtools.demo.pipeline import refresh_due
 from devtools.demo.report import DemoReport
 from feedstore.contract import lake as layout
-from feedstore.contract.features import BATCH_VIEWS
+from feedstore.contract.features import BATCH_VIEWS, USER_REALTIME
 from feedstore.settings import Settings
 from orchestration import lake
+from orchestration.assets.features import refresh_prefix
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -35,15 +37,20 @@ ONLINE_SAMPLE = 500
 PIT_SAMPLE = 2_000
 
 
-def pick_user(settings: Settings, fs: FeatureStore, since: datetime) -> int | None:
-    """The most active user since ``since`` with the most views served online (candidates and
-    realtime features are the ones with short TTLs)."""
+def active_users(settings: Settings, since: datetime, limit: int = 200) -> list[int]:
+    """Users with events since ``since``, most active first."""
     from feedstore.db import connect
 
     with connect(settings) as conn:
-        users = [r[0] for r in conn.execute(
+        return [int(r[0]) for r in conn.execute(
             'SELECT user_id FROM user_activity WHERE "timestamp" >= %s GROUP BY user_id '
-            "ORDER BY count(*) DESC, user_id LIMIT 20", (since,)).fetchall()]
+            "ORDER BY count(*) DESC, user_id LIMIT %s", (since, limit)).fetchall()]
+
+
+def pick_user(settings: Settings, fs: FeatureStore, since: datetime) -> int | None:
+    """The most active user since ``since`` with the most views served online (candidates and
+    realtime features are the ones with short TTLs)."""
+    users = active_users(settings, since, 20)
     if not users:
         return None
     found = fs.get_online_features(
@@ -116,7 +123,13 @@ def read_back(report: DemoReport, settings: Settings) -> None:
     fs = store(settings)
     report.tiers = audit.tier_counts(settings, archived_until=lake.day_end(report.days[-1]))
     last = report.days[-1]
-    report.online = [audit.compare_online(fs, view, last, settings, limit=ONLINE_SAMPLE) for view in BATCH_VIEWS]
+    refreshed = refresh_due(last)
+    report.online = [audit.compare_online(fs, view, last, settings, limit=ONLINE_SAMPLE,
+                                          prefix=refresh_prefix(last) if refreshed and view == "user_candidates" else None)
+                     for view in BATCH_VIEWS]
+    # active = an event within the realtime view's TTL of now (the read), not of the feed's end
+    since = datetime.now(timezone.utc) - USER_REALTIME.ttl
+    report.liveness = audit.liveness(fs, active_users(settings, since), last, settings)
     report.user_id = pick_user(settings, fs, report.window[1] - timedelta(hours=1))
     if report.user_id is not None:
         report.user_features, report.candidates, report.candidates_note = online_view(

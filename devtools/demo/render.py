@@ -162,6 +162,7 @@ def _serving(report: DemoReport, console: Console) -> None:
     if report.candidates_note:
         _say(console, f"[yellow]note:[/] {escape(report.candidates_note)}")
     _online_agreement(report, console)
+    _liveness(report, console)
 
 
 def _online_agreement(report: DemoReport, console: Console) -> None:
@@ -173,6 +174,12 @@ def _online_agreement(report: DemoReport, console: Console) -> None:
             _say(console, f"  {c.view} {entity} {name}: online {_fmt(got)}, lake {_fmt(want)}", soft_wrap=None)
         if not c.entities:
             _say(console, f"  {c.view}: no rows to compare", soft_wrap=None)
+
+
+def _liveness(report: DemoReport, console: Console) -> None:
+    shown = ", ".join(f"{v.view} {v.served}/{v.expected}" for v in report.liveness)
+    _say(console, f"{_mark(report.all_live)} every view of the ranking service is live for the users active in the "
+                  f"last hour and their candidates' items (served/with a value: {shown})")
 
 
 def _training(report: DemoReport, console: Console) -> None:

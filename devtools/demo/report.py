@@ -55,6 +55,7 @@ class DemoReport:
     candidates: pd.DataFrame | None = None
     candidates_note: str | None = None
     online: list[audit.OnlineComparison] = field(default_factory=list)
+    liveness: list[audit.Liveness] = field(default_factory=list)
     training_counts: pd.DataFrame | None = None
     training_sample: pd.DataFrame | None = None
     pit: audit.PitComparison | None = None
@@ -79,10 +80,14 @@ class DemoReport:
         return bool(self.online) and all(not c.mismatches and c.entities for c in self.online)
 
     @property
+    def all_live(self) -> bool:
+        return bool(self.liveness) and all(v.expected and v.served == v.expected for v in self.liveness)
+
+    @property
     def dlq_as_sent(self) -> bool:
         return self.dlq == self.bad_events_sent
 
     @property
     def ok(self) -> bool:
         return (self.tiers_equal and self.checks_passed and self.online_equal and self.dlq_as_sent
-                and self.pit is not None and not self.pit.mismatches)
+                and self.all_live and self.pit is not None and not self.pit.mismatches)

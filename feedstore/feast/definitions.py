@@ -23,7 +23,7 @@ def entity(spec: contract.Entity) -> Entity:
 
 def push_source(view: contract.View, settings: Settings | None = None) -> PushSource:
     return PushSource(name=view.push_source or f"{view.name}_push", batch_source=parquet_source(view.name, settings),
-                      description=f"{view.refresh.value.capitalize()}.")
+                      description=f"{view.refresh.text.capitalize()}.")
 
 
 def feature_view(view: contract.View, entities: dict[str, Entity], settings: Settings | None = None) -> FeatureView:
@@ -35,7 +35,7 @@ def feature_view(view: contract.View, entities: dict[str, Entity], settings: Set
         online=True,
         description=view.description,
         schema=[Field(name=f.name, dtype=FEAST_TYPES[f.kind], description=f.description) for f in view.features],
-        tags={"family": view.entity.name, "tier": view.tier, "refresh": view.refresh.name.lower(), **view.tags},
+        tags={"family": view.entity.name, "tier": view.tier, "refresh": view.refresh.name, **view.tags},
     )
 
 

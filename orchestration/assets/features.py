@@ -14,7 +14,14 @@ import pyarrow.compute as pc
 
 from feedstore import db
 from feedstore.contract import features as contract
-from feedstore.contract.rules import CATEGORIES, EMBEDDING_DIM, ENGAGEMENT_TYPES, LONG_DWELL_MS
+from feedstore.contract.features import MIN_ENGAGED_WEIGHT_MS
+from feedstore.contract.rules import (
+    CATEGORIES,
+    EMBEDDING_DIM,
+    ENGAGEMENT_TYPES,
+    HOT_COUNTER_TTL_SECONDS,
+    LONG_DWELL_MS,
+)
 from feedstore.settings import Settings
 from orchestration import lake, sources
 from orchestration.assets.snapshots import ITEM_CATALOG_FEATURES, USER_PROFILE_FEATURES
@@ -22,16 +29,17 @@ from orchestration.partitions import daily, partition_day, window
 from orchestration.resources import S3Resource
 
 TS = contract.TIMESTAMP
-MIN_ENGAGED_WEIGHT_MS = 1_000      # a like with no recorded view still counts for an embedding
+
 POPULARITY_BLEND = 0.2             # candidate score = 0.8 cosine + 0.2 normalised log popularity
 CANDIDATE_USER_CHUNK = 4_096
-CANDIDATE_REFRESH_AFTER = timedelta(hours=12)   # the user_candidates view's TTL
+CANDIDATE_REFRESH_AFTER = contract.DAILY_AND_MIDDAY.every
 
 USER_ACTIVITY_FEATURES = contract.USER_ACTIVITY.arrow_schema()
 ITEM_ENGAGEMENT_FEATURES = contract.ITEM_ENGAGEMENT.arrow_schema()
 USER_EMBEDDING = contract.USER_EMBEDDING.arrow_schema()
 ITEM_EMBEDDING = contract.ITEM_EMBEDDING.arrow_schema()
 USER_CANDIDATES = contract.USER_CANDIDATES.arrow_schema()
+USER_REALTIME = contract.USER_REALTIME.arrow_schema()
 
 
 def _windows(day: date) -> dict[str, datetime]:
@@ -49,24 +57,26 @@ WITH ev AS (
         count(*) FILTER (WHERE in7) AS n7, count(*) AS n30,
         count(DISTINCT item_id) FILTER (WHERE in7) AS unique_items_7d, count(DISTINCT item_id) AS unique_items_30d,
         count(DISTINCT ts::DATE) FILTER (WHERE in7) AS active_days_7d, count(DISTINCT ts::DATE) AS active_days_30d,
+        count(*) FILTER (WHERE in7 AND event_type = 'view') AS views7,
+        count(*) FILTER (WHERE event_type = 'view') AS views30,
         count(*) FILTER (WHERE in7 AND event_type = 'like') AS likes7,
         count(*) FILTER (WHERE event_type = 'like') AS likes30,
         count(*) FILTER (WHERE in7 AND event_type = 'share') AS shares7,
         count(*) FILTER (WHERE event_type = 'share') AS shares30,
         count(*) FILTER (WHERE event_type = 'comment') AS comments30,
-        avg(dwell_time_ms) FILTER (WHERE in7 AND dwell_time_ms IS NOT NULL) AS dwell7,
-        avg(dwell_time_ms) FILTER (WHERE dwell_time_ms IS NOT NULL) AS dwell30
+        avg(dwell_time_ms) FILTER (WHERE in7 AND event_type = 'view' AND dwell_time_ms IS NOT NULL) AS dwell7,
+        avg(dwell_time_ms) FILTER (WHERE event_type = 'view' AND dwell_time_ms IS NOT NULL) AS dwell30
     FROM ev GROUP BY user_id
 )
 SELECT p.user_id, $end AS event_timestamp,
     coalesce(n7, 0) AS interactions_7d, coalesce(n30, 0) AS interactions_30d,
     coalesce(unique_items_7d, 0) AS unique_items_7d, coalesce(unique_items_30d, 0) AS unique_items_30d,
     coalesce(active_days_7d, 0) AS active_days_7d, coalesce(active_days_30d, 0) AS active_days_30d,
-    CASE WHEN n7 > 0 THEN likes7 / n7 ELSE 0 END AS like_rate_7d,
-    CASE WHEN n30 > 0 THEN likes30 / n30 ELSE 0 END AS like_rate_30d,
-    CASE WHEN n7 > 0 THEN shares7 / n7 ELSE 0 END AS share_rate_7d,
-    CASE WHEN n30 > 0 THEN shares30 / n30 ELSE 0 END AS share_rate_30d,
-    CASE WHEN n30 > 0 THEN comments30 / n30 ELSE 0 END AS comment_rate_30d,
+    CASE WHEN likes7 > 0 THEN least(1.0, likes7 / greatest(views7, 1)) ELSE 0 END AS like_rate_7d,
+    CASE WHEN likes30 > 0 THEN least(1.0, likes30 / greatest(views30, 1)) ELSE 0 END AS like_rate_30d,
+    CASE WHEN shares7 > 0 THEN least(1.0, shares7 / greatest(views7, 1)) ELSE 0 END AS share_rate_7d,
+    CASE WHEN shares30 > 0 THEN least(1.0, shares30 / greatest(views30, 1)) ELSE 0 END AS share_rate_30d,
+    CASE WHEN comments30 > 0 THEN least(1.0, comments30 / greatest(views30, 1)) ELSE 0 END AS comment_rate_30d,
     coalesce(dwell7, 0) AS avg_dwell_ms_7d, coalesce(dwell30, 0) AS avg_dwell_ms_30d
 FROM profiles p LEFT JOIN agg USING (user_id)
 ORDER BY p.user_id
@@ -101,6 +111,11 @@ def user_activity_features(con, day: date, settings: Settings) -> pa.Table:
     sources.catalog(con, day, settings)
     sources.features(con, "user_profile_features", day, settings, USER_PROFILE_FEATURES)
     con.execute("CREATE OR REPLACE TEMP VIEW profiles AS SELECT DISTINCT user_id FROM user_profile_features")
+    return user_activity_table(con, day)
+
+
+def user_activity_table(con, day: date) -> pa.Table:
+    """The view's rows from DuckDB relations ``activity``, ``catalog`` and ``profiles`` (user ids)."""
     params = _windows(day)
     agg = lake.fetch(con, _USER_AGG, {k: params[k] for k in ("start7", "start30", "end")})
     counts = lake.fetch(con, _USER_CATEGORIES, {k: params[k] for k in ("start30", "end")})
@@ -145,8 +160,56 @@ def item_engagement_features(con, day: date, settings: Settings) -> pa.Table:
     sources.activity(con, day, 30, settings)
     sources.features(con, "item_catalog_features", day, settings, ITEM_CATALOG_FEATURES)
     con.execute("CREATE OR REPLACE TEMP VIEW items AS SELECT item_id, created_at FROM item_catalog_features")
+    return item_engagement_table(con, day)
+
+
+def item_engagement_table(con, day: date) -> pa.Table:
+    """The view's rows from DuckDB relations ``activity`` and ``items`` (item_id, created_at)."""
     params = _windows(day) | {"long_dwell": float(LONG_DWELL_MS), "engaged": list(ENGAGEMENT_TYPES)}
     return lake.conform(lake.fetch(con, _ITEM_AGG, params), ITEM_ENGAGEMENT_FEATURES)
+
+
+_USER_REALTIME = """
+WITH ev AS (
+    SELECT user_id, item_id, event_type, "timestamp" AS ts, coalesce(dwell_time_ms, 0) AS dwell
+    FROM activity WHERE "timestamp" >= $start AND "timestamp" < $end
+), marked AS (
+    SELECT *, coalesce(ts - lag(ts) OVER (PARTITION BY user_id ORDER BY ts) >= $gap, true)::INT AS starts_run
+    FROM ev
+), runs AS (
+    SELECT *, sum(starts_run) OVER (PARTITION BY user_id ORDER BY ts, starts_run DESC
+                                    ROWS UNBOUNDED PRECEDING) AS run
+    FROM marked
+), running AS (
+    SELECT user_id, ts, item_id, event_type,
+        count(*) OVER w AS n, sum(dwell) OVER w AS dwell_sum,
+        row_number() OVER (PARTITION BY user_id, ts ORDER BY item_id DESC, event_type DESC) AS nth_at_ts
+    FROM runs WINDOW w AS (PARTITION BY user_id, run ORDER BY ts RANGE UNBOUNDED PRECEDING)
+)
+SELECT user_id, ts + INTERVAL 1 MICROSECOND AS event_timestamp, n AS rt_interactions_1h,
+       dwell_sum AS rt_dwell_ms_1h, item_id AS rt_last_item_id, event_type AS rt_last_event_type
+FROM running WHERE nth_at_ts = 1 AND ts >= $day_start
+ORDER BY user_id, event_timestamp
+"""
+
+
+def user_realtime_features(con, day: date, settings: Settings) -> pa.Table:
+    sources.activity(con, day, 2, settings)
+    return user_realtime_table(con, day)
+
+
+def user_realtime_table(con, day: date) -> pa.Table:
+    """The hot counters as the consumer pushed them, replayed from the archived events (relation
+    ``activity``): one row per user and moment of the day they had events. Redis keeps a user's
+    counters while events come less than ``HOT_COUNTER_TTL_SECONDS`` apart, so a run of activity
+    starts after such a gap; runs are followed back through the previous day only.
+
+    Each row is stamped 1 µs after its events: a training row at the moment of an event joins the
+    counters from before it, as a ranker deciding what to show would have read them."""
+    start = lake.day_start(day)
+    params = {"start": start - timedelta(days=1), "day_start": start, "end": lake.day_end(day),
+              "gap": timedelta(seconds=HOT_COUNTER_TTL_SECONDS)}
+    return lake.conform(lake.fetch(con, _USER_REALTIME, params), USER_REALTIME)
 
 
 def _matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -196,10 +259,7 @@ GROUP BY p.user_id ORDER BY p.user_id
 
 
 def user_embeddings(con, day: date, settings: Settings) -> pa.Table:
-    """Dwell-weighted mean of the content embeddings of the items each user engaged with in 30
-    days (liked, shared, commented, or viewed for a long dwell), scaled to unit length.
-
-    The weighted sums are aggregated inside DuckDB, one row per user: materialising the
+    """The weighted sums are aggregated inside DuckDB, one row per user: materialising the
     (user, item, embedding) pairs first peaked at 9.8 GiB at seed scale (≈10M pairs)."""
     sources.activity(con, day, 30, settings)
     sources.content_embeddings(con, settings)
@@ -217,9 +277,8 @@ def user_embeddings(con, day: date, settings: Settings) -> pa.Table:
 
 
 def user_candidates(con, day: date, settings: Settings, as_of: datetime | None = None) -> pa.Table:
-    """Top items per user among the most viewed of the week: cosine of the embeddings blended with
-    popularity, without the items the user interacted with in the 7 days before ``as_of`` (the end
-    of ``day`` by default; later for the midday refresh, whose last hours come from Postgres)."""
+    """Candidates as of ``as_of``: the end of ``day`` by default; later for the midday refresh,
+    whose last hours come from Postgres."""
     as_of = as_of or lake.day_end(day)
     for view, schema in (("user_embedding", USER_EMBEDDING), ("item_embedding", ITEM_EMBEDDING),
                          ("item_engagement_features", ITEM_ENGAGEMENT_FEATURES)):
@@ -260,8 +319,7 @@ def refreshed_candidates(con, day: date, settings: Settings) -> pa.Table:
 
 
 def rank_candidates(users: pa.Table, pool: pa.Table, seen: pa.Table, k: int, ts: datetime) -> pa.Table:
-    """Each user's ``k`` best unseen items of the pool, by 0.8 x the dot product of the (unit-length)
-    embeddings + 0.2 x log popularity normalised to [0, 1]."""
+    """Each user's ``k`` best unseen items of the pool (``USER_CANDIDATES`` in the contract says by what)."""
     item_ids = pool["item_id"].to_numpy()
     views = pool["views_7d"].to_numpy().astype(np.float64)
     popularity = (np.log1p(views) / np.log1p(views.max())).astype(np.float32)
@@ -348,6 +406,9 @@ user_candidates_asset = _feature_asset(
 
 
 
+user_realtime_features_asset = _feature_asset(
+    "user_realtime_features", "user_realtime_features", user_realtime_features, [_archive(2)],
+    "The realtime counters the consumer pushed online, replayed from the day's archived events point in time.")
 user_candidates_refresh = _feature_asset(
     "user_candidates_refresh", "user_candidates", refreshed_candidates,
     ["user_embeddings", "item_embeddings", "item_engagement_features", _archive(7)],
@@ -355,4 +416,4 @@ user_candidates_refresh = _feature_asset(
     "with since; runs on its own schedule, 12h after the daily one.", prefix=refresh_prefix)
 
 ASSETS = [user_activity_features_asset, item_engagement_features_asset, item_embeddings_asset,
-          user_embeddings_asset, user_candidates_asset, user_candidates_refresh]
+          user_embeddings_asset, user_candidates_asset, user_realtime_features_asset, user_candidates_refresh]

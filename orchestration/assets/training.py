@@ -1,11 +1,14 @@
 """The day's labelled training rows with point-in-time features.
 
 Positives: the (user, item) pairs engaged that day (like, share, comment, or a view with a long
-dwell), at their first engaged moment. For each positive, ``hard_negatives_per_positive`` hard
-negatives: popular items of the user's top categories that the user skipped (viewed briefly)
-or never engaged with, skipped ones first; and ``negatives_per_positive`` random negatives:
-items drawn by popularity^``popularity_exponent`` among the week's viewed items, never
-interacted with by the user in 30 days. Negatives take their positive's timestamp. All
+dwell), at the pair's first event of the day: features are read as of the moment the item was
+shown, so the realtime counters of the engagement itself never leak into its row. For each
+positive, ``hard_negatives_per_positive`` hard negatives: popular items of the user's top
+categories that the user skipped (viewed briefly) or never engaged with, skipped ones first; and
+``negatives_per_positive`` random negatives: items drawn by popularity^``popularity_exponent``
+among viewed items, never interacted with by the user in 30 days. Popularity is the views of the
+7 days before the hour the positive falls in, so no negative is chosen on what happened after
+its row. Negatives take their positive's timestamp, and a user gets each item at most once a day. All
 randomness comes from ``seed`` and the day, so a rerun writes the same rows.
 Features come from Feast's ``get_historical_features`` with the training feature service:
 every value is the latest row at or before the training row's timestamp.
@@ -29,9 +32,9 @@ from orchestration.partitions import daily, partition_day, previous_day
 from orchestration.resources import FeastResource, PostgresResource, S3Resource
 
 FEATURE_SERVICE = "training"
-# The day's events and catalog, and its online rows' materialisation; the features joined point in
-# time were written for the days before.
-SAME_DAY_DEPS = ("activity_archive", "item_catalog_snapshot", "online_features")
+# The day's events, catalog and realtime counters (stamped within the day), and its online rows'
+# materialisation; the daily features joined point in time were written for the days before.
+SAME_DAY_DEPS = ("activity_archive", "item_catalog_snapshot", "online_features", "user_realtime_features")
 MANIFEST = lake.MANIFEST
 ROW_KEYS = ["user_id", "item_id", "event_timestamp", "label", "sample_type"]
 
@@ -54,14 +57,14 @@ def _windows(day: date) -> dict[str, datetime]:
 
 
 _PREPARE = [
-    # engaged that day: the positives, at their first engaged moment
+    # engaged that day: the positives, at the pair's first event of the day (when the item was shown)
     """CREATE OR REPLACE TEMP TABLE positives AS
        SELECT row_number() OVER (ORDER BY min("timestamp"), user_id, item_id) - 1 AS pos_id,
               user_id, item_id, min("timestamp") AS event_timestamp
        FROM activity
        WHERE "timestamp" >= $day_start AND "timestamp" < $end
-         AND (list_contains($engaged, event_type) OR (event_type = 'view' AND dwell_time_ms >= $long_dwell))
-       GROUP BY user_id, item_id""",
+       GROUP BY user_id, item_id
+       HAVING bool_or(list_contains($engaged, event_type) OR (event_type = 'view' AND dwell_time_ms >= $long_dwell))""",
     """CREATE OR REPLACE TEMP TABLE pairs AS
        SELECT user_id, item_id,
               bool_or(list_contains($engaged, event_type)
@@ -70,14 +73,20 @@ _PREPARE = [
        FROM activity WHERE "timestamp" >= $start30 AND "timestamp" < $end
          AND user_id IN (SELECT user_id FROM positives)
        GROUP BY user_id, item_id""",
+    # popularity as of the start of each positive's hour: views of the 7 days before it, nothing later
+    """CREATE OR REPLACE TEMP TABLE view_buckets AS
+       SELECT item_id, date_trunc('hour', "timestamp") AS bucket, count(*) AS n
+       FROM activity WHERE event_type = 'view' AND "timestamp" >= $start7 AND "timestamp" < $end
+       GROUP BY ALL""",
     """CREATE OR REPLACE TEMP TABLE popularity AS
-       SELECT a.item_id, c.category, count(*) AS views
-       FROM activity a JOIN catalog c USING (item_id)
-       WHERE a.event_type = 'view' AND a."timestamp" >= $start7 AND a."timestamp" < $end
-       GROUP BY a.item_id, c.category""",
+       SELECT h.hour, b.item_id, c.category, sum(b.n) AS views
+       FROM (SELECT DISTINCT date_trunc('hour', event_timestamp) AS hour FROM positives) h
+       JOIN view_buckets b ON b.bucket >= h.hour - INTERVAL 7 DAY AND b.bucket < h.hour
+       JOIN catalog c USING (item_id)
+       GROUP BY ALL""",
     """CREATE OR REPLACE TEMP TABLE popular AS
        SELECT * FROM popularity
-       QUALIFY row_number() OVER (PARTITION BY category ORDER BY views DESC, item_id) <= $top_per_category""",
+       QUALIFY row_number() OVER (PARTITION BY hour, category ORDER BY views DESC, item_id) <= $top_per_category""",
     """CREATE OR REPLACE TEMP TABLE user_categories AS
        SELECT user_id, category FROM (
            SELECT a.user_id, c.category, count(*) AS n FROM activity a JOIN catalog c USING (item_id)
@@ -85,46 +94,46 @@ _PREPARE = [
            GROUP BY a.user_id, c.category)
        QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY n DESC, category) <= $user_categories""",
 ]
-_HARD = """
-WITH candidates AS (
-    SELECT u.user_id, p.item_id, coalesce(pr.skipped, false) AS skipped,
-           row_number() OVER (PARTITION BY u.user_id
-                              ORDER BY coalesce(pr.skipped, false) DESC, hash(u.user_id, p.item_id, $seed)) - 1 AS rank
-    FROM user_categories u JOIN popular p USING (category)
-    LEFT JOIN pairs pr ON pr.user_id = u.user_id AND pr.item_id = p.item_id
-    WHERE NOT coalesce(pr.engaged, false)
-), slots AS (
-    SELECT pos_id, user_id, event_timestamp,
-           row_number() OVER (PARTITION BY user_id ORDER BY pos_id) - 1 AS nth
-    FROM positives
-)
-SELECT s.pos_id, s.user_id, c.item_id, s.event_timestamp
-FROM slots s JOIN candidates c
-  ON c.user_id = s.user_id AND c.rank >= s.nth * $per_positive AND c.rank < (s.nth + 1) * $per_positive
-ORDER BY s.pos_id, c.item_id
+_HARD_CANDIDATES = """
+SELECT u.user_id, p.hour, p.item_id
+FROM (SELECT DISTINCT user_id, date_trunc('hour', event_timestamp) AS hour FROM positives) h
+JOIN user_categories u USING (user_id)
+JOIN popular p ON p.hour = h.hour AND p.category = u.category
+LEFT JOIN pairs pr ON pr.user_id = u.user_id AND pr.item_id = p.item_id
+WHERE NOT coalesce(pr.engaged, false)
+ORDER BY u.user_id, p.hour, coalesce(pr.skipped, false) DESC, hash(u.user_id, p.item_id, $seed), p.item_id
 """
 _RANDOM = """
 SELECT d.pos_id, d.user_id, d.item_id, d.event_timestamp FROM draws d
 WHERE NOT EXISTS (SELECT 1 FROM pairs p WHERE p.user_id = d.user_id AND p.item_id = d.item_id)
   AND NOT EXISTS (SELECT 1 FROM taken t WHERE t.user_id = d.user_id AND t.item_id = d.item_id)
-QUALIFY row_number() OVER (PARTITION BY d.pos_id, d.item_id ORDER BY d.draw) = 1
+QUALIFY row_number() OVER (PARTITION BY d.user_id, d.item_id ORDER BY d.pos_id, d.draw) = 1
 ORDER BY d.pos_id, d.draw
 """
+ENTITY_SCHEMA = pa.schema([("pos_id", pa.int64()), ("user_id", pa.int64()), ("item_id", pa.int64()),
+                           ("event_timestamp", pa.timestamp("us", tz="UTC"))])
 
 
 def sample_rows(con, day: date, settings: Settings, cfg: TrainingConfig) -> pa.Table:
     """The labelled entity rows (no features yet), sorted by timestamp, user, item."""
     sources.activity(con, day, 30, settings)
     sources.catalog(con, day, settings)
+    return sample_from_views(con, day, cfg)
+
+
+def sample_from_views(con, day: date, cfg: TrainingConfig) -> pa.Table:
+    """``sample_rows`` on DuckDB relations ``activity`` and ``catalog`` already in place."""
     w = _windows(day)
-    params = {"day_start": w["day_start"], "end": w["end"], "start7": w["start7"], "start30": w["start30"],
-              "engaged": list(ENGAGEMENT_TYPES), "long_dwell": LONG_DWELL_MS, "short_dwell": SHORT_DWELL_MS,
-              "top_per_category": cfg.popular_items_per_category, "user_categories": cfg.user_top_categories}
+    params = {"day_start": w["day_start"], "end": w["end"], "start7": w["day_start"] - timedelta(days=7),
+              "start30": w["start30"], "engaged": list(ENGAGEMENT_TYPES), "long_dwell": LONG_DWELL_MS,
+              "short_dwell": SHORT_DWELL_MS, "top_per_category": cfg.popular_items_per_category,
+              "user_categories": cfg.user_top_categories}
     for statement in _PREPARE:
         used = {k: v for k, v in params.items() if f"${k}" in statement}
         con.execute(statement, used)
     positives = lake.fetch(con, "SELECT * FROM positives ORDER BY pos_id")
-    hard = lake.fetch(con, _HARD, {"seed": cfg.seed, "per_positive": cfg.hard_negatives_per_positive})
+    hard = _hard_negatives(positives, lake.fetch(con, _HARD_CANDIDATES, {"seed": cfg.seed}),
+                           cfg.hard_negatives_per_positive)
     random = _random_negatives(con, positives, hard, day, cfg)
     parts = [_labelled(positives, 1, "positive"), _labelled(hard, 0, "hard_negative"),
              _labelled(random, 0, "random_negative")]
@@ -132,16 +141,44 @@ def sample_rows(con, day: date, settings: Settings, cfg: TrainingConfig) -> pa.T
     return rows.sort_by([("event_timestamp", "ascending"), ("user_id", "ascending"), ("item_id", "ascending")])
 
 
+def _hour(ts: np.ndarray) -> np.ndarray:
+    return ts.astype("datetime64[h]")
+
+
+def _hard_negatives(positives: pa.Table, candidates: pa.Table, k: int) -> pa.Table:
+    """For each positive in order, the next ``k`` candidates of its user and hour (skipped first,
+    then in seeded order) that the user has not been given yet: no pair twice in a day."""
+    if k == 0 or candidates.num_rows == 0:
+        return ENTITY_SCHEMA.empty_table()
+    lists: dict[tuple[int, np.datetime64], list[int]] = {}
+    for user, hour, item in zip(candidates["user_id"].to_numpy(), _hour(candidates["hour"].to_numpy()),
+                                candidates["item_id"].to_numpy(), strict=True):
+        lists.setdefault((int(user), hour), []).append(int(item))
+    taken: dict[int, set[int]] = {}
+    rows: list[int] = []
+    items: list[int] = []
+    hours = _hour(positives["event_timestamp"].to_numpy())
+    for row, (user, hour) in enumerate(zip(positives["user_id"].to_numpy(), hours, strict=True)):
+        given = taken.setdefault(int(user), set())
+        picked = [i for i in lists.get((int(user), hour), ()) if i not in given][:k]
+        given.update(picked)
+        rows.extend([row] * len(picked))
+        items.extend(picked)
+    chosen = positives.select(["pos_id", "user_id", "event_timestamp"]).take(pa.array(rows, pa.int64()))
+    return chosen.append_column("item_id", pa.array(items, pa.int64())).select(ENTITY_SCHEMA.names).cast(ENTITY_SCHEMA)
+
+
 def _random_negatives(con, positives: pa.Table, hard: pa.Table, day: date, cfg: TrainingConfig) -> pa.Table:
-    """Popularity-weighted draws, rejecting what the user touched; missing slots are redrawn."""
+    """Draws weighted by the popularity as of each positive's hour, rejecting what the user touched
+    or was already given that day; missing slots are redrawn."""
     k = cfg.negatives_per_positive
-    pool = lake.fetch(con, "SELECT item_id, views FROM popularity ORDER BY item_id")
-    schema = pa.schema([("pos_id", pa.int64()), ("user_id", pa.int64()), ("item_id", pa.int64()),
-                        ("event_timestamp", pa.timestamp("us", tz="UTC"))])
+    pool = lake.fetch(con, "SELECT hour, item_id, views FROM popularity ORDER BY hour, item_id")
     if k == 0 or pool.num_rows == 0 or positives.num_rows == 0:
-        return schema.empty_table()
-    items = pool["item_id"].to_numpy()
-    weights = pool["views"].to_numpy().astype(np.float64) ** cfg.popularity_exponent
+        return ENTITY_SCHEMA.empty_table()
+    pool_hours = _hour(pool["hour"].to_numpy())
+    items, views = pool["item_id"].to_numpy(), pool["views"].to_numpy().astype(np.float64)
+    pools = {h: (items[pool_hours == h], views[pool_hours == h] ** cfg.popularity_exponent)
+             for h in np.unique(pool_hours)}
     rng = np.random.default_rng([cfg.seed, day.toordinal()])
     con.register("taken_arrow", hard.select(["user_id", "item_id"]))
     con.execute("CREATE OR REPLACE TEMP TABLE taken AS SELECT * FROM taken_arrow")
@@ -150,14 +187,14 @@ def _random_negatives(con, positives: pa.Table, hard: pa.Table, day: date, cfg: 
     missing = np.full(positives.num_rows, k)
     for _ in range(cfg.max_sampling_rounds):
         per = int(max(missing.max(), 1)) * 3
-        draws = rng.choice(items, size=(need.num_rows, per), p=weights / weights.sum())
+        draws = _draw(rng, pools, _hour(need["event_timestamp"].to_numpy()), per)
         pos = np.repeat(need["pos_id"].to_numpy(), per)
         con.register("draws_arrow", pa.table({
             "pos_id": pos, "user_id": np.repeat(need["user_id"].to_numpy(), per), "item_id": draws.ravel(),
             "event_timestamp": np.repeat(need["event_timestamp"].to_numpy(), per),
             "draw": np.tile(np.arange(per), need.num_rows),
         }))
-        con.execute("CREATE OR REPLACE TEMP TABLE draws AS SELECT * FROM draws_arrow")
+        con.execute("CREATE OR REPLACE TEMP TABLE draws AS SELECT * FROM draws_arrow WHERE item_id >= 0")
         kept = lake.fetch(con, _RANDOM)
         kept = _first_n_per_positive(kept, dict(zip(need["pos_id"].to_pylist(), missing.tolist(), strict=True)))
         chosen.append(kept)
@@ -169,7 +206,19 @@ def _random_negatives(con, positives: pa.Table, hard: pa.Table, day: date, cfg: 
         if not still.any():
             break
         need, missing = need.filter(pa.array(still)), missing[still]
-    return pa.concat_tables([c.select(schema.names).cast(schema) for c in chosen])
+    return pa.concat_tables([c.select(ENTITY_SCHEMA.names).cast(ENTITY_SCHEMA) for c in chosen])
+
+
+def _draw(rng: np.random.Generator, pools: dict, hours: np.ndarray, per: int) -> np.ndarray:
+    """``per`` items for each row, from the pool of its hour (-1 where the hour had no views yet)."""
+    out = np.full((len(hours), per), -1, dtype=np.int64)
+    for hour in np.unique(hours):
+        if hour not in pools:
+            continue
+        items, weights = pools[hour]
+        rows = np.flatnonzero(hours == hour)
+        out[rows] = rng.choice(items, size=(len(rows), per), p=weights / weights.sum())
+    return out
 
 
 def _first_n_per_positive(kept: pa.Table, quota: dict[int, int]) -> pa.Table:

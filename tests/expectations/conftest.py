@@ -151,6 +151,10 @@ def _training_feature(column, n, users, items, profile, rng):
         return pa.array(rng.choice(rules.MEDIA_TYPES, n))
     if column == "tags":
         return pa.array([["ai"]] * n, pa.list_(pa.string()))
+    if column in ("rt_interactions_1h", "rt_dwell_ms_1h", "rt_last_item_id"):
+        return pa.array(rng.integers(1, 1000, n), pa.int64())
+    if column == "rt_last_event_type":
+        return pa.array(rng.choice(rules.EVENT_TYPES, n))
     raise KeyError(column)
 
 

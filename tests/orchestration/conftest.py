@@ -96,7 +96,8 @@ def materialize(day: date, selection: list[str] | None = None, run_config: dict 
 
 
 BATCH_ASSETS = ["activity_archive", "item_catalog_snapshot", "user_profile_snapshot", "user_activity_features",
-                "item_engagement_features", "item_embeddings", "user_embeddings", "user_candidates"]
+                "item_engagement_features", "item_embeddings", "user_embeddings", "user_candidates",
+                "user_realtime_features"]
 
 
 @pytest.fixture(scope="session")

@@ -98,6 +98,12 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
+def newest_key(project: str) -> bytes:
+    """``<project>:_newest``: per view, the event time (epoch µs) of the newest row ever written
+    online, what the freshness metric reads (no braces: never matched by the entity patterns)."""
+    return f"{project}:_newest".encode()
+
+
 # ---- expiry --------------------------------------------------------------------------------
 
 def ttl_micros(view: FeatureView) -> int:

@@ -62,6 +62,14 @@ return written
 (epoch ms, 0 = none) and the values. A row is written only when newer than the stored one."""
 
 
+NEWEST_SCRIPT = """
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 0
+"""
+"""Raises view ``ARGV[1]``'s newest event time in hash ``KEYS[1]`` to ``ARGV[2]`` (µs) if later."""
+
+
 class TTLRedisOnlineStoreConfig(RedisOnlineStoreConfig):
     """Feast's Redis settings (``connection_string``, ``redis_type``...) plus write tuning."""
 
@@ -127,6 +135,10 @@ class TTLRedisOnlineStore(TTLRedisReads, RedisOnlineStore):
             raise errors[0]
         return sum(int(r) for r in replies)
 
+    @staticmethod
+    def _note_newest(client, project: str, view: str, newest_us: int) -> None:
+        client.eval(NEWEST_SCRIPT, 1, layout.newest_key(project), view, str(int(newest_us)))
+
     def online_write_batch(
         self,
         config: RepoConfig,
@@ -154,6 +166,8 @@ class TTLRedisOnlineStore(TTLRedisReads, RedisOnlineStore):
                 [str((ts + ttl) // 1000 if ttl else 0).encode() for _, ts, _ in rows],
                 [(n.encode(), [v[n].SerializeToString() for _, _, v in rows]) for n in names],
             )
+        if groups:
+            self._note_newest(client, config.project, view, max(ts for rows in groups.values() for _, ts, _ in rows))
         if progress:
             progress(len(data))
 
@@ -190,6 +204,7 @@ class TTLRedisOnlineStore(TTLRedisReads, RedisOnlineStore):
                 [(name.encode(), codec.encode_column(chunk.column(name), vt)) for name, vt in features],
                 store_config.write_rows_per_call,
             )
+            self._note_newest(client, config.project, view, int(ts.max()))
             if progress:
                 progress(chunk.num_rows)
             return written
@@ -219,6 +234,7 @@ class TTLRedisOnlineStore(TTLRedisReads, RedisOnlineStore):
     def delete_table(self, config: RepoConfig, table: FeatureView) -> None:
         view = layout.view_name(table, config)
         n = self._delete_matching(config, layout.view_keys_pattern(config.project, view))
+        private.redis_client(self, config).hdel(layout.newest_key(config.project), view)
         log.info("online_store.delete_table", view=view, keys=n)
 
     def delete_entity_values(self, config: RepoConfig, join_keys: list[str]) -> None:

@@ -42,7 +42,7 @@ def test_the_feast_repository_is_the_contract():
         assert (fv.stream_source is not None) == view.pushed
     for service, members in contract.SERVICES.items():
         assert [p.name for p in objects[service].feature_view_projections] == list(members)
-    assert set(contract.TRAINING_VIEWS) <= set(contract.SERVICES["ranking"])
+    assert set(contract.SERVICES["ranking"]) <= set(contract.TRAINING_VIEWS)
 
 
 def test_arrow_schemas_lead_with_the_key_and_event_time():
@@ -50,3 +50,25 @@ def test_arrow_schemas_lead_with_the_key_and_event_time():
         schema = view.arrow_schema(pa.field("extra", pa.int8()))
         assert schema.names == [view.entity.join_key, contract.EVENT_TIMESTAMP, *view.columns, "extra"]
         assert schema.field(contract.EVENT_TIMESTAMP).type == EVENT_SCHEMA.field("timestamp").type
+
+
+def test_every_view_outlives_its_refresh():
+    """The freshness contract: a value lives at least until the next one lands, so no entity that
+    has a value goes dark between runs; the contract refuses a view that breaks it."""
+    from datetime import timedelta
+
+    for view in contract.VIEWS.values():
+        assert view.ttl >= view.refresh.every + view.refresh.lag, view.name
+    with pytest.raises(ValueError, match="TTL"):
+        contract.View("short", contract.USER, timedelta(hours=24), contract.DAILY, "d",
+                      contract.USER_EMBEDDING.features, tier="embedding")
+
+
+def test_each_feature_is_defined_once_in_its_description():
+    """Rates say per view and dwell says over views; no definition is repeated in a view's text."""
+    rates = [f for f in contract.all_features() if "_rate_" in f.name and f.name.startswith(("like", "share", "comment"))]
+    assert rates and all("per view" in f.description for f in rates)
+    dwell = [f for f in contract.all_features() if f.name.startswith("avg_dwell")]
+    assert dwell and all("views" in f.description for f in dwell)
+    descriptions = [f.description for f in contract.all_features()]
+    assert len(descriptions) == len(set(descriptions))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import psycopg
 
 VIEWS = {
-    "user_activity_features": 2 * 86400, "user_profile_features": 7 * 86400, "user_embedding": 86400,
+    "user_activity_features": 2 * 86400, "user_profile_features": 7 * 86400, "user_embedding": 30 * 3600,
     "item_catalog_features": 30 * 86400, "item_embedding": 7 * 86400, "item_engagement_features": 2 * 86400,
-    "user_realtime_features": 3600, "user_candidates": 12 * 3600,
+    "user_realtime_features": 3600, "user_candidates": 16 * 3600,
 }
 
 
@@ -27,8 +27,9 @@ def test_definitions_follow_the_contract(fs):
     assert {e.name: e.join_key for e in fs.list_entities()} == {"user": "user_id", "item": "item_id"}
     ranking = {p.name for p in fs.get_feature_service("ranking").feature_view_projections}
     training = {p.name for p in fs.get_feature_service("training").feature_view_projections}
-    assert ranking == set(VIEWS)
-    assert training == set(VIEWS) - {"user_realtime_features", "user_candidates"}
+    retrieval = {p.name for p in fs.get_feature_service("retrieval").feature_view_projections}
+    assert ranking == set(VIEWS) - {"user_candidates"} and retrieval == {"user_candidates"}
+    assert training == ranking  # the model trains on every feature it is served
     assert views["user_realtime_features"].stream_source.name == "user_realtime_push"
 
 

@@ -31,8 +31,9 @@ def test_user_activity_features_by_hand(tiny_feed, pipeline, settings):
         assert row.interactions_7d == len(week) and row.interactions_30d == len(mine)
         assert row.unique_items_30d == mine.item_id.nunique()
         assert row.active_days_30d == mine.timestamp.dt.date.nunique()
-        assert row.like_rate_30d == pytest.approx((mine.event_type == "like").mean())
-        dwell = week.dwell_time_ms.dropna()
+        likes, views = int((mine.event_type == "like").sum()), int((mine.event_type == "view").sum())
+        assert row.like_rate_30d == pytest.approx(min(1.0, likes / max(views, 1)) if likes else 0.0)  # per view
+        dwell = week[week.event_type == "view"].dwell_time_ms.dropna()
         assert row.avg_dwell_ms_7d == pytest.approx(dwell.mean() if len(dwell) else 0.0)
         shares = mine.category.value_counts(normalize=True)
         assert np.allclose(row.category_dist_30d, [shares.get(c, 0.0) for c in CATEGORIES], atol=1e-6)

@@ -3,6 +3,7 @@ configured balance, determinism; and point-in-time features through Feast."""
 
 from datetime import datetime, time, timedelta, timezone
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -38,7 +39,9 @@ def _engaged(events: pd.DataFrame) -> pd.Series:
 def test_positives_are_the_days_engaged_pairs(tiny_feed, rows, day):
     events = tiny_feed.events
     today = events[(events.timestamp >= _end(day) - timedelta(days=1)) & (events.timestamp < _end(day))]
-    engaged = today[_engaged(today)].groupby(["user_id", "item_id"]).timestamp.min()
+    pairs = today[_engaged(today)][["user_id", "item_id"]].drop_duplicates()
+    first = today.groupby(["user_id", "item_id"]).timestamp.min()   # the pair's first event of the day
+    engaged = first.loc[pd.MultiIndex.from_frame(pairs)]
     positives = rows[rows.sample_type == "positive"].set_index(["user_id", "item_id"]).event_timestamp
     assert len(positives) == len(engaged) > 20
     assert (positives.sort_index() == engaged.sort_index()).all()
@@ -62,22 +65,39 @@ def test_negatives_were_not_interacted_with(tiny_feed, rows, day):
         assert group.item_id.is_unique  # no item twice for one positive
 
 
-def test_hard_negatives_are_popular_and_unengaged(tiny_feed, rows, day):
-    events = tiny_feed.events[tiny_feed.events.timestamp < _end(day)].merge(
-        tiny_feed.items[["item_id", "category"]], on="item_id")
-    week = events[(events.event_type == "view") & (events.timestamp >= _end(day) - timedelta(days=7))]
-    views = week.groupby(["category", "item_id"]).size().rename("views").reset_index()
-    views["rank"] = views.sort_values(["views", "item_id"], ascending=[False, True]).groupby("category").cumcount()
-    popular = set(views[views["rank"] < TrainingConfig().popular_items_per_category].item_id)
+def _archived(settings) -> pd.DataFrame:
+    """The events as the pipeline sees them (other tests of the session archive days of their own)."""
+    from orchestration import lake
+
+    days = lake.partition_days(lake.ARCHIVE, settings)
+    return pd.concat([lake.read_table(lake.day_prefix(lake.ARCHIVE, d), settings).to_pandas() for d in days])
+
+
+def test_hard_negatives_are_popular_and_unengaged(tiny_feed, rows, day, settings):
+    events = _archived(settings).merge(tiny_feed.items[["item_id", "category"]], on="item_id")
+    views = events[events.event_type == "view"]
     engaged = set(zip(events[_engaged(events)].user_id, events[_engaged(events)].item_id, strict=True))
     hard = rows[rows.sample_type == "hard_negative"]
     assert len(hard) > 0
-    assert set(hard.item_id) <= popular
+    top = TrainingConfig().popular_items_per_category
+    above_median = []
+    for hour, group in hard.groupby(hard.event_timestamp.dt.floor("h")):
+        # popular as of the start of the row's hour: the 7 days before it, nothing later
+        known = views[(views.timestamp >= hour - timedelta(days=7)) & (views.timestamp < hour)]
+        counts = known.groupby(["category", "item_id"]).size().rename("views").reset_index()
+        counts["rank"] = counts.sort_values(["views", "item_id"], ascending=[False, True]).groupby("category").cumcount()
+        assert set(group.item_id) <= set(counts[counts["rank"] < top].item_id), hour
+        per_item = counts.set_index("item_id").views
+        above_median.append(per_item.loc[group.item_id].median() > per_item.median())
+    assert np.mean(above_median) > 0.9
     assert not engaged & set(zip(hard.user_id, hard.item_id, strict=True))
-    # they sit well above the median item's popularity
-    assert views.set_index("item_id").views.loc[hard.item_id].median() > views.views.median()
     skipped = events[(events.event_type == "view") & (events.dwell_time_ms < SHORT_DWELL_MS)]
     assert set(zip(skipped.user_id, skipped.item_id, strict=True)) & set(zip(hard.user_id, hard.item_id, strict=True))
+
+
+def test_no_negative_pair_twice_in_the_day(rows):
+    negatives = rows[rows.label == 0]
+    assert not negatives.duplicated(["user_id", "item_id"]).any()
 
 
 def test_deterministic_for_a_seed(settings, rows, day):
@@ -129,3 +149,16 @@ def test_training_set_is_written_registered_and_point_in_time(training_run, sett
     fallback = ~known & table.item_id.isin(older.item_id)
     assert (table.views_7d[fallback] == table.item_id[fallback].map(older.set_index("item_id").views_7d)).all()
     assert table.views_7d[~known & ~fallback].isna().all()
+    # the realtime counters: the newest row strictly before the training row, within the view's hour
+    realtime = pd.concat([lake.read_table(lake.feature_prefix("user_realtime_features", d), settings).to_pandas()
+                          for d in (tiny_feed.days[-2], day)])
+    merged = pd.merge_asof(table[["user_id", "event_timestamp"]].reset_index().sort_values("event_timestamp"),
+                           realtime.rename(columns={"event_timestamp": "rt_ts"}).sort_values("rt_ts"),
+                           left_on="event_timestamp", right_on="rt_ts", by="user_id",
+                           tolerance=pd.Timedelta(hours=1)).set_index("index").sort_index()
+    expected = merged.rt_interactions_1h.where(merged.rt_ts >= merged.event_timestamp - pd.Timedelta(hours=1))
+    assert expected.notna().sum() > 0
+    assert table.rt_interactions_1h.fillna(-1).tolist() == expected.fillna(-1).astype(int).tolist()
+    # a positive's own events are never in its row: its item is not the "last item" of its counters
+    positives = table[table.label == 1]
+    assert (positives.rt_last_item_id != positives.item_id).all()

@@ -29,8 +29,8 @@ def test_keys_are_per_view_and_shard_by_entity(fs, online_tables, redis_client):
 
 
 def test_keys_expire_at_event_time_plus_the_view_ttl(fs, online_tables, redis_client):
-    for name, ttl_h in [("user_embedding", 24), ("item_embedding", 7 * 24), ("user_realtime_features", 1),
-                        ("user_candidates", 12), ("item_catalog_features", 30 * 24)]:
+    for name, ttl_h in [("user_embedding", 30), ("item_embedding", 7 * 24), ("user_realtime_features", 1),
+                        ("user_candidates", 16), ("item_catalog_features", 30 * 24)]:
         key = f"feed_ranking:{{{'user_id=5' if name in USER_VIEWS else 'item_id=1005'}}}:{name}"
         event_us = int(redis_client.hget(key, "_ts"))
         expire_ms = redis_client.pexpiretime(key)
@@ -39,9 +39,9 @@ def test_keys_expire_at_event_time_plus_the_view_ttl(fs, online_tables, redis_cl
 
 def test_values_older_than_their_view_ttl_come_back_missing(fs, online_tables, redis_client):
     now = now_us()
-    age = 25 * HOUR_US
+    age = 31 * HOUR_US
     write_at(fs, "item_embedding", [2001], now - age, 1)
-    write_at(fs, "user_embedding", [201], now - age, 2)          # 24h TTL: not even written
+    write_at(fs, "user_embedding", [201], now - age, 2)          # 30h TTL: not even written
     fs.push("user_realtime_push", pd.DataFrame({
         "user_id": [202], "event_timestamp": [pd.Timestamp(now - 2 * HOUR_US, unit="us", tz="UTC")],
         "rt_interactions_1h": [3], "rt_dwell_ms_1h": [100], "rt_last_item_id": [7], "rt_last_event_type": ["like"],
@@ -54,7 +54,7 @@ def test_values_older_than_their_view_ttl_come_back_missing(fs, online_tables, r
     assert got["rt_interactions_1h"] == [None, None]
     assert all(e is not None and len(e) == 32 for e in got["item_embedding"])
     assert not redis_client.exists("feed_ranking:{user_id=201}:user_embedding")
-    assert redis_client.pttl("feed_ranking:{item_id=2001}:item_embedding") > (7 * 24 - 25 - 1) * 3_600_000
+    assert redis_client.pttl("feed_ranking:{item_id=2001}:item_embedding") > (7 * 24 - 31 - 1) * 3_600_000
 
 
 def test_redis_drops_the_key_when_the_ttl_runs_out(fs, online_tables, redis_client):
@@ -105,3 +105,32 @@ def test_feature_store_yaml_selects_the_ttl_store(fs):
     assert isinstance(fs.config.online_store, TTLRedisOnlineStoreConfig)
     assert fs.config.online_store.type == f"{TTLRedisOnlineStore.__module__}.{TTLRedisOnlineStore.__name__}"
     assert isinstance(fs._get_provider().online_store, TTLRedisOnlineStore)
+
+
+def test_the_store_records_each_views_newest_value_for_the_freshness_metric(fs, online_tables, redis_client):
+    """Materialisation and push both raise a view's newest event time; an older write never
+    lowers it. The figures reach Prometheus and ``feedstore freshness``."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from feedstore.feast import freshness
+
+    newest = freshness.newest_online(redis_client, fs.project)
+    for name, table in online_tables.items():
+        want = pd.Timestamp(table.column("event_timestamp").to_pandas().max())
+        assert newest[name] >= want.to_pydatetime(), name
+    before = newest["user_realtime_features"]
+    row = {"user_id": [205], "rt_interactions_1h": [1], "rt_dwell_ms_1h": [1], "rt_last_item_id": [1],
+           "rt_last_event_type": ["view"]}
+    fs.push("user_realtime_push", pd.DataFrame({**row, "event_timestamp": [pd.Timestamp(before) - pd.Timedelta(
+        minutes=5)]}), to=PushMode.ONLINE)
+    assert freshness.newest_online(redis_client, fs.project)["user_realtime_features"] == before
+    pushed = pd.Timestamp(now_us() - 1_000_000, unit="us", tz="UTC")
+    fs.push("user_realtime_push", pd.DataFrame({**row, "event_timestamp": [pushed]}), to=PushMode.ONLINE)
+    assert freshness.newest_online(redis_client, fs.project)["user_realtime_features"] == pushed.to_pydatetime()
+    registry = CollectorRegistry()
+    registry.register(freshness.FreshnessCollector(redis_client, fs.project))
+    text = generate_latest(registry).decode()
+    line = next(x for x in text.splitlines()
+                if x.startswith(freshness.AGE_METRIC + '{view="user_realtime_features"}'))
+    assert 0 < float(line.split()[-1]) < 60
+    assert f'{freshness.TTL_METRIC}{{view="user_embedding"}} 108000.0' in text
