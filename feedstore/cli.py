@@ -203,14 +203,24 @@ def validate(
         raise typer.Exit(1)
 
 
+class Source(str, Enum):
+    activity = "activity"
+    items = "items"
+    users = "users"
+
+
 @app.command()
 def ingest(
     metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on this port (0: off)."),
     until_idle: float = typer.Option(None, help="Exit once the topic has been drained for this many seconds."),
     replay: bool = typer.Option(False, "--replay", help="Backfill: lift the event-age bound."),
     instance_id: str = typer.Option(None, help="Static group membership id (fast restarts, no rebalance)."),
+    source: list[Source] = typer.Option(
+        None, "--source", help="Consume only these topics (repeat the option): activity (user-activity), items "
+        "(item-catalog), users (user-profiles); default all three, one consumer each in this process. "
+        "Run one process per --source to give each its own."),
 ) -> None:
-    """Consume user-activity into Postgres, S3 Parquet and Redis; invalid events go to the DLQ."""
+    """Consume user-activity, item-catalog and user-profiles; invalid messages go to the DLQ."""
     if metrics_port < 0 or metrics_port > 65535:
         fail(f"--metrics-port must be 0..65535, not {metrics_port}")
     if until_idle is not None and until_idle <= 0:
@@ -229,10 +239,69 @@ def ingest(
         except OSError as exc:
             fail(f"cannot serve metrics on port {metrics_port}: {exc.strerror}")
     options = Options(until_idle=until_idle, replay=replay, instance_id=instance_id)
+    sources = list(dict.fromkeys(source or list(Source)))
+    if len(sources) == 1 and sources[0] is Source.activity:
+        try:
+            IngestConsumer(settings, options, metrics).run()
+        except PermanentSinkError:
+            raise typer.Exit(1) from None  # the consumer has logged why (ingest_failed)
+        return
+    from ingestion.catalog_stream import run_together
+
+    if not run_together(settings, [s.value for s in sources], options, metrics):
+        raise typer.Exit(1)
+
+
+class LoadKind(str, Enum):
+    users = "users"
+    items = "items"
+
+
+@app.command()
+def load(
+    kind: LoadKind = typer.Argument(..., help="What the files hold: users or items (the seed's shapes)."),
+    files: list[Path] = typer.Argument(..., help="JSON lines (.jsonl/.ndjson/.json), Parquet or CSV files."),
+    rejects: Path = typer.Option(None, help="Where refused rows go, with reasons (default ./rejects-<kind>.jsonl)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Bulk import users or items through the stream's validation and upsert (safe to run twice);
+    exits 1 when any row was refused."""
+    import json
+
+    import psycopg
+
+    from ingestion.load import LoadError
+    from ingestion.load import load as run_load
+
+    rejects = rejects or Path(f"rejects-{kind.value}.jsonl")
+    progress = _rich_progress()
+    tasks: dict[str, int] = {}
+
+    def advance(name: str, done: int, total: int) -> None:
+        if name not in tasks:
+            tasks[name] = progress.add_task(Path(name).name[:24], total=total)
+        progress.update(tasks[name], completed=done)
+
     try:
-        IngestConsumer(settings, options, metrics).run()
-    except PermanentSinkError:
-        raise typer.Exit(1) from None  # the consumer has logged why (ingest_failed)
+        with progress:
+            summary = run_load(kind.value, files, rejects, progress=advance)
+    except LoadError as exc:
+        fail(str(exc))
+    except psycopg.OperationalError as exc:
+        fail(f"postgres: {str(exc).strip().splitlines()[0]}")
+    result = summary.as_dict()
+    if as_json:
+        print(json.dumps(result))
+    else:
+        table = Table("files", "rows", "inserted", "updated", "unchanged", "stale", "rejected")
+        table.add_row(*(str(result[k]) for k in ("files", "rows", "inserted", "updated", "unchanged", "stale",
+                                                 "rejected")))
+        Console().print(table)
+        if summary.rejected:
+            reasons = ", ".join(f"{k} {v}" for k, v in result["reasons"].items())
+            console.print(f"[yellow]{summary.rejected} rejected[/] ({reasons}): {rejects}")
+    if summary.rejected:
+        raise typer.Exit(1)
 
 
 class ScaleName(str, Enum):

@@ -55,6 +55,8 @@ class KafkaSettings(BaseSettings):
     bootstrap: str = "127.0.0.1:9092"
     topic_activity: str = Field("user-activity", validation_alias=_env("FEED_TOPIC_ACTIVITY"))
     topic_dlq: str = Field("user-activity-dlq", validation_alias=_env("FEED_TOPIC_DLQ"))
+    topic_items: str = Field("item-catalog", validation_alias=_env("FEED_TOPIC_ITEMS"))
+    topic_users: str = Field("user-profiles", validation_alias=_env("FEED_TOPIC_USERS"))
     topic_partitions: int = Field(4, validation_alias=_env("FEED_TOPIC_PARTITIONS"))
     consumer_group: str = Field("feedstore-ingest", validation_alias=_env("FEED_CONSUMER_GROUP"))
     # The broker accepts 16 MiB (devtools/stack/kafka.py); producers may send up to that.
@@ -104,6 +106,15 @@ class IngestSettings(BaseSettings):
     """Push realtime user features to Feast per batch (needs `feast apply` of feature_repo/ first)."""
     statement_timeout_ms: int = 30_000
     """The consumer's Postgres statements are cancelled past this (a stalled server shows as an outage)."""
+    catalog_online: bool = True
+    """Streamed items are written to the online store (item_catalog_features, item_embedding) per batch."""
+
+
+class ContractSettings(BaseSettings):
+    model_config = _group("FEED_CONTRACT_")
+
+    vocabularies: Path | None = None
+    """The vocabulary file (categories, countries, ...); default feedstore/contract/vocabularies.toml."""
 
 
 class FeastSettings(BaseSettings):
@@ -158,6 +169,7 @@ class Settings(BaseModel):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    contract: ContractSettings = Field(default_factory=ContractSettings)
     feast: FeastSettings = Field(default_factory=FeastSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)

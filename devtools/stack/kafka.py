@@ -124,11 +124,14 @@ class KafkaService(Service):
             return False
 
     def provision(self) -> None:
-        """Create the activity topic (keyed by user, several partitions) and its dead-letter topic."""
+        """Create the activity topic (keyed by user, several partitions), its dead-letter topic and
+        the catalog and profile topics (keyed by item / user id)."""
         s = self.settings
         wanted = {
             s.kafka.topic_activity: s.kafka.topic_partitions,
             s.kafka.topic_dlq: 1,
+            s.kafka.topic_items: s.kafka.topic_partitions,
+            s.kafka.topic_users: s.kafka.topic_partitions,
         }
         ensure_topics(s.kafka.bootstrap, wanted)
 
