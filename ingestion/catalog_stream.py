@@ -30,7 +30,7 @@ from ingestion.consumer import IngestConsumer, Options
 from ingestion.metrics import IngestMetrics
 from ingestion.processing import Processed, Stage
 from ingestion.records import ITEMS, KINDS, USERS, Kind, RecordValidator
-from ingestion.sinks.base import BatchingSink, SinkBatch, StoreUnavailable
+from ingestion.sinks.base import BatchingSink, PermanentSinkError, SinkBatch, StoreUnavailable
 from ingestion.sinks.dlq import DlqSink
 from ingestion.sinks.postgres import store_error
 from ingestion.upserts import prepare, upsert
@@ -42,12 +42,13 @@ _EPOCH = date(1970, 1, 1)
 _US_PER_DAY = 86_400_000_000
 
 
-def current_rows(batch: SinkBatch, kind: Kind) -> pa.Table:
-    """The valid rows the upsert found current (new, changed or an exact repeat)."""
+def current_rows(batch: SinkBatch) -> pa.Table:
+    """The valid rows the upsert found current (new, changed or an exact repeat). For a record
+    batch ``new_ids`` holds their row positions in ``batch.valid``: of several versions of one id
+    in a batch only the newest is current, so the lake and the online store never take a stale one."""
     if not batch.new_ids:
         return batch.valid.slice(0, 0)
-    keys = pa.array(sorted(int(k) for k in batch.new_ids), type=pa.int64())
-    return batch.valid.filter(pc.is_in(batch.valid.column(kind.key), value_set=keys))
+    return batch.valid.take(pa.array(sorted(int(i) for i in batch.new_ids), type=pa.int64()))
 
 
 def latest_per_key(table: pa.Table, key: str) -> pa.Table:
@@ -64,7 +65,7 @@ def latest_per_key(table: pa.Table, key: str) -> pa.Table:
 
 
 class RecordPostgresSink(BatchingSink):
-    """The upsert; sets ``batch.new_ids`` to the ids whose batch row is the stored version."""
+    """The upsert; sets ``batch.new_ids`` to the positions of the rows that are the stored version."""
 
     name = "postgres"
 
@@ -98,8 +99,7 @@ class RecordPostgresSink(BatchingSink):
             self.close()
             raise store_error(self.name, exc) from exc
         self.last = done
-        keys = batch.valid.column(self.kind.key).to_numpy()
-        batch.new_ids = {str(k) for k in keys[done.current]} if done.current.size else set()
+        batch.new_ids = {str(i) for i in done.current.tolist()}
 
 
 def embedding_versions(items: pa.Table) -> pa.Table:
@@ -138,7 +138,7 @@ class EmbeddingLakeSink(BatchingSink):
         self.settings = settings
 
     def write(self, batch: SinkBatch) -> None:
-        versions = embedding_versions(current_rows(batch, ITEMS))
+        versions = embedding_versions(current_rows(batch))
         try:
             write_versions(versions, batch_name(batch), self.settings)
         except OSError as exc:
@@ -188,7 +188,7 @@ class CatalogOnlineSink(BatchingSink):
         return self._store
 
     def write(self, batch: SinkBatch) -> None:
-        items = current_rows(batch, ITEMS)
+        items = current_rows(batch)
         if items.num_rows == 0:
             return
         write_online(self._feature_store(), items)
@@ -196,6 +196,8 @@ class CatalogOnlineSink(BatchingSink):
 
 def write_online(fs, items: pa.Table, now: datetime | None = None) -> int:
     """Writes ``items`` (records rows) to the online store; returns rows written."""
+    from feast.errors import FeatureViewNotFoundException
+
     catalog, embedding = online_tables(items, now or datetime.now(timezone.utc))
     online = fs._get_provider().online_store
     written = 0
@@ -203,6 +205,9 @@ def write_online(fs, items: pa.Table, now: datetime | None = None) -> int:
         for view, table in ((contract.ITEM_CATALOG.name, catalog), (contract.ITEM_EMBEDDING.name, embedding)):
             if table.num_rows:
                 written += online.write_arrow(fs.config, fs.get_feature_view(view), table)
+    except FeatureViewNotFoundException as exc:
+        raise PermanentSinkError("online", f"{exc}: run `feedstore feast apply` first "
+                                           "(or FEED_INGEST_CATALOG_ONLINE=false)") from exc
     except Exception as exc:  # noqa: BLE001 - Redis and Feast raise under many types
         raise StoreUnavailable("online", exc) from exc
     return written
