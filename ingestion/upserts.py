@@ -6,8 +6,9 @@ newest version of each id (the last one on a tie) is kept, then ``INSERT … ON 
 UPDATE … WHERE`` the stored version is not newer and the row differs. The rows whose version
 is the stored one afterwards are *current*: they are what the lake and the online store take,
 so a replay of the same batch (after a crash before the commit) hands them the same rows again.
-``ingested_at`` is set on every change: the catalog snapshot exports what changed since its
-last watermark by it, so a late record (an old ``updated_at`` arriving today) is not missed.
+``ingested_at`` and ``change_xid`` are set on every change: the catalog snapshot exports what
+changed since its last export by ``change_xid``, so a late record (an old ``updated_at`` arriving
+today) is not missed.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ FROM incoming
 ON CONFLICT (item_id) DO UPDATE SET
     creator_id = EXCLUDED.creator_id, category = EXCLUDED.category, tags = EXCLUDED.tags,
     media_type = EXCLUDED.media_type, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
-    metadata = EXCLUDED.metadata, ingested_at = EXCLUDED.ingested_at
+    metadata = EXCLUDED.metadata, ingested_at = EXCLUDED.ingested_at, change_xid = pg_current_xact_id()
 WHERE coalesce(i.updated_at, i.created_at) <= coalesce(EXCLUDED.updated_at, EXCLUDED.created_at)
   AND (i.creator_id, i.category, i.tags, i.media_type, i.created_at, i.updated_at, i.metadata)
       IS DISTINCT FROM (EXCLUDED.creator_id, EXCLUDED.category, EXCLUDED.tags, EXCLUDED.media_type,
@@ -85,7 +86,7 @@ ON CONFLICT (user_id) DO UPDATE SET
     created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, age_range = EXCLUDED.age_range,
     country = EXCLUDED.country, language = EXCLUDED.language,
     preferred_categories = EXCLUDED.preferred_categories, demographics = EXCLUDED.demographics,
-    preferences = EXCLUDED.preferences, ingested_at = EXCLUDED.ingested_at
+    preferences = EXCLUDED.preferences, ingested_at = EXCLUDED.ingested_at, change_xid = pg_current_xact_id()
 WHERE u.updated_at <= EXCLUDED.updated_at
   AND (u.created_at, u.updated_at, u.age_range, u.country, u.language, u.preferred_categories, u.preferences)
       IS DISTINCT FROM (EXCLUDED.created_at, EXCLUDED.updated_at, EXCLUDED.age_range, EXCLUDED.country,
