@@ -216,9 +216,9 @@ def ingest(
     replay: bool = typer.Option(False, "--replay", help="Backfill: lift the event-age bound."),
     instance_id: str = typer.Option(None, help="Static group membership id (fast restarts, no rebalance)."),
     source: list[Source] = typer.Option(
-        None, "--source", help="Consume only these topics (repeat the option): activity (user-activity), items "
-        "(item-catalog), users (user-profiles); default all three, one consumer each in this process. "
-        "Run one process per --source to give each its own."),
+        None, "--source", help="Consume only these topics (repeat the option): activity (user-activity and its "
+        "retry topic), items (item-catalog), users (user-profiles); default FEED_INGEST_SOURCES (all three), one "
+        "consumer each in this process. Run one process per --source to give each its own."),
 ) -> None:
     """Consume user-activity, item-catalog and user-profiles; invalid messages go to the DLQ."""
     if metrics_port < 0 or metrics_port > 65535:
@@ -239,8 +239,14 @@ def ingest(
         except OSError as exc:
             fail(f"cannot serve metrics on port {metrics_port}: {exc.strerror}")
     options = Options(until_idle=until_idle, replay=replay, instance_id=instance_id)
-    sources = list(dict.fromkeys(source or list(Source)))
-    if len(sources) == 1 and sources[0] is Source.activity:
+    if source:
+        sources = list(dict.fromkeys(source))
+    else:
+        try:
+            sources = list(dict.fromkeys(Source(n.strip()) for n in settings.ingest.sources.split(",") if n.strip()))
+        except ValueError:
+            fail(f"FEED_INGEST_SOURCES={settings.ingest.sources!r}: use activity, items, users")
+    if sources == [Source.activity] and settings.ingest.unknown_grace_seconds <= 0:
         try:
             IngestConsumer(settings, options, metrics).run()
         except PermanentSinkError:

@@ -57,6 +57,8 @@ class KafkaSettings(BaseSettings):
     topic_dlq: str = Field("user-activity-dlq", validation_alias=_env("FEED_TOPIC_DLQ"))
     topic_items: str = Field("item-catalog", validation_alias=_env("FEED_TOPIC_ITEMS"))
     topic_users: str = Field("user-profiles", validation_alias=_env("FEED_TOPIC_USERS"))
+    topic_retry: str = Field("user-activity-retry", validation_alias=_env("FEED_TOPIC_RETRY"))
+    """Events for a user or item not seen yet wait here (CreateTime: each keeps its first arrival)."""
     topic_partitions: int = Field(4, validation_alias=_env("FEED_TOPIC_PARTITIONS"))
     consumer_group: str = Field("feedstore-ingest", validation_alias=_env("FEED_CONSUMER_GROUP"))
     # The broker accepts 16 MiB (devtools/stack/kafka.py); producers may send up to that.
@@ -106,6 +108,12 @@ class IngestSettings(BaseSettings):
     """Push realtime user features to Feast per batch (needs `feast apply` of feature_repo/ first)."""
     statement_timeout_ms: int = 30_000
     """The consumer's Postgres statements are cancelled past this (a stalled server shows as an outage)."""
+    sources: str = "activity,items,users"
+    """What ``feedstore ingest`` consumes without ``--source``."""
+    unknown_grace_seconds: int = 600
+    """An event for a user or item not seen yet waits this long for it before ``unknown_*`` (0: at once)."""
+    unknown_recheck_seconds: float = 30.0
+    """How often a waiting event is checked again."""
     catalog_online: bool = True
     """Streamed items are written to the online store (item_catalog_features, item_embedding) per batch."""
 

@@ -269,14 +269,23 @@ __all__ = ["RecordConsumer", "USERS", "ITEMS", "write_online", "write_versions",
 def run_together(settings: Settings, sources: list[str], options: Options,
                  metrics: IngestMetrics | None = None) -> bool:
     """One consumer per source ("activity", "items", "users"), each in its own thread; a stop
-    signal or one consumer's permanent failure stops them all. True when none failed."""
+    signal or one consumer's permanent failure stops them all. True when none failed. Activity
+    with a grace window (``FEED_INGEST_UNKNOWN_GRACE_SECONDS`` > 0) runs with its retry consumer."""
     import signal
     import threading
 
+    from ingestion.deferral import DeferringConsumer
     from ingestion.sinks.base import PermanentSinkError
 
-    consumers = [IngestConsumer(settings, options, metrics) if name == "activity"
-                 else RecordConsumer(settings, name, options, metrics) for name in sources]
+    consumers: list[IngestConsumer] = []
+    for name in sources:
+        if name != "activity":
+            consumers.append(RecordConsumer(settings, name, options, metrics))
+        elif settings.ingest.unknown_grace_seconds > 0:
+            consumers += [DeferringConsumer(settings, options, metrics),
+                          DeferringConsumer(settings, options, metrics, retry=True)]
+        else:
+            consumers.append(IngestConsumer(settings, options, metrics))
     failed: list[str] = []
 
     def run(consumer: IngestConsumer) -> None:
