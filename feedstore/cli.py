@@ -28,6 +28,8 @@ models_app = typer.Typer(help="Model checkpoints: register, list, show, download
 app.add_typer(models_app, name="models")
 experiments_app = typer.Typer(help="Experiment results: log a run's metrics and artefacts.", no_args_is_help=True)
 app.add_typer(experiments_app, name="experiments")
+dlq_app = typer.Typer(help="Dead letters: send them back through ingestion after a fix.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 console = Console(stderr=True)
 
 
@@ -308,6 +310,49 @@ def load(
             console.print(f"[yellow]{summary.rejected} rejected[/] ({reasons}): {rejects}")
     if summary.rejected:
         raise typer.Exit(1)
+
+
+def _parse_since(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        since = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--since {text!r} is not an ISO-8601 time (e.g. 2026-11-30T12:00:00Z)")
+    return since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    reason: str = typer.Option(None, help="Only letters with this reason (e.g. unknown_item, bad_vocabulary)."),
+    since: str = typer.Option(None, help="Only letters dead-lettered at or after this time (ISO-8601)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Send dead letters back to the topic they came from, each once (replayed letters are recorded in
+    Postgres); the consumer validates them again."""
+    import json
+
+    import psycopg
+
+    from feedstore.contract.rules import DLQ_REASONS
+    from ingestion.replay import ReplayError, replay
+
+    if reason is not None and reason not in {str(r) for r in DLQ_REASONS}:
+        fail(f"--reason {reason!r} is not a DLQ reason ({', '.join(str(r) for r in DLQ_REASONS)})")
+    try:
+        with console.status("replaying dead letters…"):
+            summary = replay(get_settings(), reason=reason, since=_parse_since(since))
+    except ReplayError as exc:
+        fail(str(exc), code=1)
+    except psycopg.OperationalError as exc:
+        fail(f"postgres: {str(exc).strip().splitlines()[0]}")
+    result = summary.as_dict()
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print(f"replayed {summary.replayed} of {summary.scanned} dead letters "
+                      f"(already replayed {summary.already}, other reasons {summary.other_reason}, "
+                      f"truncated {summary.truncated}, unknown source {summary.unknown_source}) {summary.by_topic}")
 
 
 class ScaleName(str, Enum):

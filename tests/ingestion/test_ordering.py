@@ -70,3 +70,45 @@ def test_an_event_waits_for_its_item_then_lands_and_an_orphan_is_dead_lettered(o
     assert landed == {X, Y}, b"".join(err).decode()[-3000:]
     letters = read_dlq(s)
     assert [(h["reason"], json.loads(v)["item_id"]) for v, h in letters] == [("unknown_item", str(Z))]
+
+
+def test_dlq_replay_after_the_fix_lands_each_letter_once(ordered, tmp_path):
+    s = ordered.replace(ingest={"sources": "activity", "unknown_grace_seconds": 0})
+    env = {**env_of(s), "FEED_INGEST_CATALOG_ONLINE": "false"}
+    producer = Producer({"bootstrap.servers": s.kafka.bootstrap})
+    producer.produce(s.kafka.topic_activity, event(Z, 0), key=b"u")
+    producer.produce(s.kafka.topic_activity, b"{broken", key=b"u")
+    assert producer.flush(30) == 0
+
+    def ingest() -> None:
+        proc = subprocess.run([sys.executable, "-m", "feedstore.cli", "ingest", "--until-idle", "3"], cwd=PROJECT_ROOT,
+                              env=env, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    def replay(*args: str) -> dict:
+        proc = subprocess.run([sys.executable, "-m", "feedstore.cli", "dlq", "replay", *args, "--json"],
+                              cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    def landed() -> int:
+        with psycopg.connect(s.postgres.dsn) as conn:
+            return conn.execute("SELECT count(*) FROM user_activity WHERE item_id = %s", (Z,)).fetchone()[0]
+
+    ingest()
+    assert sorted(h["reason"] for _, h in read_dlq(s)) == ["bad_json", "unknown_item"] and landed() == 0
+    path = tmp_path / "z.jsonl"
+    path.write_text(json.dumps(item(Z)) + "\n")
+    from ingestion.load import load
+
+    assert load("items", [path], tmp_path / "rejects", s).rejected == 0
+    first = replay("--reason", "unknown_item")
+    assert (first["replayed"], first["other_reason"]) == (1, 1)
+    assert replay("--reason", "unknown_item")["already"] == 1, "a second replay sent the letter again"
+    ingest()
+    assert landed() == 1
+    assert sorted(h["reason"] for _, h in read_dlq(s)) == ["bad_json", "unknown_item"], "nothing new refused"
+
+    bad = subprocess.run([sys.executable, "-m", "feedstore.cli", "dlq", "replay", "--reason", "nonsense"],
+                         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not a DLQ reason" in bad.stderr and "Traceback" not in bad.stderr
