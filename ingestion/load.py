@@ -27,7 +27,7 @@ from feedstore.db import connect
 from feedstore.logs import get_logger
 from feedstore.settings import Settings, get_settings
 from ingestion.catalog_stream import embedding_versions, write_versions
-from ingestion.records import ITEMS, USERS, Kind, RecordValidator
+from ingestion.records import ITEMS, USERS, Kind, RecordValidator, validate_table
 from ingestion.upserts import Upserted, upsert
 
 log = get_logger("feedstore.load")
@@ -83,7 +83,7 @@ def content_digest(path: Path) -> str:
 
 # ---- readers: each yields (records, payload kind, units done) ------------------------------
 
-def _lines(path: Path, chunk_rows: int) -> Iterator[tuple[list, bool, int]]:
+def _lines(path: Path, chunk_rows: int) -> Iterator[tuple[Any, str, int]]:
     with open(path, "rb") as f:
         chunk: list[bytes] = []
         for line in f:
@@ -91,9 +91,9 @@ def _lines(path: Path, chunk_rows: int) -> Iterator[tuple[list, bool, int]]:
             if line:
                 chunk.append(line)
             if len(chunk) >= chunk_rows:
-                yield chunk, True, f.tell()
+                yield chunk, "json", f.tell()
                 chunk = []
-        yield chunk, True, f.tell()
+        yield chunk, "json", f.tell()
 
 
 def _nest_user(row: dict) -> dict:
@@ -119,7 +119,7 @@ def _clean(row: dict, kind: Kind, csv: bool) -> dict:
     return _nest_user(row) if kind is USERS else row
 
 
-def _parquet(path: Path, chunk_rows: int, kind: Kind) -> Iterator[tuple[list, bool, int]]:
+def _parquet(path: Path, chunk_rows: int, kind: Kind) -> Iterator[tuple[Any, str, int]]:
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -127,10 +127,14 @@ def _parquet(path: Path, chunk_rows: int, kind: Kind) -> Iterator[tuple[list, bo
     done = 0
     for batch in pf.iter_batches(batch_size=chunk_rows):
         done += batch.num_rows
-        yield [_clean(r, kind, False) for r in batch.to_pylist()], False, done
+        table = pa.Table.from_batches([batch])
+        if kind is USERS:
+            yield [_clean(r, kind, False) for r in table.to_pylist()], "objects", done
+        else:
+            yield table, "arrow", done
 
 
-def _csv(path: Path, chunk_rows: int, kind: Kind) -> Iterator[tuple[list, bool, int]]:
+def _csv(path: Path, chunk_rows: int, kind: Kind) -> Iterator[tuple[Any, str, int]]:
     try:
         with open(path, newline="", encoding="utf-8") as f:
             names = next(csv.reader(f), [])
@@ -144,10 +148,10 @@ def _csv(path: Path, chunk_rows: int, kind: Kind) -> Iterator[tuple[list, bool, 
         table = pa.Table.from_batches([batch])
         table = pa.table({n: table.column(n).cast(pa.string()) for n in table.column_names})
         done += table.nbytes
-        yield [_clean(r, kind, True) for r in table.to_pylist()], False, min(done, size)
+        yield [_clean(r, kind, True) for r in table.to_pylist()], "objects", min(done, size)
 
 
-def _chunks(path: Path, fmt: str, kind: Kind, chunk_rows: int) -> Iterator[tuple[list, bool, int]]:
+def _chunks(path: Path, fmt: str, kind: Kind, chunk_rows: int) -> Iterator[tuple[Any, str, int]]:
     if fmt == "jsonl":
         return _lines(path, chunk_rows)
     if fmt == "parquet":
@@ -161,7 +165,7 @@ def _total(path: Path, fmt: str) -> int:
 
 def _reject_lines(out: TextIO, path: Path, first_row: int, records: list, result) -> None:
     for i, reason in result.rejected:
-        record = records[i]
+        record = records.slice(i, 1).to_pylist()[0] if isinstance(records, pa.Table) else records[i]
         if isinstance(record, bytes):
             record = record.decode("utf-8", "replace")
         out.write(json.dumps({"file": str(path), "row": first_row + i + 1, "reason": str(reason),
@@ -186,8 +190,13 @@ def load(kind: Kind | str, paths: list[Path], rejects: Path, settings: Settings 
         conn.autocommit = True
         for path, fmt in zip(paths, formats):
             digest, total, row = content_digest(path), _total(path, fmt), 0
-            for part, (records, raw, done) in enumerate(_chunks(path, fmt, kind, chunk_rows)):
-                result = validator.validate(records) if raw else validator.validate_objects(records)
+            for part, (records, mode, done) in enumerate(_chunks(path, fmt, kind, chunk_rows)):
+                if mode == "json":
+                    result = validator.validate(records)
+                elif mode == "arrow":
+                    result = validate_table(validator, records)
+                else:
+                    result = validator.validate_objects(records)
                 done_upsert = upsert(conn, kind, result.valid)
                 summary.upserted.add(done_upsert)
                 if kind is ITEMS and done_upsert.current.size:
@@ -198,8 +207,8 @@ def load(kind: Kind | str, paths: list[Path], rejects: Path, settings: Settings 
                 for _, reason in result.rejected:
                     summary.reasons[str(reason)] = summary.reasons.get(str(reason), 0) + 1
                 summary.rejected += len(result.rejected)
-                summary.rows += len(records)
-                row += len(records)
+                summary.rows += len(records) if mode != "arrow" else records.num_rows
+                row += len(records) if mode != "arrow" else records.num_rows
                 if progress:
                     progress(str(path), done, total)
             summary.files += 1
