@@ -100,3 +100,5 @@ class Reason(StrEnum):
 
 
 DLQ_REASONS: tuple[Reason, ...] = tuple(r for r in Reason if r is not Reason.DUPLICATE)
+RECORD_ONLY_REASONS: tuple[Reason, ...] = (Reason.BAD_VOCABULARY, Reason.BAD_EMBEDDING, Reason.BAD_RECORD)
+"""Reasons only catalog and profile records earn (an event's bad device is ``bad_context``)."""
