@@ -93,9 +93,10 @@ def main() -> None:
         baseline = run("copy", path, Path(tmp) / "r0", args.chunk, env)
         first = run("load", path, Path(tmp) / "r1", args.chunk, env)
         second = run("load", path, Path(tmp) / "r2", args.chunk, env)
+        file_mb = round(path.stat().st_size / 2**20, 1)
     rows = args.items
     result = {
-        "items": rows, "embedding_dim": 32, "file_mb": round(path.stat().st_size / 2**20, 1) if path.exists() else None,
+        "items": rows, "embedding_dim": 32, "file_mb": file_mb,
         "generate_seconds": round(gen_seconds, 1),
         "load_rows_per_s": round(rows / first["seconds"]), "load_seconds": round(first["seconds"], 1),
         "load_peak_rss_mb": round(first["peak_rss_mb"]), "inserted": first["inserted"], "rejected": first["rejected"],
