@@ -40,6 +40,9 @@ def _environment(base: Settings, tag: str) -> dict[str, str]:
         "FEED_S3_BUCKET": f"feedstore-{tag}",
         "FEED_TOPIC_ACTIVITY": f"user-activity-{tag}",
         "FEED_TOPIC_DLQ": f"user-activity-dlq-{tag}",
+        "FEED_TOPIC_ITEMS": f"item-catalog-{tag}",
+        "FEED_TOPIC_USERS": f"user-profiles-{tag}",
+        "FEED_TOPIC_RETRY": f"user-activity-retry-{tag}",
         "FEED_CONSUMER_GROUP": f"feedstore-ingest-{tag}",
     }
 
@@ -79,7 +82,9 @@ def drop(base: Settings, isolated: Settings) -> None:
     from feedstore.s3 import s3_client
 
     admin = admin_client(base.kafka.bootstrap)
-    for topic, future in admin.delete_topics([isolated.kafka.topic_activity, isolated.kafka.topic_dlq],
+    for topic, future in admin.delete_topics([isolated.kafka.topic_activity, isolated.kafka.topic_dlq,
+                                              isolated.kafka.topic_items, isolated.kafka.topic_users,
+                                              isolated.kafka.topic_retry],
                                              operation_timeout=30).items():
         try:
             future.result()

@@ -30,6 +30,8 @@ models_app = typer.Typer(help="Model checkpoints: register, list, show, download
 app.add_typer(models_app, name="models")
 experiments_app = typer.Typer(help="Experiment results: log a run's metrics and artefacts.", **PLAIN)
 app.add_typer(experiments_app, name="experiments")
+dlq_app = typer.Typer(help="Dead letters: send them back through ingestion after a fix.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 console = Console(stderr=True)
 
 
@@ -252,6 +254,10 @@ class LogLevel(str, Enum):
 
 LOG_LEVEL = typer.Option(LogLevel.INFO, "--log-level", case_sensitive=False,
                          help="Least severe log level written (JSON lines on stderr when not a terminal).")
+class Source(str, Enum):
+    activity = "activity"
+    items = "items"
+    users = "users"
 
 
 @app.command()
@@ -265,8 +271,12 @@ def ingest(
                                     "(default: FEED_INGEST_FEAST_PUSH, off). Without it the 'ranking' service "
                                     "serves them as missing once their TTL passes."),
     log_level: LogLevel = LOG_LEVEL,
+    source: list[Source] = typer.Option(
+        None, "--source", help="Consume only these topics (repeat the option): activity (user-activity and its "
+        "retry topic), items (item-catalog), users (user-profiles); default FEED_INGEST_SOURCES (all three), one "
+        "consumer each in this process. Run one process per --source to give each its own."),
 ) -> None:
-    """Consume user-activity into Postgres, S3 Parquet and Redis; invalid events go to the DLQ."""
+    """Consume user-activity, item-catalog and user-profiles; invalid messages go to the DLQ."""
     if metrics_port < 0 or metrics_port > 65535:
         fail(f"--metrics-port must be 0..65535, not {metrics_port}")
     if until_idle is not None and until_idle <= 0:
@@ -287,10 +297,118 @@ def ingest(
         except OSError as exc:
             fail(f"cannot serve metrics on port {metrics_port}: {exc.strerror}")
     options = Options(until_idle=until_idle, replay=replay, instance_id=instance_id)
+    if source:
+        sources = list(dict.fromkeys(source))
+    else:
+        try:
+            sources = list(dict.fromkeys(Source(n.strip()) for n in settings.ingest.sources.split(",") if n.strip()))
+        except ValueError:
+            fail(f"FEED_INGEST_SOURCES={settings.ingest.sources!r}: use activity, items, users")
+    if sources == [Source.activity] and settings.ingest.unknown_grace_seconds <= 0:
+        try:
+            IngestConsumer(settings, options, metrics).run()
+        except (PermanentSinkError, KafkaUnreachable):
+            raise typer.Exit(1) from None  # the consumer has logged why (ingest_failed, ingest_gave_up)
+        return
+    from ingestion.catalog_stream import run_together
+
+    if not run_together(settings, [s.value for s in sources], options, metrics):
+        raise typer.Exit(1)
+
+
+class LoadKind(str, Enum):
+    users = "users"
+    items = "items"
+
+
+@app.command()
+def load(
+    kind: LoadKind = typer.Argument(..., help="What the files hold: users or items (the seed's shapes)."),
+    files: list[Path] = typer.Argument(..., help="JSON lines (.jsonl/.ndjson/.json), Parquet or CSV files."),
+    rejects: Path = typer.Option(None, help="Where refused rows go, with reasons (default ./rejects-<kind>.jsonl)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Bulk import users or items through the stream's validation and upsert (safe to run twice);
+    exits 1 when any row was refused."""
+    import json
+
+    import psycopg
+
+    from ingestion.load import LoadError
+    from ingestion.load import load as run_load
+
+    rejects = rejects or Path(f"rejects-{kind.value}.jsonl")
+    progress = _rich_progress()
+    tasks: dict[str, int] = {}
+
+    def advance(name: str, done: int, total: int) -> None:
+        if name not in tasks:
+            tasks[name] = progress.add_task(Path(name).name[:24], total=total)
+        progress.update(tasks[name], completed=done)
+
     try:
-        IngestConsumer(settings, options, metrics).run()
-    except (PermanentSinkError, KafkaUnreachable):
-        raise typer.Exit(1) from None  # the consumer has logged why (ingest_failed, ingest_gave_up)
+        with progress:
+            summary = run_load(kind.value, files, rejects, progress=advance)
+    except LoadError as exc:
+        fail(str(exc))
+    except psycopg.OperationalError as exc:
+        fail(f"postgres: {str(exc).strip().splitlines()[0]}")
+    result = summary.as_dict()
+    if as_json:
+        print(json.dumps(result))
+    else:
+        table = Table("files", "rows", "inserted", "updated", "unchanged", "stale", "rejected")
+        table.add_row(*(str(result[k]) for k in ("files", "rows", "inserted", "updated", "unchanged", "stale",
+                                                 "rejected")))
+        Console().print(table)
+        if summary.rejected:
+            reasons = ", ".join(f"{k} {v}" for k, v in result["reasons"].items())
+            console.print(f"[yellow]{summary.rejected} rejected[/] ({reasons}): {rejects}")
+    if summary.rejected:
+        raise typer.Exit(1)
+
+
+def _parse_since(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        since = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--since {text!r} is not an ISO-8601 time (e.g. 2026-11-30T12:00:00Z)")
+    return since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    reason: str = typer.Option(None, help="Only letters with this reason (e.g. unknown_item, bad_vocabulary)."),
+    since: str = typer.Option(None, help="Only letters dead-lettered at or after this time (ISO-8601)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Send dead letters back to the topic they came from, each once (replayed letters are recorded in
+    Postgres); the consumer validates them again."""
+    import json
+
+    import psycopg
+
+    from feedstore.contract.rules import DLQ_REASONS
+    from ingestion.replay import ReplayError, replay
+
+    if reason is not None and reason not in {str(r) for r in DLQ_REASONS}:
+        fail(f"--reason {reason!r} is not a DLQ reason ({', '.join(str(r) for r in DLQ_REASONS)})")
+    try:
+        with console.status("replaying dead letters…"):
+            summary = replay(get_settings(), reason=reason, since=_parse_since(since))
+    except ReplayError as exc:
+        fail(str(exc), code=1)
+    except psycopg.OperationalError as exc:
+        fail(f"postgres: {str(exc).strip().splitlines()[0]}")
+    result = summary.as_dict()
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print(f"replayed {summary.replayed} of {summary.scanned} dead letters "
+                      f"(already replayed {summary.already}, other reasons {summary.other_reason}, "
+                      f"truncated {summary.truncated}, unknown source {summary.unknown_source}) {summary.by_topic}")
 
 
 class ScaleName(str, Enum):

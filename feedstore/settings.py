@@ -123,6 +123,10 @@ class KafkaSettings(BaseSettings):
     bootstrap: str = "127.0.0.1:9092"
     topic_activity: str = Field("user-activity", validation_alias=_env("FEED_TOPIC_ACTIVITY"))
     topic_dlq: str = Field("user-activity-dlq", validation_alias=_env("FEED_TOPIC_DLQ"))
+    topic_items: str = Field("item-catalog", validation_alias=_env("FEED_TOPIC_ITEMS"))
+    topic_users: str = Field("user-profiles", validation_alias=_env("FEED_TOPIC_USERS"))
+    topic_retry: str = Field("user-activity-retry", validation_alias=_env("FEED_TOPIC_RETRY"))
+    """Events for a user or item not seen yet wait here (CreateTime: each keeps its first arrival)."""
     topic_partitions: int = Field(4, validation_alias=_env("FEED_TOPIC_PARTITIONS"))
     consumer_group: str = Field("feedstore-ingest", validation_alias=_env("FEED_CONSUMER_GROUP"))
     # The broker accepts 16 MiB (devtools/stack/kafka.py); producers may send up to that.
@@ -194,6 +198,21 @@ class IngestSettings(BaseSettings):
     """The consumer's S3 requests give up past this (a stalled store shows as an outage)."""
     s3_block_offsets: int = 10_000
     """Landed objects hold one block of this many offsets of one partition and one event hour."""
+    sources: str = "activity,items,users"
+    """What ``feedstore ingest`` consumes without ``--source``."""
+    unknown_grace_seconds: int = 600
+    """An event for a user or item not seen yet waits this long for it before ``unknown_*`` (0: at once)."""
+    unknown_recheck_seconds: float = 30.0
+    """How often a waiting event is checked again."""
+    catalog_online: bool = True
+    """Streamed items are written to the online store (item_catalog_features, item_embedding) per batch."""
+
+
+class ContractSettings(BaseSettings):
+    model_config = _group("FEED_CONTRACT_")
+
+    vocabularies: Path | None = None
+    """The vocabulary file (categories, countries, ...); default feedstore/contract/vocabularies.toml."""
 
 
 class FeastSettings(BaseSettings):
@@ -290,6 +309,7 @@ class Settings(BaseModel):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    contract: ContractSettings = Field(default_factory=ContractSettings)
     feast: FeastSettings = Field(default_factory=FeastSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)

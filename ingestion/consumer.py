@@ -123,6 +123,8 @@ class IngestConsumer:
                  metrics: IngestMetrics | None = None, stages: Sequence[Stage] | None = None) -> None:
         settings = settings.as_component("ingest")  # its own Postgres, Redis and S3 credentials
         self.settings = settings
+        self.topic = settings.kafka.topic_activity
+        """The topic consumed; ``ingestion.catalog_stream.RecordConsumer`` sets its own."""
         self.options = options or Options()
         self.metrics = metrics or IngestMetrics()
         self._stop = threading.Event()
@@ -261,8 +263,8 @@ class IngestConsumer:
         restore = self._install_signal_handlers()
         self.warm_up()
         consumer = self._consumer = Consumer(self._kafka_config())
-        consumer.subscribe([self.settings.kafka.topic_activity], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info("ingest_started", topic=self.settings.kafka.topic_activity, group=self.settings.kafka.consumer_group,
+        consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info("ingest_started", topic=self.topic, group=self.settings.kafka.consumer_group,
                  replay=self.options.replay, stages=[s.name for s in self.processor.stages])
         if not self.pushes_to_feast:
             log.warning("feast_push_off", views=list(PUSHED_VIEWS),

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from feedstore.contract.lake import (  # noqa: F401
     ARCHIVE,
     CATALOG_ITEMS,
+    EMBEDDINGS,
     EXPERIMENTS,
     LANDED,
     MANIFEST,

@@ -4,7 +4,7 @@ and Postgres tables streamed out through COPY. One home, so every asset sees the
 from __future__ import annotations
 
 import io
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import duckdb
 import psycopg
@@ -30,7 +30,7 @@ EMBEDDINGS_SCHEMA = pa.schema([pa.field("item_id", pa.int64()), pa.field("conten
 
 # ---- Postgres ----------------------------------------------------------------------------
 
-def copy_out(conn: psycopg.Connection, query: sql.Composable, params: tuple, types: dict[str, pa.DataType],
+def copy_out(conn: psycopg.Connection, query: sql.Composable, params: tuple | dict, types: dict[str, pa.DataType],
              lists: tuple[str, ...] = (), timestamps: tuple[str, ...] = ()) -> pa.Table:
     """Run ``COPY (query) TO STDOUT`` as CSV and parse it in C++: no Python object per row.
     ``lists`` columns come joined with ``LIST_SEPARATOR``; ``timestamps`` as epoch microseconds."""
@@ -109,16 +109,45 @@ def _before(column: str, moment) -> duckdb.Expression:
     return duckdb.ColumnExpression(column) < duckdb.ConstantExpression(moment)
 
 
-def content_embeddings(con, settings: Settings) -> None:
-    """View ``content_embeddings``: the newest drop of pre-computed item embeddings."""
+def _legacy_drop_keys(settings: Settings) -> list[tuple[date, str]]:
     root = settings.pipeline.content_embeddings_prefix.rstrip("/")
-    days = lake.partition_days(root, settings)
-    keys = lake.parquet_keys(lake.day_prefix(root, days[-1]), settings) if days else []
-    if keys:
-        con.read_parquet([lake.s3_uri(k, settings) for k in keys], union_by_name=True) \
-            .select("item_id, content_embedding, created_at").create_view("content_embeddings", replace=True)
-    else:
+    return [(d, k) for d in lake.partition_days(root, settings)
+            for k in lake.parquet_keys(lake.day_prefix(root, d), settings)]
+
+
+def content_embeddings(con, settings: Settings, as_of: datetime) -> None:
+    """View ``content_embeddings``: per item, the embedding valid at ``as_of`` (point in time).
+
+    Two sources: versions under ``embeddings/items/`` (the stream and ``feedstore load``), each
+    valid from its ``valid_from``; and whole drops under ``FEED_CONTENT_EMBEDDINGS_PREFIX``
+    (``snapshots/items/dt=…/``: item_id, content_embedding, created_at), each row valid from its
+    item's ``created_at``, a later drop winning over an earlier one. The newest version with
+    ``valid_from < as_of`` wins; on a tie, a version over a drop, then the later object.
+    """
+    versions = [k for d in lake.partition_days(lake.EMBEDDINGS, settings) if d < as_of.date() + timedelta(days=1)
+                for k in lake.parquet_keys(lake.day_prefix(lake.EMBEDDINGS, d), settings)]
+    drops = _legacy_drop_keys(settings)
+    parts = []
+    if versions:
+        parts.append(con.read_parquet([lake.s3_uri(k, settings) for k in versions], filename=True, union_by_name=True)
+                     .select("item_id, content_embedding, valid_from, 1 AS source, filename"))
+    if drops:
+        parts.append(con.read_parquet([lake.s3_uri(k, settings) for _, k in drops], filename=True, union_by_name=True)
+                     .select("item_id, content_embedding, created_at AS valid_from, 0 AS source, filename"))
+    if not parts:
         lake.scan(con, "content_embeddings", [], EMBEDDINGS_SCHEMA, settings)
+        return
+    rel = parts[0] if len(parts) == 1 else parts[0].union(parts[1])
+    rel.create_view("embedding_versions", replace=True)
+    if not versions and len({d for d, _ in drops}) == 1:
+        # One drop and nothing else: each item once, no window needed (10M rows at seed scale).
+        query = ("SELECT item_id, content_embedding, valid_from AS created_at FROM embedding_versions "
+                 "WHERE valid_from < $as_of")
+    else:
+        query = ("SELECT item_id, content_embedding, valid_from AS created_at FROM embedding_versions "
+                 "WHERE valid_from < $as_of QUALIFY row_number() OVER "
+                 "(PARTITION BY item_id ORDER BY valid_from DESC, source DESC, filename DESC) = 1")
+    con.sql(query, params={"as_of": as_of}).create_view("content_embeddings", replace=True)
 
 
 def features(con, view: str, day: date, settings: Settings, schema: pa.Schema | None = None) -> None:
@@ -127,16 +156,3 @@ def features(con, view: str, day: date, settings: Settings, schema: pa.Schema | 
     if not keys and schema is None:
         raise FileNotFoundError(f"{view} has no partition for {day}: materialise it first")
     lake.scan(con, view, keys, schema, settings)
-
-
-def working_items(con, day: date, days: int = 7) -> None:
-    """Table ``working_items``: items with activity in the last ``days`` days or created in them.
-    Item feature rows are written for these only: the long tail of a 10M catalog that nobody
-    touched keeps its older rows offline and expires online."""
-    start = lake.day_start(day - timedelta(days=days - 1))
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE working_items AS "
-        "SELECT DISTINCT item_id FROM activity WHERE \"timestamp\" >= $start AND \"timestamp\" < $end "
-        "UNION SELECT item_id FROM catalog WHERE created_at >= $start",
-        {"start": start, "end": lake.day_end(day)},
-    )

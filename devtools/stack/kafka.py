@@ -124,13 +124,17 @@ class KafkaService(Service):
             return False
 
     def provision(self) -> None:
-        """Create the activity topic (keyed by user, several partitions) and its dead-letter topic."""
+        """Create the activity topic (keyed by user, several partitions), its dead-letter topic and
+        the catalog and profile topics (keyed by item / user id)."""
         s = self.settings
         wanted = {
             s.kafka.topic_activity: s.kafka.topic_partitions,
             s.kafka.topic_dlq: 1,
+            s.kafka.topic_items: s.kafka.topic_partitions,
+            s.kafka.topic_users: s.kafka.topic_partitions,
+            s.kafka.topic_retry: s.kafka.topic_partitions,
         }
-        ensure_topics(s.kafka.bootstrap, wanted)
+        ensure_topics(s.kafka.bootstrap, wanted, create_time=(s.kafka.topic_retry,))
 
     def stop(self) -> None:
         terminate(self.pid_file, grace=60)
@@ -139,14 +143,16 @@ class KafkaService(Service):
         return self.settings.kafka.bootstrap
 
 
-def ensure_topics(bootstrap: str, partitions_by_topic: dict[str, int]) -> None:
-    """Create missing topics; existing ones are left as they are."""
+def ensure_topics(bootstrap: str, partitions_by_topic: dict[str, int], create_time: tuple[str, ...] = ()) -> None:
+    """Create missing topics; existing ones are left as they are. ``create_time`` topics keep the
+    producer's timestamp (the retry topic carries each event's first arrival)."""
     admin = admin_client(bootstrap)
     existing = set(admin.list_topics(timeout=10).topics)
     new = [
         NewTopic(name, num_partitions=n, replication_factor=1,
                  # The broker stamps each record on arrival: the consumer judges an event's age by it.
-                 config={"max.message.bytes": str(MAX_MESSAGE_BYTES), "message.timestamp.type": "LogAppendTime"})
+                 config={"max.message.bytes": str(MAX_MESSAGE_BYTES),
+                         "message.timestamp.type": "CreateTime" if name in create_time else "LogAppendTime"})
         for name, n in partitions_by_topic.items() if name not in existing
     ]
     if not new:

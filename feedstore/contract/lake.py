@@ -16,6 +16,10 @@ FEATURES = "features"
 """Feature tables, one root per view: ``features/<view>/dt=<day>/`` (the Feast sources)."""
 SNAPSHOTS = "snapshots"
 """Drops of the user's own systems: ``snapshots/items/dt=<day>/`` carries the content embeddings."""
+EMBEDDINGS = "embeddings/items"
+"""Content-embedding versions, each with the time it became valid: ``embeddings/items/dt=<day>/…``
+(item_id, content_embedding, valid_from; ``dt`` is the day of valid_from). The stream and
+``feedstore load`` write here; readers take, per item, the newest version valid at their time."""
 TRAINING = "training"
 MODELS = "models"
 EXPERIMENTS = "experiments"
@@ -23,7 +27,7 @@ PART = "part-00000.parquet"
 """The single object of a daily partition written by the pipeline."""
 MANIFEST = "_manifest.json"
 
-PREFIXES: tuple[str, ...] = (LANDED, ARCHIVE, CATALOG_ITEMS, FEATURES, SNAPSHOTS, TRAINING, MODELS, EXPERIMENTS)
+PREFIXES: tuple[str, ...] = (LANDED, ARCHIVE, CATALOG_ITEMS, FEATURES, SNAPSHOTS, EMBEDDINGS, TRAINING, MODELS, EXPERIMENTS)
 
 
 def day_prefix(root: str, day: date) -> str:

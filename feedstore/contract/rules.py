@@ -1,4 +1,4 @@
-"""The validation rules as data: vocabularies and bounds shared by the consumer's validator,
+"""The validation rules as data: vocabularies (from ``vocabularies.toml``) and bounds shared by the consumer's validator,
 the synthetic generator and the Great Expectations suites, so they cannot drift apart. The
 feature views and their columns are in ``feedstore.contract.features``."""
 
@@ -6,18 +6,20 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from feedstore.contract.vocabularies import current as _vocabularies  # noqa: E402
+
 EVENT_TYPES: tuple[str, ...] = ("view", "like", "share", "comment")
 ENGAGEMENT_TYPES: tuple[str, ...] = ("like", "share", "comment")
-DEVICES: tuple[str, ...] = ("mobile", "desktop", "tablet")
-PLATFORMS: tuple[str, ...] = ("ios", "android", "web")
-MEDIA_TYPES: tuple[str, ...] = ("video", "image", "text")
-CATEGORIES: tuple[str, ...] = (
-    "tech", "sports", "music", "news", "gaming", "food", "travel", "fashion",
-    "science", "movies", "art", "finance", "health", "education", "comedy", "pets",
-)
-AGE_RANGES: tuple[str, ...] = ("13-17", "18-24", "25-34", "35-44", "45-54", "55-64", "65+")
-COUNTRIES: tuple[str, ...] = ("US", "GB", "IN", "BR", "DE", "FR", "JP", "CA", "MX", "ES", "IT", "AU", "NG", "ID")
-LANGUAGES: tuple[str, ...] = ("en", "es", "pt", "de", "fr", "ja", "hi", "it", "id")
+# The open vocabularies, from the one editable file (feedstore/contract/vocabularies.toml) as this
+# process started; code that builds validators or suites asks ``vocabularies.current()`` instead.
+_VOCAB = _vocabularies()
+DEVICES: tuple[str, ...] = _VOCAB.devices
+PLATFORMS: tuple[str, ...] = _VOCAB.platforms
+MEDIA_TYPES: tuple[str, ...] = _VOCAB.media_types
+CATEGORIES: tuple[str, ...] = _VOCAB.categories
+AGE_RANGES: tuple[str, ...] = _VOCAB.age_ranges
+COUNTRIES: tuple[str, ...] = _VOCAB.countries
+LANGUAGES: tuple[str, ...] = _VOCAB.languages
 
 BIGINT_MAX = 2**63 - 1
 MIN_ID = 1
@@ -52,6 +54,19 @@ OPTIONAL_EVENT_FIELDS: tuple[str, ...] = ("context", "dwell_time_ms", "event_id"
 CONTEXT_FIELDS: tuple[str, ...] = ("device", "platform", "session_id")
 HOT_COUNTER_TTL_SECONDS = 3600
 
+# Catalog and profile records (topics item-catalog / user-profiles, `feedstore load`).
+MIN_CREATED_AT = "1900-01-01T00:00:00+00:00"
+"""The earliest ``created_at`` (and ``updated_at``) accepted; items from before 1970 are fine."""
+MAX_RECORD_FUTURE_SKEW_SECONDS = MAX_FUTURE_SKEW_SECONDS
+"""How far ahead of its arrival a record's ``created_at``/``updated_at`` may be."""
+MAX_TAGS = 64
+MAX_TAG_LENGTH = 100
+MAX_FOLLOWING = 10_000
+REQUIRED_ITEM_FIELDS: tuple[str, ...] = ("item_id", "creator_id", "media_type", "created_at")
+REQUIRED_USER_FIELDS: tuple[str, ...] = ("user_id", "created_at")
+UNKNOWN_GRACE_SECONDS = 600
+"""How long an event for an item or user not seen yet waits for it before ``unknown_*``."""
+
 
 class Reason(StrEnum):
     """Why an event was refused; the value travels in the DLQ ``reason`` header.
@@ -77,9 +92,14 @@ class Reason(StrEnum):
     BAD_CONTEXT = "bad_context"        # context not an object, or a value of the wrong kind
     UNKNOWN_USER = "unknown_user"
     UNKNOWN_ITEM = "unknown_item"
+    BAD_VOCABULARY = "bad_vocabulary"  # a category, country, ... not in vocabularies.toml (``error`` names it)
+    BAD_EMBEDDING = "bad_embedding"    # content_embedding not EMBEDDING_DIM finite numbers
+    BAD_RECORD = "bad_record"          # a catalog/profile field out of its bounds (``error`` names it)
     INTERNAL_ERROR = "internal_error"  # validating it raised; the DLQ ``error`` header names the exception
     CRASHED_CONSUMER = "crashed_consumer"  # the consumer died on it alone, repeatedly; set aside unread
     DUPLICATE = "duplicate"
 
 
 DLQ_REASONS: tuple[Reason, ...] = tuple(r for r in Reason if r is not Reason.DUPLICATE)
+RECORD_ONLY_REASONS: tuple[Reason, ...] = (Reason.BAD_VOCABULARY, Reason.BAD_EMBEDDING, Reason.BAD_RECORD)
+"""Reasons only catalog and profile records earn (an event's bad device is ``bad_context``)."""

@@ -232,8 +232,8 @@ def l2_normalise(matrix: np.ndarray) -> np.ndarray:
 
 
 def item_embeddings(con, day: date, settings: Settings) -> pa.Table:
-    """The items in play, each with its content embedding scaled to unit length."""
-    sources.content_embeddings(con, settings)
+    """Every catalog item with an embedding, as valid at the day's end, scaled to unit length."""
+    sources.content_embeddings(con, settings, lake.day_end(day))
     sources.features(con, "item_catalog_features", day, settings, ITEM_CATALOG_FEATURES)
     rows = lake.fetch(con, "SELECT e.item_id, e.content_embedding FROM content_embeddings e "
                            "SEMI JOIN item_catalog_features i ON e.item_id = i.item_id ORDER BY e.item_id")
@@ -262,7 +262,7 @@ def user_embeddings(con, day: date, settings: Settings) -> pa.Table:
     """The weighted sums are aggregated inside DuckDB, one row per user: materialising the
     (user, item, embedding) pairs first peaked at 9.8 GiB at seed scale (≈10M pairs)."""
     sources.activity(con, day, 30, settings)
-    sources.content_embeddings(con, settings)
+    sources.content_embeddings(con, settings, lake.day_end(day))
     w = _windows(day)
     sums = lake.fetch(con, _USER_EMBEDDING_SUMS, {"start30": w["start30"], "end": w["end"],
                                                   "min_weight": MIN_ENGAGED_WEIGHT_MS, "long_dwell": LONG_DWELL_MS,
@@ -395,7 +395,7 @@ item_engagement_features_asset = _feature_asset(
     "Per item in play, 1/7/30-day views, unique viewers, engagement rate, implicit rating, freshness.")
 item_embeddings_asset = _feature_asset(
     "item_embeddings", "item_embedding", item_embeddings, ["item_catalog_snapshot"],
-    "Unit-length content embeddings of the items in play.")
+    "Unit-length content embeddings of every catalog item, as valid at the day's end (point in time).")
 user_embeddings_asset = _feature_asset(
     "user_embeddings", "user_embedding", user_embeddings, [_archive(30), "item_embeddings"],
     "Dwell-weighted mean of the embeddings of the items each user engaged with in 30 days.")

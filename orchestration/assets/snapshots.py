@@ -24,9 +24,14 @@ TS = contract.TIMESTAMP
 ITEM_CATALOG_FEATURES = contract.ITEM_CATALOG.arrow_schema(pa.field("created_at", TS))
 USER_PROFILE_FEATURES = contract.USER_PROFILE.arrow_schema(pa.field("created_at", TS))
 
+# A delta: items created in the day (from the previous export's bound on, inclusive) and items
+# changed by any transaction not yet finished when the previous export began (``change_xid``
+# from its snapshot's xmin on): a commit order, so a row committed during an export is in the
+# next one; the catalog view deduplicates the repeats. The first export takes every item created
+# before the day's end, whenever (1969 and 1900 included).
 _ITEMS = sql.SQL(
     "SELECT item_id, creator_id, category, {tags}, media_type, {created}, {updated} FROM items "
-    "WHERE created_at < %s AND greatest(created_at, coalesce(updated_at, created_at)) > %s"
+    "WHERE created_at < %(end)s AND (%(full)s OR created_at >= %(since)s OR change_xid >= %(xmin)s::xid8)"
 ).format(tags=sources.joined("tags"), created=sources.epoch_us("created_at"),
          updated=sources.epoch_us("updated_at"))
 _USERS = sql.SQL(
@@ -35,40 +40,42 @@ _USERS = sql.SQL(
     "{preferred} AS preferred FROM users WHERE created_at < %s) u "
     "LEFT JOIN (SELECT user_id, count(*) AS n FROM user_follows GROUP BY user_id) f USING (user_id)"
 ).format(created=sources.epoch_us("created_at"), preferred=sources.joined("preferred_categories"))
-_EPOCH = lake.day_start(date(1970, 1, 1))
-
-
 def catalog_delta(conn: psycopg.Connection, day: date, settings: Settings) -> tuple[pa.Table, dict]:
-    """Items changed since the last snapshot before ``day`` (all items on the first run)."""
+    """Items created or changed since the last snapshot before ``day`` (all items on the first run).
+    The manifest keeps both watermarks: the created-at bound and the export's transaction xmin."""
     earlier = [d for d in lake.partition_days(lake.CATALOG_ITEMS, settings) if d < day]
     manifest = lake.get_json(lake.day_prefix(lake.CATALOG_ITEMS, earlier[-1]) + MANIFEST, settings) if earlier else None
-    since = manifest["watermark"] if manifest else _EPOCH.isoformat()
+    xmin = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()[0]
+    since = manifest["watermark"] if manifest else None
+    since_xmin = (manifest or {}).get("xmin", "0")
     types = {f.name: f.type for f in sources.CATALOG_SCHEMA}
-    table = sources.copy_out(conn, _ITEMS, (lake.day_end(day), since), types, lists=("tags",),
-                             timestamps=("created_at", "updated_at"))
+    params = {"end": lake.day_end(day), "full": manifest is None, "since": since or lake.day_end(day),
+              "xmin": since_xmin}
+    table = sources.copy_out(conn, _ITEMS, params, types, lists=("tags",), timestamps=("created_at", "updated_at"))
     table = table.sort_by("item_id")
-    info = {"day": day.isoformat(), "since": since, "watermark": lake.day_end(day).isoformat(),
-            "full": manifest is None, "rows": table.num_rows, "base_day": earlier[-1].isoformat() if earlier else None}
+    info = {"day": day.isoformat(), "since": since, "since_xmin": since_xmin, "watermark": lake.day_end(day).isoformat(),
+            "xmin": xmin, "full": manifest is None, "rows": table.num_rows,
+            "base_day": earlier[-1].isoformat() if earlier else None}
     return table, info
 
 
 def item_catalog_features(con, day: date, settings: Settings) -> pa.Table:
+    """Every item of the catalog as of the day's end: any item can be served or sampled, so none
+    may lack its attributes (10M items: ~10M narrow rows a day, written in seconds; the online
+    materialisation of them is the larger cost, see README "Bring your own data")."""
     sources.catalog(con, day, settings)
-    sources.activity(con, day, 7, settings)
-    sources.working_items(con, day)
     table = lake.fetch(con, """
         SELECT c.item_id, $ts AS event_timestamp, c.category, c.media_type, c.creator_id, c.tags,
                greatest(epoch_us($ts - c.created_at) / 86400e6, 0)::DOUBLE AS item_age_days, c.created_at
-        FROM catalog c SEMI JOIN working_items w ON c.item_id = w.item_id
-        ORDER BY c.item_id""", {"ts": lake.day_end(day)})
+        FROM catalog c ORDER BY c.item_id""", {"ts": lake.day_end(day)})
     return lake.conform(table, ITEM_CATALOG_FEATURES)
 
 
 @dg.asset(
     partitions_def=daily, group_name="catalog", kinds={"postgres", "s3", "duckdb"},
     deps=[dg.AssetDep("activity_archive", partition_mapping=window(7))],
-    description="Items changed that day (the whole catalog the first time) under catalog/items/, and "
-                "item_catalog_features for the items in play (active or new in the last 7 days).",
+    description="Items created or changed that day (the whole catalog the first time) under catalog/items/, "
+                "and item_catalog_features for every catalog item.",
 )
 def item_catalog_snapshot(context: dg.AssetExecutionContext, postgres: PostgresResource, s3: S3Resource):
     day, settings = partition_day(context), s3.settings()
@@ -81,7 +88,8 @@ def item_catalog_snapshot(context: dg.AssetExecutionContext, postgres: PostgresR
         features = item_catalog_features(con, day, settings)
     features_uri = lake.write_partition(features, lake.feature_prefix(contract.ITEM_CATALOG.name, day), settings)
     return dg.MaterializeResult(metadata={
-        "delta_rows": delta.num_rows, "full_export": info["full"], "since": info["since"],
+        "delta_rows": delta.num_rows, "full_export": info["full"], "since": str(info["since"]),
+        "since_xmin": info["since_xmin"],
         "feature_rows": features.num_rows, "dagster/row_count": features.num_rows,
         "uri": dg.MetadataValue.path(uri), "features_uri": dg.MetadataValue.path(features_uri),
     })

@@ -106,7 +106,8 @@ def test_each_reason(validator, payload, reason):
 def test_every_dlq_reason_has_a_case():
     """Every reason a payload can earn; ``INTERNAL_ERROR`` is for bugs, injected below, and
     ``CRASHED_CONSUMER`` for bisection (tests/ingestion/test_bisect.py)."""
-    assert {reason for _, reason in CASES} == set(rules.DLQ_REASONS) - {Reason.INTERNAL_ERROR, Reason.CRASHED_CONSUMER}
+    assert {reason for _, reason in CASES} == \
+        set(rules.DLQ_REASONS) - {Reason.INTERNAL_ERROR, Reason.CRASHED_CONSUMER} - set(rules.RECORD_ONLY_REASONS)
 
 
 @pytest.mark.parametrize("payload", [b"[" * 1000 + b"]" * 1000, b'{"a":' * 1000 + b"1" + b"}" * 1000,
@@ -172,7 +173,8 @@ def test_agrees_with_the_defect_injector(validator):
     got = result.reasons(len(lines))
     mismatches = [(lines[i][:120], expected[i], got[i]) for i in range(len(lines)) if expected[i] != got[i]]
     assert mismatches == []
-    assert {r for r in expected if r is not None} == set(Reason) - {Reason.INTERNAL_ERROR, Reason.CRASHED_CONSUMER}
+    assert {r for r in expected if r is not None} == \
+        set(Reason) - {Reason.INTERNAL_ERROR, Reason.CRASHED_CONSUMER} - set(rules.RECORD_ONLY_REASONS)
     assert result.valid.num_rows == 400
 
 
