@@ -2,7 +2,7 @@
 (validate, dead-letter with a reason, land in every store, then commit) with record stages.
 
 Stages, in order: the DLQ; Postgres (the upsert, the version authority: it leaves the rows that
-are current in ``batch.new_ids``); for items, the embedding versions in the lake and the online
+are current in ``batch.accepted``); for items, the embedding versions in the lake and the online
 store (``item_catalog_features`` and ``item_embedding`` through Feast's online store, so an item
 is servable seconds after it is sent, before the next daily run). Every stage is idempotent for
 a batch: the lake key derives from the batch's offsets, the upsert and the online write are
@@ -43,12 +43,12 @@ _US_PER_DAY = 86_400_000_000
 
 
 def current_rows(batch: SinkBatch) -> pa.Table:
-    """The valid rows the upsert found current (new, changed or an exact repeat). For a record
-    batch ``new_ids`` holds their row positions in ``batch.valid``: of several versions of one id
-    in a batch only the newest is current, so the lake and the online store never take a stale one."""
-    if not batch.new_ids:
+    """The valid rows the upsert found current (new, changed or an exact repeat): ``batch.accepted``
+    marks them; of several versions of one id in a batch only the newest is current, so the lake
+    and the online store never take a stale one."""
+    if batch.accepted is None or not batch.accepted.any():
         return batch.valid.slice(0, 0)
-    return batch.valid.take(pa.array(sorted(int(i) for i in batch.new_ids), type=pa.int64()))
+    return batch.valid.filter(pa.array(batch.accepted))
 
 
 def latest_per_key(table: pa.Table, key: str) -> pa.Table:
@@ -65,7 +65,7 @@ def latest_per_key(table: pa.Table, key: str) -> pa.Table:
 
 
 class RecordPostgresSink(BatchingSink):
-    """The upsert; sets ``batch.new_ids`` to the positions of the rows that are the stored version."""
+    """The upsert; marks in ``batch.accepted`` the rows that are the stored version."""
 
     name = "postgres"
 
@@ -99,7 +99,9 @@ class RecordPostgresSink(BatchingSink):
             self.close()
             raise store_error(self.name, exc) from exc
         self.last = done
-        batch.new_ids = {str(i) for i in done.current.tolist()}
+        accepted = np.zeros(batch.valid.num_rows, dtype=bool)
+        accepted[np.asarray(done.current, dtype=np.int64)] = True
+        batch.accepted = accepted
 
 
 def embedding_versions(items: pa.Table) -> pa.Table:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import numpy as np
 from confluent_kafka import KafkaError, Message
 
 from feedstore.contract.rules import Reason
@@ -27,39 +26,25 @@ from ingestion.metrics import IngestMetrics
 from ingestion.processing import Stage
 from ingestion.sinks.base import DeadLetter, PermanentSinkError, SinkBatch, StoreUnavailable
 from ingestion.sinks.dlq import PERMANENT, DlqSink
-from ingestion.validation import Result
 
 log = get_logger("feedstore.ingest")
 WAITING = frozenset({str(Reason.UNKNOWN_USER), str(Reason.UNKNOWN_ITEM)})
 RECHECK_HEADER = "recheck_after_ms"
 
 
-class Arrivals:
-    """The first-arrival time (ms) of each refused message of the batch being processed, in the
-    order of its dead letters: the validator wrapper records it, the DLQ stage reads it."""
-
-    def __init__(self) -> None:
-        self.ms: list[int] = []
-
-    def record(self, result: Result, arrived_us: np.ndarray) -> Result:
-        self.ms = [int(arrived_us[i]) // 1000 if arrived_us[i] > 0 else -1 for i, _ in result.rejected]
-        return result
-
-
 class DeferringDlqSink(DlqSink):
     """The DLQ stage, except that unknown-id letters younger than the grace window go to the
     retry topic (same value and key, first-arrival timestamp, ``recheck_after_ms``)."""
 
-    def __init__(self, settings: Settings, arrivals: Arrivals, clock=time.time) -> None:
+    def __init__(self, settings: Settings, clock=time.time) -> None:
         super().__init__(settings)
-        self.arrivals = arrivals
         self.clock = clock
         self.deferred = 0
 
     def split(self, letters: Sequence[DeadLetter]) -> tuple[list[tuple[DeadLetter, int]], list[DeadLetter]]:
         now_ms = int(self.clock() * 1000)
         grace_ms = self.settings.ingest.unknown_grace_seconds * 1000
-        arrived = self.arrivals.ms if len(self.arrivals.ms) == len(letters) else [-1] * len(letters)
+        arrived = [letter.arrived_ms for letter in letters]  # each letter's own: batches overlap
         wait, dead = [], []
         for letter, first in zip(letters, arrived):
             if letter.reason in WAITING and first > 0 and now_ms - first < grace_ms and not letter.truncated:
@@ -105,9 +90,9 @@ class DeferringDlqSink(DlqSink):
             raise kind(self.name, errors[0].str() if errors else f"{left} deferred events unacknowledged")
 
 
-def deferring_stages(settings: Settings, arrivals: Arrivals) -> list[Stage]:
+def deferring_stages(settings: Settings) -> list[Stage]:
     """Today's activity stages with the deferring DLQ stage in the DLQ's place."""
-    return [Stage(DeferringDlqSink(settings, arrivals)) if s.name == "dlq" else s for s in default_stages(settings)]
+    return [Stage(DeferringDlqSink(settings)) if s.name == "dlq" else s for s in default_stages(settings)]
 
 
 class DeferringConsumer(IngestConsumer):
@@ -116,13 +101,10 @@ class DeferringConsumer(IngestConsumer):
 
     def __init__(self, settings: Settings, options: Options | None = None, metrics: IngestMetrics | None = None,
                  retry: bool = False) -> None:
-        self.arrivals = Arrivals()
-        super().__init__(settings, options, metrics, stages=deferring_stages(settings, self.arrivals))
+        super().__init__(settings, options, metrics, stages=deferring_stages(settings))
         self.retry = retry
         if retry:
             self.topic = settings.kafka.topic_retry
-        plain = self.processor.validate
-        self.processor.validate = lambda payloads, arrived: self.arrivals.record(plain(payloads, arrived), arrived)
 
     def _kafka_config(self) -> dict:
         conf = super()._kafka_config()
@@ -130,14 +112,16 @@ class DeferringConsumer(IngestConsumer):
             conf["group.id"] = f"{self.settings.kafka.consumer_group}-retry"
         return conf
 
-    def _process(self, messages: list[Message]) -> None:
+    def _take(self, messages: list[Message]) -> None:
         if self.retry:
             due = max((_recheck_ms(m) for m in messages), default=0) / 1000
+            generation = self._generation
             if due > time.time():
+                self._finish_pending()
                 self.wait(due - time.time())
-            if self._stop.is_set() or self._revoked:
+            if self._stop.is_set() or generation != self._generation:
                 return  # uncommitted: redelivered from the same offsets
-        super()._process(messages)
+        super()._take(messages)
 
 
 def _recheck_ms(message: Message) -> int:

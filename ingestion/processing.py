@@ -147,9 +147,11 @@ def arrivals_us(messages: Sequence[Record]) -> np.ndarray:
     return out
 
 
-def batch_from(messages: Sequence[Record], result: Result) -> SinkBatch:
+def batch_from(messages: Sequence[Record], result: Result, arrived_us: np.ndarray | None = None) -> SinkBatch:
+    arrived_us = arrivals_us(messages) if arrived_us is None else arrived_us
     letters = [DeadLetter.of(messages[i].value(), messages[i].key(), str(reason), messages[i].topic(),
-                             messages[i].partition(), messages[i].offset(), result.errors.get(i))
+                             messages[i].partition(), messages[i].offset(), result.errors.get(i),
+                             int(arrived_us[i]) // 1000 if arrived_us[i] > 0 else -1)
                for i, reason in result.rejected]
     rows = result.valid_index.tolist()
     partitions = np.fromiter((messages[i].partition() for i in rows), dtype=np.int64, count=len(rows))
@@ -200,7 +202,7 @@ class BatchProcessor:
         self.metrics.batch_size.observe(len(messages))
         payloads, arrived = [m.value() for m in messages], arrivals_us(messages)  # once, not per retry
         result = self._until_done(VALIDATE, self.catalog_store, lambda: self.validate(payloads, arrived), seconds)
-        return Prepared(batch_from(messages, result), result, len(messages), seconds)
+        return Prepared(batch_from(messages, result, arrived), result, len(messages), seconds)
 
     def quarantine(self, messages: Sequence[Record], reason: str) -> Processed:
         """Dead-letters messages unread (they crashed the process) and commits past them."""

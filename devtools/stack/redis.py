@@ -29,11 +29,14 @@ def feast_project(settings: Settings) -> str:
 
 def acl_rules(settings: Settings) -> dict[str, str]:
     """Per component: its commands and keys (Feast keys are ``<project>:{<join keys>}:<view>``).
-    ingest: hot counters and the realtime view it pushes; pipeline: every online key; serve and
+    ingest: hot counters, the realtime view it pushes, the streamed items' views and the
+    newest-value record; pipeline: every online key; serve and
     reader: reads of online keys only."""
     project = feast_project(settings)
     return {
-        "ingest": f"{_CONNECTION} {_DATA} {_DENY} ~user:* ~{project}:{{user_id=*}}:user_realtime_features",
+        "ingest": f"{_CONNECTION} {_DATA} {_DENY} ~user:* ~{project}:{{user_id=*}}:user_realtime_features "
+                  f"~{project}:{{item_id=*}}:item_catalog_features ~{project}:{{item_id=*}}:item_embedding "
+                  f"~{project}:_newest",
         "pipeline": f"{_CONNECTION} {_DATA} {_DENY} ~{project}:*",
         "serve": f"{_CONNECTION} {_READ} {_DENY} %R~{project}:*",
         "reader": f"{_CONNECTION} {_READ} {_DENY} %R~{project}:* %R~user:*",

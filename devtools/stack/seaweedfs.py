@@ -24,12 +24,13 @@ DOCS = "docs"
 
 
 def identity_actions(settings: Settings, bucket: str) -> dict[str, list[str]]:
-    """What each component may do in ``bucket``: ingest writes landed events; the pipeline
+    """What each component may do in ``bucket``: ingest writes landed events and streamed embedding versions; the pipeline
     reads everything and writes its prefixes; serve and reader read."""
     read = [f"Read:{bucket}", f"List:{bucket}"]
     pipeline_prefixes = [p for p in lake.PREFIXES if p != lake.LANDED] + [DOCS]
     return {
-        "ingest": [f"Write:{bucket}/{lake.LANDED}/*", f"List:{bucket}", f"Read:{bucket}/{lake.LANDED}/*"],
+        "ingest": [f"Write:{bucket}/{lake.LANDED}/*", f"List:{bucket}", f"Read:{bucket}/{lake.LANDED}/*",
+                   f"Write:{bucket}/{lake.EMBEDDINGS}/*", f"Read:{bucket}/{lake.EMBEDDINGS}/*"],
         "pipeline": [*read, *(f"Write:{bucket}/{p}/*" for p in pipeline_prefixes)],
         "serve": read,
         "reader": read,

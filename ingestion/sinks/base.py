@@ -70,13 +70,15 @@ class DeadLetter:
     value_size: int = 0
     key_size: int = 0
     error: str | None = None
+    arrived_ms: int = -1
+    """When the message reached Kafka (its record timestamp), -1 when unknown."""
 
     @classmethod
     def of(cls, value: bytes | None, key: bytes | None, reason: str, topic: str, partition: int, offset: int,
-           error: str | None = None) -> DeadLetter:
+           error: str | None = None, arrived_ms: int = -1) -> DeadLetter:
         return cls(value[:DLQ_MAX_VALUE_BYTES] if value is not None else None,
                    key[:DLQ_MAX_KEY_BYTES] if key is not None else None, reason, topic, partition, offset,
-                   len(value) if value is not None else 0, len(key) if key is not None else 0, error)
+                   len(value) if value is not None else 0, len(key) if key is not None else 0, error, arrived_ms)
 
     @property
     def truncated(self) -> bool:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from feedstore.contract.features import USER_REALTIME
 from feedstore.settings import Settings
-from ingestion.sinks.base import BatchingSink, SinkBatch, StoreUnavailable, UserCounters
+from ingestion.sinks.base import BatchingSink, PermanentSinkError, SinkBatch, StoreUnavailable, UserCounters
 
 PUSH_SOURCE = USER_REALTIME.push_source
 COLUMNS = ("user_id", "event_timestamp", "rt_interactions_1h", "rt_dwell_ms_1h", "rt_last_item_id",
@@ -56,4 +56,16 @@ class FeastPushSink(BatchingSink):
         try:
             self._feature_store().push(PUSH_SOURCE, realtime_frame(counters), to=PushMode.ONLINE)
         except Exception as exc:  # noqa: BLE001 - Feast surfaces store errors under many types
+            if _refused(exc):
+                raise PermanentSinkError(self.name, exc) from exc
             raise StoreUnavailable(self.name, exc) from exc
+
+
+def _refused(exc: BaseException) -> bool:
+    """Redis's ACL refusals (NOPERM, WRONGPASS, NOAUTH) and unknown push sources do not pass."""
+    import redis
+
+    text = str(exc)
+    return isinstance(exc, (redis.exceptions.NoPermissionError, redis.exceptions.AuthenticationError)) or \
+        "no permissions" in text or "NOPERM" in text or "WRONGPASS" in text or \
+        type(exc).__name__ in ("PushSourceNotFoundException", "FeatureViewNotFoundException")

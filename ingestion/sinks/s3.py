@@ -51,8 +51,9 @@ class S3Sink(BatchingSink):
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="s3-put")
 
     def warm_up(self) -> None:
+        """Only its own prefix: the ingest identity may not look at the bucket itself."""
         try:
-            self._fs.get_file_info(self.settings.s3.bucket)
+            self._fs.get_file_info(bucket_path(f"{LANDED}/", self.settings))
         except OSError as exc:
             raise StoreUnavailable(self.name, exc) from exc
 
