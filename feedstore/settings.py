@@ -242,8 +242,10 @@ class PipelineSettings(BaseSettings):
     model_config = _group("FEED_PIPELINE_")
 
     start_date: str | None = None
-    """The first daily partition, YYYY-MM-DD; unset: ``activity_retention_days`` before today (the
-    oldest day whose events Postgres still holds, so every partition shown can be built)."""
+    """The first daily partition, YYYY-MM-DD; unset: ``history_days`` before today."""
+    history_days: int = 90
+    """Partitions shown when no start date is set: the 30 days Postgres holds and the archived
+    quarter before them (retention runs on days past the window)."""
     duckdb_memory_limit: str = "4GB"
     """DuckDB's default is 80% of RAM; a bound makes the big joins spill to disk instead."""
     dagster_storage_dsn: str | None = Field(None, validation_alias=_env("FEED_DAGSTER_STORAGE_DSN"))
@@ -265,7 +267,7 @@ class PipelineSettings(BaseSettings):
         if self.start_date:
             return date.fromisoformat(self.start_date).isoformat()
         today = today or datetime.now(timezone.utc).date()
-        return (today - timedelta(days=self.activity_retention_days)).isoformat()
+        return (today - timedelta(days=self.history_days)).isoformat()
 
 
 class StackSettings(BaseSettings):

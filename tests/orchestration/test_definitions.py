@@ -71,5 +71,5 @@ def test_partitions_start_from_the_settings():
     from feedstore.settings import PipelineSettings
 
     assert PipelineSettings(start_date="2026-03-01").first_partition() == "2026-03-01"
-    default = PipelineSettings(start_date=None, activity_retention_days=30)
-    assert default.first_partition(today=date(2026, 12, 2)) == "2026-11-02"
+    default = PipelineSettings(start_date=None, history_days=90)
+    assert default.first_partition(today=date(2026, 12, 2)) == "2026-09-03"
