@@ -252,6 +252,9 @@ class IngestProcess:
         """A sample from the consumer's /metrics, as Prometheus would scrape it."""
         from prometheus_client.parser import text_string_to_metric_families
 
+        from ingestion.metrics import PREFIX
+
+        name = name if name.startswith(PREFIX) else PREFIX + name
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
             text = reply.read().decode()
         for family in text_string_to_metric_families(text):
