@@ -31,7 +31,8 @@ def month(stack):
         yield settings, feed
 
 
-@pytest.mark.timeout(3600)   # 30 runs: ~12 min alone on two cores, far longer on a shared machine
+@pytest.mark.nightly  # 30 runs, ~12 min alone on two cores: ./run test -m nightly
+@pytest.mark.timeout(3600)
 def test_thirty_day_backfill_is_green(month):
     import dagster as dg
 
