@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import psycopg
 import pytest
+from psycopg import sql
 
 
 @contextmanager
@@ -88,4 +89,4 @@ def test_batch_role_registers_datasets_and_drops_partitions(settings):
         dropped = [r[0] for r in pg.execute("SELECT drop_activity_partitions(%s, %s)", (old, old + timedelta(days=1)))]
         assert f"user_activity_p{old:%Y%m%d}" in dropped  # empty: nothing to reconcile
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            pg.execute(f"DROP TABLE user_activity_p{old + timedelta(days=1):%Y%m%d}")
+            pg.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(f"user_activity_p{old + timedelta(days=1):%Y%m%d}")))
