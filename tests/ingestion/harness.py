@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -27,8 +29,9 @@ import redis
 from devtools.faults import FaultProxy
 from feedstore.contract.lake import LANDED
 from feedstore.settings import Settings
+from ingestion.events import format_timestamp
 from tests.conftest import free_port
-from tests.ingestion.conftest import env_of
+from tests.ingestion.conftest import env_of, valid_lines
 
 STORES = ("postgres", "redis", "s3")
 
@@ -406,3 +409,48 @@ def assert_every_tier_exact(s: Settings, lines: list[bytes]) -> None:
     assert counted == produced, (
         f"Redis counted {sum(counted.values())} events for {sum(produced.values())} produced; "
         f"{sum(1 for u in produced | counted if counted[u] != produced[u])} users off")
+
+
+# -- load: distinct events and re-sends spread over partitions -------------------------------------
+
+
+def resend_stream(seed: int, partitions: int, *, distinct: int, copies: int, retimed: int,
+                  elsewhere: int) -> list[tuple[bytes, int]]:
+    """(line, partition): ``distinct`` events, each in its user's partition, with re-sends mixed in
+    behind their originals: ``copies`` exact copies (``elsewhere`` of them in another partition),
+    and ``retimed`` copies of events carrying an event id with the timestamp moved by up to ten
+    minutes."""
+    rng = random.Random(seed)
+    now = datetime.now(timezone.utc)
+    originals = valid_lines(distinct, now=now, seed=seed, spread_seconds=1500)
+    home = [int(json.loads(line)["user_id"]) % partitions for line in originals]
+    with_id = [k for k, line in enumerate(originals) if b'"event_id"' in line]
+    resends: dict[int, list[tuple[bytes, int]]] = {}
+    for n, k in enumerate(rng.sample(range(distinct), copies)):
+        partition = (home[k] + 1 + rng.randrange(partitions - 1)) % partitions if n < elsewhere else home[k]
+        resends.setdefault(rng.randrange(k, distinct), []).append((originals[k], partition))
+    for k in rng.sample(with_id, retimed):
+        event = json.loads(originals[k])
+        ts = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+        event["timestamp"] = format_timestamp(ts - timedelta(seconds=rng.randrange(1, 600)))
+        resends.setdefault(rng.randrange(k, distinct), []).append((json.dumps(event).encode(), home[k]))
+    out = []
+    for k, line in enumerate(originals):
+        out.append((line, home[k]))
+        out += resends.get(k, [])
+    return out
+
+
+def produce_to_partitions(s: Settings, lines: list[tuple[bytes, int]]) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": s.kafka.bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    for line, partition in lines:
+        while True:
+            try:
+                producer.produce(s.kafka.topic_activity, value=line, partition=partition,
+                                 key=str(json.loads(line)["user_id"]).encode())
+                break
+            except BufferError:
+                producer.poll(0.2)
+    assert producer.flush(60) == 0

@@ -8,22 +8,21 @@ landed copy of each event is the one Postgres kept, and Redis counts each user's
 
 from __future__ import annotations
 
-import json
 import random
 import time
-from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from devtools.faults import POSTGRES_COMMIT, REDIS_SCRIPT, S3_PUT, FaultProxy
-from ingestion.events import format_timestamp
 from tests.ingestion.conftest import produce, read_dlq, stored_event_ids, valid_lines
 from tests.ingestion.harness import (
     CliLauncher,
     IngestProcess,
     assert_every_tier_exact,
     clear_counters,
+    produce_to_partitions,
     proxied_stores,
+    resend_stream,
     wait_until,
 )
 
@@ -37,46 +36,6 @@ BOUNDARIES = [("postgres", "before", POSTGRES_COMMIT), ("postgres", "after", POS
               ("redis", "before", REDIS_SCRIPT), ("redis", "after", REDIS_SCRIPT),
               ("kafka", "after", None)]
 RANDOM_KILLS = 10
-
-
-def stream(seed: int, partitions: int) -> list[tuple[bytes, int]]:
-    """(line, partition): distinct events, each in its user's partition, with re-sends mixed in
-    behind their originals: exact copies (some in another partition), and copies of events
-    carrying an event id with the timestamp moved by up to ten minutes."""
-    rng = random.Random(seed)
-    now = datetime.now(timezone.utc)
-    originals = valid_lines(DISTINCT, now=now, seed=seed, spread_seconds=1500)
-    home = [int(json.loads(line)["user_id"]) % partitions for line in originals]
-    with_id = [k for k, line in enumerate(originals) if b'"event_id"' in line]
-    resends: dict[int, list[tuple[bytes, int]]] = {}
-    for n, k in enumerate(rng.sample(range(DISTINCT), COPIES)):
-        partition = (home[k] + 1 + rng.randrange(partitions - 1)) % partitions if n < ELSEWHERE else home[k]
-        resends.setdefault(rng.randrange(k, DISTINCT), []).append((originals[k], partition))
-    for k in rng.sample(with_id, RETIMED):
-        event = json.loads(originals[k])
-        ts = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
-        event["timestamp"] = format_timestamp(ts - timedelta(seconds=rng.randrange(1, 600)))
-        resends.setdefault(rng.randrange(k, DISTINCT), []).append((json.dumps(event).encode(), home[k]))
-    out = []
-    for k, line in enumerate(originals):
-        out.append((line, home[k]))
-        out += resends.get(k, [])
-    return out
-
-
-def produce_to_partitions(s, lines: list[tuple[bytes, int]]) -> None:
-    from confluent_kafka import Producer
-
-    producer = Producer({"bootstrap.servers": s.kafka.bootstrap, "linger.ms": 20, "enable.idempotence": True})
-    for line, partition in lines:
-        while True:
-            try:
-                producer.produce(s.kafka.topic_activity, value=line, partition=partition,
-                                 key=str(json.loads(line)["user_id"]).encode())
-                break
-            except BufferError:
-                producer.poll(0.2)
-    assert producer.flush(60) == 0
 
 
 def _arm(proxies: dict[str, FaultProxy], store: str, when: str, pattern) -> FaultProxy | None:
@@ -119,7 +78,8 @@ def _life(via, proxies, launcher: CliLauncher, rng: random.Random, boundary: tup
 def test_sigkills_at_random_moments_and_every_stage_boundary_lose_and_double_nothing(ingest_settings):
     s = ingest_settings.replace(ingest={"batch_size": BATCH})
     clear_counters(s)
-    sent = stream(seed=77, partitions=s.kafka.topic_partitions)
+    sent = resend_stream(seed=77, partitions=s.kafka.topic_partitions, distinct=DISTINCT, copies=COPIES,
+                         retimed=RETIMED, elsewhere=ELSEWHERE)
     lines = [line for line, _ in sent]
     rng = random.Random(77)
     schedule: list[tuple | None] = BOUNDARIES * 2 + [None] * RANDOM_KILLS
