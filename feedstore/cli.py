@@ -70,11 +70,13 @@ def fail(message: str, code: int = 2) -> NoReturn:
 def stack_up(
     monitoring: bool = typer.Option(False, "--monitoring", help="Also run Prometheus (alert rules of ops/prometheus) "
                                     "scraping ingest, serve and exporter at the ports of FEED_STACK_SCRAPE_*."),
+    redis_cluster: bool = typer.Option(False, "--redis-cluster", help="Also run a Redis Cluster (three masters, a "
+                                       "replica each) from FEED_STACK_REDIS_CLUSTER_PORT (7001)."),
 ) -> None:
     """Install what is missing and start every service; running ones are left alone."""
     from devtools.stack import StackError, services
 
-    for service in services(get_settings(), monitoring):
+    for service in services(get_settings(), monitoring, redis_cluster):
         started = time.monotonic()
         with console.status(f"starting {service.name}…"):
             try:
@@ -102,7 +104,7 @@ def stack_down() -> None:
     """Stop every service; data stays in the stack directory for the next 'up'."""
     from devtools.stack import services
 
-    for service in reversed(services(get_settings(), monitoring=True)):
+    for service in reversed(services(get_settings(), monitoring=True, redis_cluster=True)):
         service.stop()
         console.print(f"[yellow]■[/] {service.name} stopped")
 
@@ -110,14 +112,14 @@ def stack_down() -> None:
 @stack_app.command("status")
 def stack_status() -> None:
     """Exit non-zero when any service is not answering."""
-    from devtools.stack import monitoring_running, services
+    from devtools.stack import monitoring_running, redis_cluster_running, services
 
     table = Table("service", "state", "endpoint", "log")
     for name in ("endpoint", "log"):  # folded onto more lines at a narrow width, never cut
         table.columns[2 if name == "endpoint" else 3].overflow = "fold"
     healthy = True
     settings = get_settings()
-    for service in services(settings, monitoring_running(settings)):
+    for service in services(settings, monitoring_running(settings), redis_cluster_running(settings)):
         up = service.ready()
         healthy &= up
         table.add_row(service.name, "[green]up[/]" if up else "[red]down[/]", service.endpoint(), str(service.log_file))

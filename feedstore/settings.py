@@ -99,6 +99,8 @@ class RedisSettings(BaseSettings):
     model_config = _group("FEED_REDIS_")
 
     url: str = "redis://feedstore-admin:feedstore-admin-local@127.0.0.1:6379/0"
+    cluster: bool = False
+    """``url`` names a node of a Redis Cluster: clients follow the slots (keys are hash-tagged per entity)."""
     ingest_url: str | None = None
     pipeline_url: str | None = None
     serve_url: str | None = None
@@ -296,6 +298,8 @@ class StackSettings(BaseSettings):
     """``feedstore serve`` processes (GET /metrics on the serving port)."""
     scrape_pipeline: str = "127.0.0.1:9109"
     """``feedstore exporter`` (the pipeline's metrics)."""
+    redis_cluster_port: int = 7001
+    """``stack up --redis-cluster``: six nodes (three masters, a replica each) on this port and the next five."""
 
 class _Process(BaseSettings):
     model_config = _group("FEED_")
@@ -346,7 +350,9 @@ class Settings(BaseModel):
     def feast_redis_connection(self) -> str:
         """Feast's Redis connection string, ``host:port,db=N[,password=...]``, from the Redis URL."""
         url = urlsplit(self.redis.url)
-        parts = [f"{url.hostname or '127.0.0.1'}:{url.port or 6379}", f"db={int(url.path.lstrip('/') or 0)}"]
+        parts = [f"{url.hostname or '127.0.0.1'}:{url.port or 6379}"]
+        if not self.redis.cluster:  # a cluster has database 0 only
+            parts.append(f"db={int(url.path.lstrip('/') or 0)}")
         if url.username:
             parts.append(f"username={url.username}")
         if url.password:
@@ -361,6 +367,7 @@ class Settings(BaseModel):
         return {
             "FEED_FEAST_REGISTRY_URL": self.feast_registry_url,
             "FEED_FEAST_REDIS": self.feast_redis_connection,
+            "FEED_FEAST_REDIS_TYPE": "redis_cluster" if self.redis.cluster else "redis",
             "AWS_ACCESS_KEY_ID": self.s3.access_key_id,
             "AWS_SECRET_ACCESS_KEY": self.s3.secret_access_key,
             "AWS_ENDPOINT_URL_S3": self.s3.endpoint,

@@ -29,6 +29,17 @@ def stack() -> Settings:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster(stack: Settings):
+    """The stack's Redis Cluster (``stack up --redis-cluster``), started once if it is not running.
+    A cluster has one database: tests on it keep to entity ids of their own."""
+    from devtools.stack.redis_cluster import RedisClusterService
+
+    service = RedisClusterService(stack)
+    service.up()
+    return service
+
+
+@pytest.fixture(scope="session")
 def chromium() -> list[str]:
     """Headless Chromium (installed on first use) with the flags this closed network needs; callers
     add ``--user-data-dir`` and what to do."""

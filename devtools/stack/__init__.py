@@ -13,11 +13,15 @@ from feedstore.settings import Settings
 __all__ = ["Service", "StackError", "services", "env_lines"]
 
 
-def services(settings: Settings, monitoring: bool = False) -> list[Service]:
-    """In start order; ``down`` stops them in reverse. ``monitoring`` adds Prometheus."""
+def services(settings: Settings, monitoring: bool = False, redis_cluster: bool = False) -> list[Service]:
+    """In start order; ``down`` stops them in reverse. ``monitoring`` adds Prometheus,
+    ``redis_cluster`` a Redis Cluster beside the single server."""
+    from devtools.stack.redis_cluster import RedisClusterService
+
     return [
         PostgresService(settings),
         RedisService(settings),
+        *([RedisClusterService(settings)] if redis_cluster else []),
         SeaweedFSService(settings),
         KafkaService(settings),
         *([PrometheusService(settings)] if monitoring else []),
@@ -30,6 +34,13 @@ def monitoring_running(settings: Settings) -> bool:
     from devtools.stack.base import read_pid
 
     return read_pid(PrometheusService(settings).pid_file) is not None
+
+
+def redis_cluster_running(settings: Settings) -> bool:
+    """Whether ``stack up --redis-cluster`` left this stack's cluster nodes running."""
+    from devtools.stack.redis_cluster import RedisClusterService
+
+    return RedisClusterService(settings).running()
 
 
 def write_kcat_config(settings: Settings):

@@ -21,8 +21,10 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow as pa
 import redis
+from redis.exceptions import NoScriptError
 
 from feedstore.contract import rules
+from feedstore.redis_client import connect
 from feedstore.settings import Settings
 from ingestion.events import format_timestamp
 from ingestion.sinks.base import Accepted, BatchingSink, SinkBatch, StoreUnavailable, UserCounters
@@ -98,7 +100,7 @@ class RedisSink(BatchingSink):
     def __init__(self, settings: Settings, ttl_seconds: int = rules.HOT_COUNTER_TTL_SECONDS) -> None:
         self.settings = settings
         self.ttl_seconds = ttl_seconds
-        self._client = redis.Redis.from_url(settings.redis.url, socket_timeout=5, socket_connect_timeout=3)
+        self._client = connect(settings, socket_timeout=5, socket_connect_timeout=3)
         self._script = self._client.register_script(_SCRIPT)
 
     def write(self, batch: SinkBatch) -> None:
@@ -111,16 +113,23 @@ class RedisSink(BatchingSink):
             return []
         calls = _calls(rows)
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for user, partition, (ts, item, etype, *events) in calls:
-                args = [self.ttl_seconds, mark_field(topic, partition), ts, _iso_ms(ts), item, etype, *events]
-                self._script(keys=[user_key(user)], args=args, client=pipe)
-            replies = pipe.execute()
+            try:
+                replies = self._counted(calls, topic)
+            except NoScriptError:  # a cluster pipeline does not load scripts; a promoted replica lacks it
+                self._client.script_load(_SCRIPT)
+                replies = self._counted(calls, topic)  # the marks make a second pass add nothing twice
         except redis.RedisError as exc:
             raise StoreUnavailable(self.name, exc) from exc
         latest = {user: reply for (user, _, _), reply in zip(calls, replies)}
         return [UserCounters(u, int(r[0] or 0), int(r[1] or 0), int(r[2]), r[3].decode(), int(r[4]))
                 for u, r in latest.items()]
+
+    def _counted(self, calls: list[tuple[int, int, list]], topic: str) -> list:
+        pipe = self._client.pipeline(transaction=False)
+        for user, partition, (ts, item, etype, *events) in calls:
+            args = [self.ttl_seconds, mark_field(topic, partition), ts, _iso_ms(ts), item, etype, *events]
+            self._script(keys=[user_key(user)], args=args, client=pipe)
+        return pipe.execute()
 
     def close(self) -> None:
         self._client.close()

@@ -83,6 +83,12 @@ class TTLRedisOnlineStoreConfig(RedisOnlineStoreConfig):
     write_rows_per_call: int = 200
     """Rows per newer-wins script call on a single Redis (fewer replies, less per-call work)."""
 
+    @field_validator("redis_type", mode="before")
+    @classmethod
+    def _type_or_single(cls, value: object) -> object:
+        """An environment from before ``FEED_FEAST_REDIS_TYPE`` existed means a single server."""
+        return "redis" if isinstance(value, str) and value.startswith("${") else value
+
     @field_validator("connection_string")
     @classmethod
     def _substituted(cls, value: str) -> str:

@@ -143,8 +143,8 @@ def _read_replies(conn, count: int) -> list:
 def execute_commands(client, commands: Sequence[Sequence[bytes]]) -> list:
     """The same through redis-py's pipeline, for clients without a single connection (Cluster)."""
     with client.pipeline(transaction=False) as pipe:
-        for args in commands:
-            pipe.execute_command(*args)
+        for name, *args in commands:  # a cluster routes by the command's name, which it wants as str
+            pipe.execute_command(name.decode() if isinstance(name, bytes) else name, *args)
         return pipe.execute(raise_on_error=False)
 
 

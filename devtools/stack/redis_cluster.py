@@ -1,0 +1,141 @@
+"""A Redis Cluster on loopback for the scale-out tests and for trying the project on one:
+three masters and a replica each (Debian's redis-server in cluster mode), the same ACL users as
+the single server, started by ``stack up --redis-cluster``.
+
+Point the project at it with ``FEED_REDIS_CLUSTER=true`` and ``FEED_REDIS_URL`` naming any node
+(``stack up --redis-cluster`` prints both)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+from devtools.stack.base import Service, StackError, read_pid, terminate
+from devtools.stack.redis import RedisService, _credentials
+from devtools.stack.tools import require
+from feedstore.settings import Settings
+
+MASTERS, REPLICAS_PER_MASTER = 3, 1
+NODE_TIMEOUT_MS = 2_000  # a master down this long is failed over to its replica
+
+
+class RedisClusterService(Service):
+    name = "redis-cluster"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        first = settings.stack.redis_cluster_port
+        self.ports = list(range(first, first + MASTERS * (1 + REPLICAS_PER_MASTER)))
+
+    @property
+    def log_file(self) -> Path:
+        return self.node_dir(self.ports[0]) / "redis.log"
+
+    def node_dir(self, port: int) -> Path:
+        return self.dir.resolve() / str(port)
+
+    def node_pid_file(self, port: int) -> Path:
+        return self.node_dir(port) / "redis.pid"
+
+    def install(self) -> None:
+        require("redis-server")
+        require("redis-cli")
+
+    def admin_credentials(self) -> tuple[str, str]:
+        return _credentials(self.settings.redis.url)
+
+    def _admin_args(self) -> list[str]:
+        user, password = self.admin_credentials()
+        return ["--user", user, "--pass", password, "--no-auth-warning"]
+
+    def start(self) -> None:
+        users = RedisService(self.settings)._users()
+        user, password = _credentials(self.settings.redis.url)
+        for port in self.ports:
+            if read_pid(self.node_pid_file(port)) is not None:
+                continue  # a node still up (one killed by a test is restarted alone)
+            node = self.node_dir(port)
+            node.mkdir(parents=True, exist_ok=True)
+            acl = node / "users.acl"
+            acl.write_text("".join(f"user {u} {r}\n" for u, r in users.items()))
+            acl.chmod(0o600)
+            cmd = [require("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node),
+                   "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                   "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--appendonly", "yes",
+                   "--appendfsync", "everysec", "--masteruser", user, "--masterauth", password,
+                   "--daemonize", "yes", "--pidfile", str(self.node_pid_file(port)),
+                   "--logfile", str(node / "redis.log"), "--aclfile", str(acl)]
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise StackError(f"redis cluster node {port} failed to start: {result.stderr.strip()}")
+        if not (self.node_dir(self.ports[0]) / "created").exists():
+            self._create()
+
+    def _create(self) -> None:
+        from devtools.stack.base import wait_until
+
+        if not wait_until(lambda: all(self._ping(p) for p in self.ports), 30):
+            raise StackError(f"redis cluster nodes did not answer; see {self.dir}/<port>/redis.log")
+        cmd = [require("redis-cli"), *self._admin_args(), "--cluster", "create",
+               *[f"127.0.0.1:{p}" for p in self.ports], "--cluster-replicas", str(REPLICAS_PER_MASTER),
+               "--cluster-yes"]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise StackError(f"redis-cli --cluster create failed: {(result.stdout + result.stderr).strip()[-400:]}")
+        (self.node_dir(self.ports[0]) / "created").write_text("")
+
+    def _ping(self, port: int) -> bool:
+        user, password = _credentials(self.settings.redis.url)
+        try:
+            return bool(redis.Redis(port=port, username=user, password=password, socket_timeout=2).ping())
+        except redis.RedisError:
+            return False
+
+    def client(self) -> RedisCluster:
+        user, password = _credentials(self.settings.redis.url)
+        return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in self.ports], username=user,
+                            password=password, socket_timeout=5)
+
+    def settings_for(self, settings: Settings) -> Settings:
+        """``settings`` with the administrator's Redis URL on the cluster's first node."""
+        url = urlsplit(settings.redis.url)
+        netloc = f"{url.netloc.rpartition('@')[0]}@127.0.0.1:{self.ports[0]}"
+        return settings.replace(redis={"cluster": True, "url": url._replace(netloc=netloc, path="/0").geturl()})
+
+    def ready(self) -> bool:
+        user, password = _credentials(self.settings.redis.url)
+        for port in self.ports:
+            try:
+                info = redis.Redis(port=port, username=user, password=password, socket_timeout=2).cluster("info")
+            except redis.RedisError:
+                continue
+            return info.get("cluster_state") == "ok" and int(info.get("cluster_known_nodes", 0)) >= len(self.ports)
+        return False
+
+    def provision(self) -> None:
+        """The ACL users on every node (a cluster does not share them)."""
+        user, password = _credentials(self.settings.redis.url)
+        for port in self.ports:
+            node = redis.Redis(port=port, username=user, password=password, socket_timeout=5)
+            try:
+                for name, rules in RedisService(self.settings)._users().items():
+                    node.execute_command("ACL", "SETUSER", name, "reset", *rules.split())
+                node.execute_command("ACL", "SAVE")
+            except redis.ConnectionError:
+                continue  # a node down (a test killed it): it reads its ACL file when it restarts
+
+    def stop(self) -> None:
+        for port in self.ports:
+            if read_pid(self.node_pid_file(port)) is not None:
+                terminate(self.node_pid_file(port), grace=10)
+
+    def running(self) -> bool:
+        return any(read_pid(self.node_pid_file(p)) is not None for p in self.ports)
+
+    def endpoint(self) -> str:
+        url = urlsplit(self.settings.redis.url)
+        return f"redis://{url.username}@127.0.0.1:{self.ports[0]}/0 (cluster, ports {self.ports[0]}-{self.ports[-1]})"
