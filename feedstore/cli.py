@@ -541,11 +541,12 @@ def freshness(
 
     from feedstore.feast import freshness as fresh
     from feedstore.feast.store import store
+    from feedstore.redis_client import connect
 
     if metrics_port < 0 or metrics_port > 65535:
         fail(f"--metrics-port must be 0..65535, not {metrics_port}")
     settings = get_settings()
-    client = redis.Redis.from_url(settings.redis.url, socket_timeout=5, socket_connect_timeout=3)
+    client = connect(settings, socket_timeout=5, socket_connect_timeout=3)
     project = store(settings).project
     try:
         rows = fresh.freshness(client, project)

@@ -66,7 +66,9 @@ class RedisResource(_FromSettings):
         return {"redis": {"url": self.url}}
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.settings().redis.url)
+        from feedstore.redis_client import connect
+
+        return connect(self.settings())
 
 
 class FeastResource(_FromSettings):

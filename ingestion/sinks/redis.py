@@ -115,7 +115,7 @@ class RedisSink(BatchingSink):
         try:
             try:
                 replies = self._counted(calls, topic)
-            except NoScriptError:  # a cluster pipeline does not load scripts; a promoted replica lacks it
+            except NoScriptError:  # first use, a restarted server, a promoted replica
                 self._client.script_load(_SCRIPT)
                 replies = self._counted(calls, topic)  # the marks make a second pass add nothing twice
         except redis.RedisError as exc:
@@ -128,7 +128,7 @@ class RedisSink(BatchingSink):
         pipe = self._client.pipeline(transaction=False)
         for user, partition, (ts, item, etype, *events) in calls:
             args = [self.ttl_seconds, mark_field(topic, partition), ts, _iso_ms(ts), item, etype, *events]
-            self._script(keys=[user_key(user)], args=args, client=pipe)
+            pipe.execute_command("EVALSHA", self._script.sha, 1, user_key(user), *args)
         return pipe.execute()
 
     def close(self) -> None:

@@ -56,3 +56,33 @@ def test_retries_and_recut_replays_count_each_event_once(settings):
         assert int(h.get(b"total_likes", 0)) == likes[user]
     assert {c.user_id: c.total_events for c in last.counters} == dict(expected)
     _clear(client, users)
+
+
+def test_on_a_redis_cluster_each_event_is_counted_once_across_slots(settings, redis_cluster):
+    """The same counting on the stack's cluster: users spread over every master, a batch retried
+    and replayed; the script is loaded on the masters by the sink itself (a cluster pipeline does
+    not), and again after a node restarts without it."""
+    s = redis_cluster.settings_for(settings)
+    base = int(np.random.default_rng().integers(10**9, 2 * 10**9))
+    now = datetime.now(timezone.utc)
+    table = Validator(IdIndex(USER_IDS).contains, IdIndex(ITEM_IDS).contains, Limits(replay=True)).validate(
+        valid_lines(300, now=now, spread_seconds=600), now=now + timedelta(seconds=1)).valid
+    table = table.set_column(table.schema.get_field_index("user_id"), "user_id",
+                             pa.compute.add(table.column("user_id"), base - 1_000))  # ids of this test alone
+    partitions, offsets = np.arange(300) % 2, 10 + np.arange(300) // 2
+    client = redis_cluster.client()
+    client.script_flush()
+    sink = RedisSink(s)
+    try:
+        sink.write(_batch(table, partitions, offsets, slice(0, 200)))
+        client.script_flush()  # a failover to a replica that never loaded it
+        sink.write(_batch(table, partitions, offsets, slice(0, 300)))
+    finally:
+        sink.close()
+    expected = Counter(table.column("user_id").to_pylist())
+    slots = {client.keyslot(user_key(u)) for u in expected}
+    owners = {(n["primary"][0], n["primary"][1]) for (a, b), n in client.cluster_slots().items()
+              if any(a <= slot <= b for slot in slots)}
+    assert len(owners) == 3
+    assert {u: int(client.hget(user_key(u), "total_events")) for u in expected} == dict(expected)
+    client.delete(*[user_key(u) for u in expected])
