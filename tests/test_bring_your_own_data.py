@@ -78,6 +78,7 @@ def run(env: dict, *args: str, stdin: str | None = None, timeout: float = 600) -
     return proc
 
 
+@pytest.mark.nightly
 def test_a_catalog_the_generator_did_not_make_through_a_daily_partition(namespace):
     from devtools.stack.tools import require
 
