@@ -293,3 +293,14 @@ def test_stack_env_exports_each_components_credentials(settings):
         assert f"feedstore_{component.lower()}_app" in exported[f"FEED_POSTGRES_{component}_DSN"]
         assert f"feedstore-{component.lower()}" in exported[f"FEED_REDIS_{component}_URL"]
         assert exported[f"FEED_S3_{component}_ACCESS_KEY_ID"] == f"feedstore-{component.lower()}-key"
+
+
+@pytest.mark.pure
+def test_the_readme_grants_the_redis_users_the_stack_makes():
+    """The README's ACL SETUSER lines for managed Redis are the local stack's rules, word for word."""
+    from devtools.stack.redis import acl_rules
+    from feedstore.settings import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for component, rules in acl_rules(Settings.defaults()).items():
+        assert f"ACL SETUSER feedstore-{component} on >… {rules}\n" in readme, component
