@@ -289,6 +289,7 @@ def ingest(
     from ingestion.sinks import PermanentSinkError
 
     configure_logging(log_level.value)
+    _run_as("ingest")
     settings = get_settings()
     if feast_push is not None:
         settings = settings.replace(ingest={"feast_push": feast_push})
@@ -339,6 +340,7 @@ def load(
     from ingestion.load import LoadError
     from ingestion.load import load as run_load
 
+    _run_as("ingest")
     rejects = rejects or Path(f"rejects-{kind.value}.jsonl")
     progress = _rich_progress()
     tasks: dict[str, int] = {}
@@ -397,6 +399,7 @@ def dlq_replay(
 
     if reason is not None and reason not in {str(r) for r in DLQ_REASONS}:
         fail(f"--reason {reason!r} is not a DLQ reason ({', '.join(str(r) for r in DLQ_REASONS)})")
+    _run_as("ingest")
     try:
         with console.status("replaying dead letters…"):
             summary = replay(get_settings(), reason=reason, since=_parse_since(since))

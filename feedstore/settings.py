@@ -288,7 +288,8 @@ class StackSettings(BaseSettings):
     """The cluster's superuser (initdb's); only the stack uses it: databases, the owner role."""
     postgres_admin_password: str = "feedstore"
     seaweedfs_jwt_key: str = "feedstore-filer-local"
-    """Signs filer and volume HTTP access: without a token made from it they refuse."""
+    """Signs filer and volume HTTP access (without a token made from it they refuse), and derives the
+    CA and client certificate the master, volume and filer ports want (devtools/stack/certificates.py)."""
 
     prometheus_port: int = 9190
     """``stack up --monitoring``'s Prometheus (not 9090: Debian's package runs its own there under systemd)."""

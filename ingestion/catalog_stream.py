@@ -235,6 +235,7 @@ class RecordConsumer(IngestConsumer):
     def __init__(self, settings: Settings, kind: Kind | str, options: Options | None = None,
                  metrics: IngestMetrics | None = None) -> None:
         self.kind = KINDS[kind] if isinstance(kind, str) else kind
+        settings = settings.as_component("ingest")  # its sinks too, built before the consumer's own switch
         super().__init__(settings, options, metrics, stages=record_stages(settings, self.kind))
         self.topic = topic_of(settings, self.kind)
         self.records = RecordValidator(self.kind)

@@ -98,6 +98,8 @@ def limits_from(settings: Settings, replay: bool) -> Limits:
         max_future_seconds=(rules.MAX_FUTURE_SKEW_SECONDS if settings.ingest.max_future_skew_seconds is None
                             else settings.ingest.max_future_skew_seconds),
         replay=replay,
+        partition_days_back=settings.postgres.partition_days_back,
+        partition_days_ahead=settings.postgres.partition_days_ahead,
         keep_repeats=True,
     )
 

@@ -101,6 +101,7 @@ class DeferringConsumer(IngestConsumer):
 
     def __init__(self, settings: Settings, options: Options | None = None, metrics: IngestMetrics | None = None,
                  retry: bool = False) -> None:
+        settings = settings.as_component("ingest")  # its sinks too, built before the consumer's own switch
         super().__init__(settings, options, metrics, stages=deferring_stages(settings))
         self.retry = retry
         if retry:

@@ -177,7 +177,7 @@ def load(kind: Kind | str, paths: list[Path], rejects: Path, settings: Settings 
     """Loads every file; a refused row never stops the others. Raises ``LoadError`` before
     loading anything when a file is missing or of an unknown format."""
     kind = {"items": ITEMS, "users": USERS}[kind] if isinstance(kind, str) else kind
-    s = settings or get_settings()
+    s = (settings or get_settings()).as_component("ingest")  # a bulk path of ingestion, with its grants
     formats = []
     for path in paths:
         if not path.is_file():

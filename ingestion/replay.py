@@ -81,7 +81,7 @@ def _record(conn: psycopg.Connection, topic: str, rows: list[tuple[int, int, str
 
 def replay(settings: Settings | None = None, reason: str | None = None, since: datetime | None = None,
            progress: Callable[[int], None] | None = None) -> ReplaySummary:
-    s = settings or get_settings()
+    s = (settings or get_settings()).as_component("ingest")  # dead letters go back into ingestion
     topic, targets, summary = s.kafka.topic_dlq, _targets(s), ReplaySummary()
     consumer = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": "feedstore-dlq-replay",
                          "enable.auto.commit": False, "enable.partition.eof": True, "log_level": 3})

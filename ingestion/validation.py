@@ -69,6 +69,11 @@ class Limits:
     max_age_seconds: int = rules.MAX_EVENT_AGE_SECONDS
     max_future_seconds: int = rules.MAX_FUTURE_SKEW_SECONDS
     replay: bool = False
+    partition_days_back: int | None = None
+    """Days (UTC) before today whose activity partition the consumer may create (None: no bound). An event
+    outside ``[today - back, today + ahead]`` by the consumer's clock is refused here, before Postgres
+    refuses the partition (migration 008) for the whole batch; see ``settings.postgres.partition_days_*``."""
+    partition_days_ahead: int | None = None
     keep_repeats: bool = False
     """Leave copies of one event id within the batch to the dedup stage (the consumer: which copy is
     the event is what Postgres stored first, perhaps in an earlier attempt at a differently cut
@@ -226,7 +231,7 @@ class Validator:
                 index.append(i)
         table = pa.Table.from_pylist([], schema=EVENT_SCHEMA) if not rows else _to_table(rows)
         idx = np.asarray(index, dtype=np.int64)
-        keep, late = self._vector_checks(table, _reference_us(idx, now, arrived_us))
+        keep, late = self._vector_checks(table, _reference_us(idx, now, arrived_us), _today(now))
         rejected.extend((int(idx[j]), reason) for j, reason in late)
         table, idx = table.filter(pa.array(keep)), idx[keep]
         keep, duplicates = _first_occurrences(table.column("event_id").to_pylist())
@@ -249,16 +254,28 @@ class Validator:
             return classify_structure(payload)
         return check_event(ev)
 
-    def _vector_checks(self, table: pa.Table, now_us: np.ndarray) -> tuple[np.ndarray, list[tuple[int, Reason]]]:
-        """Clock bounds and catalog membership over whole columns; returns a keep mask and rejects."""
+    def _vector_checks(self, table: pa.Table, now_us: np.ndarray,
+                       today: int) -> tuple[np.ndarray, list[tuple[int, Reason]]]:
+        """Partition window, clock bounds and catalog membership over whole columns; returns a keep
+        mask and rejects. ``today``: the consumer's UTC day (days since the epoch)."""
         n = table.num_rows
         keep = np.ones(n, dtype=bool)
         if n == 0:
             return keep, []
         reasons = np.full(n, -1, dtype=np.int8)
-        codes = [Reason.TOO_OLD, Reason.IN_FUTURE, Reason.UNKNOWN_USER, Reason.UNKNOWN_ITEM]
+        codes = [Reason.TOO_OLD, Reason.IN_FUTURE, Reason.UNKNOWN_USER, Reason.UNKNOWN_ITEM,
+                 Reason.OUTSIDE_PARTITION_WINDOW]
         ts = table.column("timestamp").cast(pa.int64()).to_numpy()
-        reasons[ts < now_us - self.limits.effective_max_age_seconds * 1_000_000] = 0
+        back, ahead = self.limits.partition_days_back, self.limits.partition_days_ahead
+        if back is not None or ahead is not None:  # first: no replay or wider clock bound can store these
+            day = ts // _DAY_US
+            outside = np.zeros(n, dtype=bool)
+            if back is not None:
+                outside |= day < today - back
+            if ahead is not None:
+                outside |= day > today + ahead
+            reasons[outside] = 4
+        reasons[(reasons < 0) & (ts < now_us - self.limits.effective_max_age_seconds * 1_000_000)] = 0
         reasons[(reasons < 0) & (ts > now_us + self.limits.max_future_seconds * 1_000_000)] = 1
         pending = reasons < 0
         users = table.column("user_id").to_numpy()
@@ -274,6 +291,15 @@ class Validator:
             reasons[pending & ~known] = 3
         keep = reasons < 0
         return keep, [(int(j), codes[reasons[j]]) for j in np.flatnonzero(~keep)]
+
+
+_DAY_US = 86_400_000_000
+
+
+def _today(now: datetime | None) -> int:
+    """The UTC day of ``now`` (the clock when None), in days since the epoch, as Postgres counts
+    ``ensure_activity_partitions``' window (``now() AT TIME ZONE 'UTC'``)."""
+    return int((now or datetime.now(timezone.utc)).timestamp() * 1_000_000) // _DAY_US
 
 
 def _reference_us(idx: np.ndarray, now: datetime | None, arrived_us: Sequence[int] | np.ndarray | None) -> np.ndarray:

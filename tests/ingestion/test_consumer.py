@@ -148,3 +148,33 @@ def test_consumers_in_one_group_share_the_partitions(ingest_settings):
     _assert_stores_exact(s, lines, reasons)
     refused = Counter(str(r) for r in reasons if r not in (None, Reason.DUPLICATE))
     assert Counter(h["reason"] for _, h in read_dlq(s)) == refused
+
+
+def test_an_event_outside_the_partition_window_is_dead_lettered_and_the_batch_goes_on(ingest_settings):
+    """A day the consumer's role may not create a partition for (migration 008's window, here from
+    settings.postgres) is one message's problem: it goes to the DLQ, the rest is stored. Under
+    --replay too, where the age bound would otherwise let a 61-day-old event through to Postgres."""
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    from ingestion.events import format_timestamp
+
+    s = ingest_settings
+    now = datetime.now(timezone.utc)
+    lines = valid_lines(200, seed=5)
+    outside = []
+    for k, days in enumerate((-(s.postgres.partition_days_back + 1), s.postgres.partition_days_ahead + 1)):
+        event = json.loads(lines[k])
+        event["timestamp"] = format_timestamp(now + timedelta(days=days))
+        outside.append(json.dumps(event, separators=(",", ":")).encode())
+    inside = json.loads(lines[2])
+    inside["timestamp"] = format_timestamp(now - timedelta(days=s.postgres.partition_days_back - 1))
+    lines = [*outside, json.dumps(inside, separators=(",", ":")).encode(), *lines[3:]]
+    produce(s, lines)
+    stats = IngestConsumer(s, Options(until_idle=3, replay=True), IngestMetrics()).run()
+
+    reasons = [Reason.OUTSIDE_PARTITION_WINDOW] * 2 + [None] * (len(lines) - 2)
+    assert {headers["reason"] for _, headers in read_dlq(s)} == {"outside_partition_window"}
+    assert sorted(value for value, _ in read_dlq(s)) == sorted(outside)
+    assert stats.rejected == 2 and stats.stored == len(lines) - 2
+    _assert_stores_exact(s, lines, reasons)

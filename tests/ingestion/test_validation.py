@@ -107,7 +107,8 @@ def test_every_dlq_reason_has_a_case():
     """Every reason a payload can earn; ``INTERNAL_ERROR`` is for bugs, injected below, and
     ``CRASHED_CONSUMER`` for bisection (tests/ingestion/test_bisect.py)."""
     assert {reason for _, reason in CASES} == \
-        set(rules.DLQ_REASONS) - {Reason.INTERNAL_ERROR, Reason.CRASHED_CONSUMER} - set(rules.RECORD_ONLY_REASONS)
+        set(rules.DLQ_REASONS) - {Reason.INTERNAL_ERROR, Reason.CRASHED_CONSUMER} - set(rules.RECORD_ONLY_REASONS) \
+        - {Reason.OUTSIDE_PARTITION_WINDOW}  # needs a window in Limits: test_the_partition_window_*
 
 
 @pytest.mark.parametrize("payload", [b"[" * 1000 + b"]" * 1000, b'{"a":' * 1000 + b"1" + b"}" * 1000,
@@ -142,6 +143,26 @@ def test_age_bounds_are_configurable_and_replay_lifts_them():
     assert no_skew.validate([skewed], now=NOW).reasons(1) == [Reason.IN_FUTURE]
 
 
+def test_the_partition_window_refuses_days_outside_it_by_the_consumers_clock():
+    """Day granularity in UTC, as ensure_activity_partitions counts; before the age bound, so --replay
+    (or a weeks-old backlog judged on its arrival) cannot carry such an event to Postgres."""
+    windowed = Validator(IdIndex(USER_IDS).contains, IdIndex(ITEM_IDS).contains,
+                         Limits(replay=True, partition_days_back=60, partition_days_ahead=8))
+    midnight = NOW.replace(hour=0, minute=0)
+    days = [midnight - timedelta(days=60), midnight - timedelta(days=60, microseconds=1),
+            midnight + timedelta(days=9, microseconds=-1), midnight + timedelta(days=9)]
+    result = windowed.validate([_event(timestamp=format_timestamp(t)) for t in days], now=NOW)
+    assert result.reasons(4) == [None, Reason.OUTSIDE_PARTITION_WINDOW, Reason.IN_FUTURE, Reason.OUTSIDE_PARTITION_WINDOW]
+    arrived = int((NOW - timedelta(days=61)).timestamp() * 1_000_000)  # a backlog, not --replay
+    strict = Validator(IdIndex(USER_IDS).contains, IdIndex(ITEM_IDS).contains,
+                       Limits(partition_days_back=60, partition_days_ahead=8))
+    stale = _event(timestamp=format_timestamp(NOW - timedelta(days=61, minutes=5)))
+    assert strict.validate([stale, _event()], now=NOW, arrived_us=[arrived, -1]).reasons(2) == \
+        [Reason.OUTSIDE_PARTITION_WINDOW, None]
+    unbounded = Validator(IdIndex(USER_IDS).contains, IdIndex(ITEM_IDS).contains, Limits(replay=True))
+    assert unbounded.validate([_event(timestamp=format_timestamp(days[1]))], now=NOW).reasons(1) == [None]
+
+
 def test_duplicates_in_a_batch_are_kept_once(validator):
     first = _event()
     resent = json.dumps({**json.loads(first), "timestamp": (NOW - timedelta(minutes=5)).isoformat()}).encode()
@@ -174,7 +195,8 @@ def test_agrees_with_the_defect_injector(validator):
     mismatches = [(lines[i][:120], expected[i], got[i]) for i in range(len(lines)) if expected[i] != got[i]]
     assert mismatches == []
     assert {r for r in expected if r is not None} == \
-        set(Reason) - {Reason.INTERNAL_ERROR, Reason.CRASHED_CONSUMER} - set(rules.RECORD_ONLY_REASONS)
+        set(Reason) - {Reason.INTERNAL_ERROR, Reason.CRASHED_CONSUMER, Reason.OUTSIDE_PARTITION_WINDOW} \
+        - set(rules.RECORD_ONLY_REASONS)
     assert result.valid.num_rows == 400
 
 

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from feast import FeatureView, RepoConfig
+from feast.errors import FeastError
 from feast.online_response import OnlineResponse
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnlineFeaturesResponse
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -84,7 +85,9 @@ class TTLRedisReads:
         cells read here once per distinct entity; anything else goes through Feast's path (with
         the same reads, collected so ``to_dict`` converts cells the same way)."""
         columns = _columnar(entity_rows)
-        plan = _plain_request(registry, project, features, full_feature_names, columns)
+        ctx = _request_context(registry, project, features, full_feature_names)
+        check_join_keys(ctx, columns)
+        plan = _plain_request(ctx, features, columns)
         if plan is not None:
             return read_plain(private.redis_client(self, config), config, columns, plan,
                               full_feature_names, include_feature_view_version_metadata)
@@ -97,6 +100,14 @@ class TTLRedisReads:
         finally:
             _collector.views = None
         return CellOnlineResponse(private.response_feature_types(response), views, proto=response.proto)
+
+    async def get_online_features_async(self, config: RepoConfig, features, entity_rows, registry, project: str,
+                                        full_feature_names: bool = False,
+                                        include_feature_view_version_metadata: bool = False) -> OnlineResponse:
+        """Feast's method, after the same join-key check as the synchronous one."""
+        check_join_keys(_request_context(registry, project, features, full_feature_names), _columnar(entity_rows))
+        return await super().get_online_features_async(config, features, entity_rows, registry, project,
+                                                       full_feature_names, include_feature_view_version_metadata)
 
     def _read_features_per_fv(
         self,
@@ -179,14 +190,56 @@ def _plain_column(values: list, value_type: ValueType | None) -> bool:
     return False
 
 
-def _plain_request(registry, project: str, features, full_feature_names: bool,
-                   columns: dict[str, list] | None) -> PlainPlan | None:
-    """Feast's cached request resolution, when the request needs nothing but feature view reads."""
-    if not columns:
-        return None
+class JoinKeyError(FeastError, KeyError):
+    """A request's join keys are not those its features are keyed by. A ``KeyError`` as Feast's own
+    ("Missing join key values for keys: ..." names every key of the project, not the wrong one);
+    a ``FeastError`` Feast's feature server answers with 400."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.__overridden_message__ = message
+
+    def http_status_code(self) -> int:
+        return 400
+
+
+def needed_join_keys(grouped_refs: GroupedRefs) -> set[str]:
+    """The join keys (as the request names them, through each view's projection) the views read by."""
+    return {view.projection.join_key_map.get(c.name, c.name) for view, _ in grouped_refs
+            for c in view.entity_columns} - {"__dummy_id"}
+
+
+def join_key_problem(given: set[str], needed: set[str]) -> str | None:
+    """The one-line message for keys that are not the ones needed, or None; the HTTP and SDK paths share it."""
+    unknown, missing = sorted(given - needed), sorted(needed - given)
+    if unknown:
+        return (f"unknown join key {', '.join(unknown)}: the requested features are keyed by "
+                f"{', '.join(sorted(needed))}")
+    if missing:
+        return f"missing join key {', '.join(missing)} for the requested features"
+    return None
+
+
+def check_join_keys(ctx: private.RequestContext | None, columns: dict[str, list] | None) -> None:
+    """Raises ``JoinKeyError`` for a request of feature views only whose entity columns are not
+    exactly the join keys of its views (on-demand views take request data beside them: Feast checks those)."""
+    if ctx is None or not columns or ctx.on_demand_views or ctx.request_data or ctx.entityless:
+        return
+    problem = join_key_problem(set(columns), needed_join_keys(ctx.grouped_refs))
+    if problem is not None:
+        raise JoinKeyError(problem)
+
+
+def _request_context(registry, project: str, features, full_feature_names: bool) -> private.RequestContext | None:
     try:
-        ctx = private.request_context(registry, project, features, full_feature_names)
+        return private.request_context(registry, project, features, full_feature_names)
     except Exception:  # noqa: BLE001 - Feast's path raises its own error for the same request
+        return None
+
+
+def _plain_request(ctx: private.RequestContext | None, features, columns: dict[str, list] | None) -> PlainPlan | None:
+    """Feast's cached request resolution, when the request needs nothing but feature view reads."""
+    if not columns or ctx is None:
         return None
     if ctx.on_demand_views or ctx.request_data or ctx.entityless or getattr(features, "precompute_online", False):
         return None

@@ -83,3 +83,36 @@ def test_direct_path_answers_exactly_as_feasts_path(fs, online_tables, redis_cli
     assert got[emb][:3] == [None, None, None] and got[emb][3] is not None
     statuses = direct.proto.results[list(direct.proto.metadata.feature_names.val).index(emb)].statuses
     assert list(statuses) == [4, 4, 3, 1]  # OUTSIDE_MAX_AGE, OUTSIDE_MAX_AGE, NOT_FOUND, PRESENT
+
+
+USER, PAIR = [{"user_id": 1}], [{"user_id": 1, "item_id": 1001}]
+
+
+@pytest.mark.parametrize(("features", "rows", "words", "right"), [
+    (["user_embedding:user_embedding"], [{"usr_id": 1}],
+     "unknown join key usr_id: the requested features are keyed by user_id", USER),
+    (["user_embedding:user_embedding"], {"usr_id": [1, 2]},
+     "unknown join key usr_id: the requested features are keyed by user_id", USER),
+    (["user_embedding:user_embedding"], PAIR, "unknown join key item_id: the requested features are keyed by user_id",
+     USER),
+    (["user_embedding:user_embedding", "item_embedding:item_embedding"], USER,
+     "missing join key item_id for the requested features", PAIR),
+    ("ranking", USER, "missing join key item_id for the requested features", PAIR),
+])
+def test_a_wrong_join_key_through_the_sdk_names_it_and_the_expected_ones(fs, online_tables, features, rows, words,
+                                                                         right):
+    """As the HTTP path answers (tests/feedstore/feast/test_serving.py): Feast's own message names every
+    key of the project ("Missing join key values for keys: ['item_id', 'user_id']")."""
+    import asyncio
+
+    from feedstore.feast.online.read import JoinKeyError
+
+    features = fs.get_feature_service(features) if isinstance(features, str) else features
+    with pytest.raises(JoinKeyError) as caught:
+        fs.get_online_features(features=features, entity_rows=rows)
+    assert str(caught.value) == words
+    assert isinstance(caught.value, KeyError) and caught.value.http_status_code() == 400
+    with pytest.raises(JoinKeyError) as caught:
+        asyncio.run(fs.get_online_features_async(features=features, entity_rows=rows))
+    assert str(caught.value) == words
+    assert fs.get_online_features(features=features, entity_rows=right).to_dict()["user_id"] == [1]
