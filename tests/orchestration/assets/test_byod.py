@@ -117,7 +117,7 @@ def test_training_reads_the_embedding_valid_at_each_row(own):
           (D, "2026-11-20T11:59:59"), (D, "2026-11-20T12:00"), (E, "2026-11-20T23:59:59"),
           (E, "2026-11-21T00:00")]
     entity = pd.DataFrame({"item_id": [i for i, _ in at],
-                           "event_timestamp": pd.to_datetime([t for _, t in at], utc=True)})
+                           "event_timestamp": pd.to_datetime([t for _, t in at], utc=True, format="ISO8601")})
     feast = FeastResource()
     try:
         got = feast.store().get_historical_features(entity_df=entity, features=["item_embedding:item_embedding"]) \
