@@ -411,7 +411,8 @@ item_engagement_features_asset = _feature_asset(
     "Per item in play, 1/7/30-day views, unique viewers, engagement rate, implicit rating, freshness.")
 item_embeddings_asset = _feature_asset(
     "item_embeddings", "item_embedding", item_embeddings, ["item_catalog_snapshot"],
-    "Unit-length content embeddings of every catalog item, as valid at the day's end (point in time).")
+    "Unit-length content embeddings of every catalog item as valid at the day's end, and each version "
+    "that became valid during the day at its valid_from (point in time).")
 user_embeddings_asset = _feature_asset(
     "user_embeddings", "user_embedding", user_embeddings, [_archive(30), "item_embeddings"],
     "Dwell-weighted mean of the embeddings of the items each user engaged with in 30 days.")
