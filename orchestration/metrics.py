@@ -5,6 +5,7 @@ Monitoring; ops/prometheus alerts on them)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -126,10 +127,26 @@ def serve(port: int, addr: str = "127.0.0.1", stop: Callable[[], bool] = lambda:
     """Serve until ``stop()``; Dagster's instance from ``$DAGSTER_HOME`` (``feedstore dagster``'s)."""
     import dagster as dg
 
-    from feedstore.feast.store import store
+    from feedstore.feast.store import close, store
 
     instance = dg.DagsterInstance.get()
-    start_http_server(port, addr=addr, registry=registry(lambda: instance, store))
+    opened: list = []
+    lock = threading.Lock()
+
+    def registry_store():
+        """One store for the exporter's life, its registry re-read per scrape: a store per scrape
+        kept its registry's Postgres pool open for good (Feast's refresh timer holds it)."""
+        with lock:
+            if not opened:
+                opened.append(store())
+            opened[0].refresh_registry()
+            return opened[0]
+
+    start_http_server(port, addr=addr, registry=registry(lambda: instance, registry_store))
     log.info("exporter_started", url=f"http://{addr}:{port}/metrics", dagster_home=str(instance.root_directory))
-    while not stop():
-        time.sleep(0.5)
+    try:
+        while not stop():
+            time.sleep(0.5)
+    finally:
+        for fs in opened:
+            close(fs)

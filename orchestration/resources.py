@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 import psycopg
 import redis
+from pydantic import PrivateAttr
 
 from feedstore.settings import Settings, get_settings
 
@@ -72,21 +73,41 @@ class RedisResource(_FromSettings):
 
 
 class FeastResource(_FromSettings):
-    """The Feast repo (``feature_repo/``): online materialization and point-in-time retrieval."""
+    """The Feast repo (``feature_repo/``): online materialization and point-in-time retrieval.
+    One store per execution (a run in process, a step in its own process), closed at its end: a
+    store holds a registry engine and its pool of Postgres connections until closed."""
 
     repo_path: str | None = None
+    _store: Any = PrivateAttr(default=None)
 
     def _overrides(self) -> dict[str, dict[str, Any]]:
         return {"feast": {"repo_path": self.repo_path}}
 
     def store(self):
-        """The configured store, with the repo's definitions applied (cheap when unchanged)."""
+        """The configured store, with the repo's definitions applied once per execution."""
         from feedstore.feast.store import apply, store
 
-        settings = self.settings()
-        fs = store(settings)
-        apply(fs, settings)
-        return fs
+        if self._store is None:
+            settings = self.settings()
+            self._store = store(settings)
+            try:
+                apply(self._store, settings)
+                self._store.refresh_registry()  # the cache was read before apply wrote the definitions
+            except BaseException:
+                self.close()
+                raise
+        return self._store
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the store (done at the end of each execution; call it when used outside Dagster)."""
+        from feedstore.feast.store import close
+
+        fs, self._store = self._store, None
+        if fs is not None:
+            close(fs)
 
     def materialize(self, start, end, views: list[str]) -> None:
         """Feast's materialization semantics with our column-wise Redis writer."""

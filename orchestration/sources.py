@@ -122,7 +122,9 @@ def content_embeddings(con, settings: Settings, as_of: datetime) -> None:
     valid from its ``valid_from``; and whole drops under ``FEED_CONTENT_EMBEDDINGS_PREFIX``
     (``snapshots/items/dt=…/``: item_id, content_embedding, created_at), each row valid from its
     item's ``created_at``, a later drop winning over an earlier one. The newest version with
-    ``valid_from < as_of`` wins; on a tie, a version over a drop, then the later object.
+    ``valid_from <= as_of`` wins (a row stamped ``as_of`` carries what was valid at that instant,
+    as Feast's point-in-time join reads it); on a tie, a version over a drop, then the later object.
+    Also leaves view ``embedding_versions`` (every version read) for ``embedding_changes``.
     """
     versions = [k for d in lake.partition_days(lake.EMBEDDINGS, settings) if d < as_of.date() + timedelta(days=1)
                 for k in lake.parquet_keys(lake.day_prefix(lake.EMBEDDINGS, d), settings)]
@@ -136,18 +138,31 @@ def content_embeddings(con, settings: Settings, as_of: datetime) -> None:
                      .select("item_id, content_embedding, created_at AS valid_from, 0 AS source, filename"))
     if not parts:
         lake.scan(con, "content_embeddings", [], EMBEDDINGS_SCHEMA, settings)
+        con.sql("SELECT item_id, content_embedding, created_at AS valid_from, 1 AS source, '' AS filename "
+                "FROM content_embeddings").create_view("embedding_versions", replace=True)
         return
     rel = parts[0] if len(parts) == 1 else parts[0].union(parts[1])
     rel.create_view("embedding_versions", replace=True)
     if not versions and len({d for d, _ in drops}) == 1:
         # One drop and nothing else: each item once, no window needed (10M rows at seed scale).
         query = ("SELECT item_id, content_embedding, valid_from AS created_at FROM embedding_versions "
-                 "WHERE valid_from < $as_of")
+                 "WHERE valid_from <= $as_of")
     else:
         query = ("SELECT item_id, content_embedding, valid_from AS created_at FROM embedding_versions "
-                 "WHERE valid_from < $as_of QUALIFY row_number() OVER "
+                 "WHERE valid_from <= $as_of QUALIFY row_number() OVER "
                  "(PARTITION BY item_id ORDER BY valid_from DESC, source DESC, filename DESC) = 1")
     con.sql(query, params={"as_of": as_of}).create_view("content_embeddings", replace=True)
+
+
+def embedding_changes(con, start: datetime, end: datetime) -> None:
+    """View ``embedding_changes``: each version of ``embedding_versions`` (``content_embeddings``
+    builds it) that became valid in ``[start, end)``, with ``valid_from``; one per item and instant,
+    chosen as ``content_embeddings`` chooses. With the state at ``start``, they give the embedding
+    valid at any moment of the window."""
+    con.sql("SELECT item_id, content_embedding, valid_from FROM embedding_versions "
+            "WHERE valid_from >= $start AND valid_from < $end QUALIFY row_number() OVER "
+            "(PARTITION BY item_id, valid_from ORDER BY source DESC, filename DESC) = 1",
+            params={"start": start, "end": end}).create_view("embedding_changes", replace=True)
 
 
 def features(con, view: str, day: date, settings: Settings, schema: pa.Schema | None = None) -> None:

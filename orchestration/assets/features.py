@@ -231,14 +231,29 @@ def l2_normalise(matrix: np.ndarray) -> np.ndarray:
     return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
 
 
+_ITEM_EMBEDDINGS = """
+SELECT e.item_id, e.event_timestamp, e.content_embedding FROM (
+    SELECT item_id, valid_from AS event_timestamp, content_embedding FROM embedding_changes
+    UNION ALL
+    SELECT item_id, $end AS event_timestamp, content_embedding FROM content_embeddings
+) e SEMI JOIN item_catalog_features i ON e.item_id = i.item_id
+ORDER BY e.item_id, e.event_timestamp
+"""
+
+
 def item_embeddings(con, day: date, settings: Settings) -> pa.Table:
-    """Every catalog item with an embedding, as valid at the day's end, scaled to unit length."""
-    sources.content_embeddings(con, settings, lake.day_end(day))
+    """Every catalog item with an embedding, scaled to unit length: as valid at the day's end
+    (stamped then), and each version that became valid during the day, stamped with its
+    ``valid_from``. With the day before's end rows, a point-in-time join at any moment of the day
+    finds the version valid at that moment, never a later one (the rows at the day's end are the
+    ones served online and read by the candidates)."""
+    start, end = lake.day_start(day), lake.day_end(day)
+    sources.content_embeddings(con, settings, end)
+    sources.embedding_changes(con, start, end)
     sources.features(con, "item_catalog_features", day, settings, ITEM_CATALOG_FEATURES)
-    rows = lake.fetch(con, "SELECT e.item_id, e.content_embedding FROM content_embeddings e "
-                           "SEMI JOIN item_catalog_features i ON e.item_id = i.item_id ORDER BY e.item_id")
+    rows = lake.fetch(con, _ITEM_EMBEDDINGS, {"end": end})
     matrix = l2_normalise(_matrix(rows["content_embedding"]))
-    ts = pa.array(np.full(rows.num_rows, lake.day_end(day)), TS) if rows.num_rows else pa.array([], TS)
+    ts = rows["event_timestamp"].cast(TS) if rows.num_rows else pa.array([], TS)
     return pa.table([rows["item_id"], ts, _embedding_array(matrix)], schema=ITEM_EMBEDDING)
 
 
@@ -286,8 +301,9 @@ def user_candidates(con, day: date, settings: Settings, as_of: datetime | None =
     sources.activity(con, day, 7, settings)
     pool = lake.fetch(con, """
         SELECT e.item_id, e.views_7d, i.item_embedding FROM item_engagement_features e
-        JOIN item_embedding i USING (item_id) WHERE e.views_7d > 0
-        ORDER BY e.views_7d DESC, e.item_id LIMIT $n""", {"n": settings.pipeline.candidate_pool_size})
+        JOIN item_embedding i USING (item_id) WHERE e.views_7d > 0 AND i.event_timestamp = $end
+        ORDER BY e.views_7d DESC, e.item_id LIMIT $n""",
+        {"n": settings.pipeline.candidate_pool_size, "end": lake.day_end(day)})
     users = lake.fetch(con, "SELECT user_id, user_embedding FROM user_embedding ORDER BY user_id")
     if pool.num_rows == 0 or users.num_rows == 0:
         return USER_CANDIDATES.empty_table()
@@ -395,7 +411,8 @@ item_engagement_features_asset = _feature_asset(
     "Per item in play, 1/7/30-day views, unique viewers, engagement rate, implicit rating, freshness.")
 item_embeddings_asset = _feature_asset(
     "item_embeddings", "item_embedding", item_embeddings, ["item_catalog_snapshot"],
-    "Unit-length content embeddings of every catalog item, as valid at the day's end (point in time).")
+    "Unit-length content embeddings of every catalog item as valid at the day's end, and each version "
+    "that became valid during the day at its valid_from (point in time).")
 user_embeddings_asset = _feature_asset(
     "user_embeddings", "user_embedding", user_embeddings, [_archive(30), "item_embeddings"],
     "Dwell-weighted mean of the embeddings of the items each user engaged with in 30 days.")

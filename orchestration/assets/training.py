@@ -11,7 +11,10 @@ among viewed items, never interacted with by the user in 30 days. Popularity is 
 its row. Negatives take their positive's timestamp, and a user gets each item at most once a day. All
 randomness comes from ``seed`` and the day, so a rerun writes the same rows.
 Features come from Feast's ``get_historical_features`` with the training feature service:
-every value is the latest row at or before the training row's timestamp.
+every value is the latest row at or before the training row's timestamp. That includes the
+content embedding: ``item_embedding`` has a row per version at its ``valid_from``, so each row,
+positive or negative, gets the version valid at its time (null before the item's first version:
+the row is kept, as serving would see the item then, without a vector).
 """
 
 
@@ -28,13 +31,16 @@ from feedstore.provenance import code_version
 from feedstore.settings import Settings
 from orchestration import lake, sources
 from orchestration.assets.views import VIEW_ASSETS
-from orchestration.partitions import daily, partition_day, previous_day
+from orchestration.partitions import daily, partition_day, previous_day, window
 from orchestration.resources import FeastResource, PostgresResource, S3Resource
 
 FEATURE_SERVICE = "training"
 # The day's events, catalog and realtime counters (stamped within the day), and its online rows'
 # materialisation; the daily features joined point in time were written for the days before.
 SAME_DAY_DEPS = ("activity_archive", "item_catalog_snapshot", "online_features", "user_realtime_features")
+# The embeddings valid at the day's start (the day before's end rows) and the versions that became
+# valid during the day (the day's own partition): content embeddings as of each row's time.
+TWO_DAY_DEPS = ("item_embeddings",)
 MANIFEST = lake.MANIFEST
 ROW_KEYS = ["user_id", "item_id", "event_timestamp", "label", "sample_type"]
 
@@ -269,8 +275,9 @@ def register(conn, cfg: TrainingConfig, day: date, uri: str, counts: dict[str, i
 
 @dg.asset(
     partitions_def=daily, group_name="training", kinds={"feast", "duckdb", "s3", "postgres"},
-    deps=[*SAME_DAY_DEPS, *(dg.AssetDep(VIEW_ASSETS[v], partition_mapping=previous_day) for v in TRAINING_VIEWS
-                            if VIEW_ASSETS[v] not in SAME_DAY_DEPS)],
+    deps=[*SAME_DAY_DEPS, *(dg.AssetDep(a, partition_mapping=window(2)) for a in TWO_DAY_DEPS),
+          *(dg.AssetDep(VIEW_ASSETS[v], partition_mapping=previous_day) for v in TRAINING_VIEWS
+            if VIEW_ASSETS[v] not in SAME_DAY_DEPS + TWO_DAY_DEPS)],
     description="The day's labelled (user, item) rows with point-in-time features, under `training/<name>/`.",
 )
 def training_dataset(context: dg.AssetExecutionContext, config: TrainingConfig, s3: S3Resource,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pyarrow as pa
@@ -93,6 +94,18 @@ def materialize(day: date, selection: list[str] | None = None, run_config: dict 
         selection=dg.AssetSelection.assets(*selection) if selection else None,
         run_config=run_config, raise_on_error=raise_on_error,
     )
+
+
+def pipeline_connections(settings) -> int:
+    """Connections the pipeline's role holds on the namespace's database (besides this one)."""
+    pipeline = settings.as_component("pipeline").postgres.dsn
+    user, db = urlsplit(pipeline).username, urlsplit(pipeline).path.lstrip("/")
+    import psycopg
+
+    with psycopg.connect(settings.postgres.dsn) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND usename = %s "
+                            "AND pid <> pg_backend_pid()",
+                            (db, user)).fetchone()[0]
 
 
 BATCH_ASSETS = ["activity_archive", "item_catalog_snapshot", "user_profile_snapshot", "user_activity_features",

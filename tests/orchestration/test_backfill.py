@@ -1,6 +1,7 @@
 """A 30-day backfill of the daily job on tiny data, oldest partition first as a Dagster backfill
 runs it: every run succeeds and every blocking check passes, the online check included (for the
-old days, whose rows are past their TTL or superseded, it checks exactly that)."""
+old days, whose rows are past their TTL or superseded, it checks exactly that), and no run leaves
+a Postgres connection open."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import datetime, time, timedelta, timezone
 
 import pytest
 
-from tests.orchestration.conftest import TinyFeed, load_feed
+from tests.orchestration.conftest import TinyFeed, load_feed, pipeline_connections
 
 DAYS = 30
 
@@ -42,12 +43,14 @@ def test_thirty_day_backfill_is_green(month):
     settings, feed = month
     job = defs.get_job_def("daily_pipeline")
     instance = dg.DagsterInstance.ephemeral()
-    outcomes = {}
+    outcomes, left_open = {}, {}
     for day in feed.days:
         result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False)
         checks = result.get_asset_check_evaluations()
         outcomes[day] = (result.success, [e.check_name for e in checks if not e.passed], len(checks))
+        left_open[day] = pipeline_connections(settings)
     failed = {d: o for d, o in outcomes.items() if not o[0] or o[1]}
     assert failed == {}, failed
+    assert set(left_open.values()) == {0}, left_open  # every run gave its Postgres connections back
     assert all(n >= 12 for _, _, n in outcomes.values())
     assert lake.partition_days(f"{lake.TRAINING}/ranking_daily", settings) == feed.days

@@ -102,7 +102,8 @@ def test_no_view_goes_dark_under_the_shipped_schedules(sim):
     runs: list[tuple[str, str, bool, list[str]]] = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(layout, "now_micros", lambda: int(clock["now"].timestamp() * 1_000_000))
-        store = FeastResource().store()
+        feast = FeastResource()
+        store = feast.store()
         moment = landings[0][0]
         while moment < end:
             while landings and landings[0][0] <= moment:
@@ -128,6 +129,7 @@ def test_no_view_goes_dark_under_the_shipped_schedules(sim):
                     reads.append({"moment": moment, "view": f.view, "id": -1, "present": f.newest is not None,
                                   "ts": int(f.newest.timestamp()) if f.newest else 0})
             moment += STEP
+        feast.close()
     assert [r for r in runs if not r[2] or r[3]] == [], runs
     frame = pd.DataFrame(reads)
     assert frame.moment.min() == landings_start(ticks) and frame.moment.max() >= end - STEP

@@ -48,7 +48,9 @@ def feast_planned(feast_applied, settings: Settings) -> subprocess.CompletedProc
 
 
 @pytest.fixture(scope="package")
-def fs(feast_planned, settings: Settings) -> FeatureStore:
-    from feedstore.feast.store import store
+def fs(feast_planned, settings: Settings) -> Iterator[FeatureStore]:
+    from feedstore.feast.store import close, store
 
-    return store(settings)
+    opened = store(settings)
+    yield opened
+    close(opened)

@@ -52,8 +52,10 @@ def ids(prefix: str, settings) -> set[int]:
 
 
 def embedding_of(day: date, item_id: int, settings) -> np.ndarray:
+    """The item's row at the day's end (the partition also holds the day's changes, at their time)."""
     rows = lake.read_table(lake.feature_prefix("item_embedding", day), settings).to_pylist()
-    return np.asarray(next(r["item_embedding"] for r in rows if r["item_id"] == item_id))
+    return np.asarray(next(r["item_embedding"] for r in rows
+                           if r["item_id"] == item_id and r["event_timestamp"] == lake.day_end(day)))
 
 
 def test_watermark_edges_and_point_in_time_embeddings(own, tmp_path):
@@ -96,3 +98,31 @@ def test_versions_are_read_as_of_the_time_asked(own):
         after = dict(con.execute("SELECT item_id, list_position(content_embedding, 3.0) FROM content_embeddings "
                                  "WHERE item_id = $a", {"a": A}).fetchall())
     assert (before, after) == ({A: 1}, {A: 2})
+
+
+def test_training_reads_the_embedding_valid_at_each_row(own):
+    """A's embedding changes at 06:00 on D1: D1's partition holds that version at 06:00 beside its
+    end-of-day rows, so Feast's point-in-time join (the training set's path) gives rows before the
+    change the old vector, rows at or after it the new one. Items with no version yet (D created at
+    12:00 on D0, E at the very start of D1) get null: the row stays, as serving sees the item."""
+    import pandas as pd
+
+    from orchestration.resources import FeastResource
+
+    rows = lake.read_table(lake.feature_prefix("item_embedding", D1), own).to_pandas()
+    changes = rows[rows.event_timestamp < pd.Timestamp(lake.day_end(D1))]
+    assert set(zip(changes.item_id, changes.event_timestamp, strict=True)) == {
+        (A, pd.Timestamp("2026-11-21T06:00", tz="UTC")), (E, pd.Timestamp("2026-11-21T00:00", tz="UTC"))}
+    at = [(A, "2026-11-21T05:59:59.999999"), (A, "2026-11-21T06:00"), (A, "2026-11-21T23:00"),
+          (D, "2026-11-20T11:59:59"), (D, "2026-11-20T12:00"), (E, "2026-11-20T23:59:59"),
+          (E, "2026-11-21T00:00")]
+    entity = pd.DataFrame({"item_id": [i for i, _ in at],
+                           "event_timestamp": pd.to_datetime([t for _, t in at], utc=True, format="ISO8601")})
+    feast = FeastResource()
+    try:
+        got = feast.store().get_historical_features(entity_df=entity, features=["item_embedding:item_embedding"]) \
+            .to_df()["item_embedding"].tolist()
+    finally:
+        feast.close()
+    hot = [None if v is None or (isinstance(v, float) and np.isnan(v)) else int(np.argmax(v)) for v in got]
+    assert hot == [0, 1, 1, None, 0, None, 0]

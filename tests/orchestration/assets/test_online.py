@@ -12,10 +12,13 @@ USERS = [1, 2, 3, 10, 25]
 
 
 def _online(user_ids):
-    store = FeastResource().store()
-    return store.get_online_features(
-        features=["user_activity_features:interactions_30d", "user_embedding:user_embedding"],
-        entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
+    feast = FeastResource()
+    try:
+        return feast.store().get_online_features(
+            features=["user_activity_features:interactions_30d", "user_embedding:user_embedding"],
+            entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
+    finally:
+        feast.close()
 
 
 def _offline(day, settings):
@@ -83,8 +86,10 @@ def test_midday_refresh_drops_what_users_touched_since_and_reaches_redis(online_
     others = daily.index[1:]
     assert [list(v) for v in refreshed.loc[others, "candidate_item_ids"]] == \
         [list(v) for v in daily.loc[others, "candidate_item_ids"]]
-    served = FeastResource().store().get_online_features(
+    feast = FeastResource()
+    served = feast.store().get_online_features(
         features=["user_candidates:candidate_item_ids"], entity_rows=[{"user_id": user}]).to_dict()
+    feast.close()
     assert served["candidate_item_ids"][0] == list(refreshed.loc[user, "candidate_item_ids"])
 
 

@@ -162,3 +162,22 @@ def test_training_set_is_written_registered_and_point_in_time(training_run, sett
     # a positive's own events are never in its row: its item is not the "last item" of its counters
     positives = table[table.label == 1]
     assert (positives.rt_last_item_id != positives.item_id).all()
+
+
+def test_every_row_has_the_embedding_valid_at_its_time(training_run, settings, tiny_feed):
+    """Each row, positive or negative, carries its item's content embedding as valid at the row's
+    time (an as-of join over the generator's versions written here). The tiny feed has no row of an
+    item created that day; the mid-day change itself is test_byod's."""
+    from orchestration import lake
+
+    day, _ = training_run
+    table = lake.read_table(lake.day_prefix("training/pit_test", day), settings).to_pandas()
+    items = tiny_feed.items[["item_id", "created_at", "content_embedding"]].rename(columns={"created_at": "valid_from"})
+    items = items.assign(valid_from=items.valid_from.astype("datetime64[us, UTC]")).sort_values("valid_from")
+    rows = table[["item_id", "event_timestamp"]].assign(_row=np.arange(len(table)))
+    rows = rows.assign(event_timestamp=rows.event_timestamp.astype("datetime64[us, UTC]")).sort_values("event_timestamp")
+    expected = pd.merge_asof(rows, items, left_on="event_timestamp", right_on="valid_from", by="item_id",
+                             direction="backward").sort_values("_row")
+    assert expected.content_embedding.notna().all()
+    for got, want in zip(table.item_embedding, expected.content_embedding, strict=True):
+        assert np.allclose(got, np.asarray(want) / np.linalg.norm(want), atol=1e-6)
