@@ -136,11 +136,14 @@ def median_day(days: list[dict[str, dict]]) -> dict[str, dict]:
                     "ok": all(d[asset]["ok"] for d in days)} for asset in days[0]}
 
 
-def previous_figures() -> dict[str, float]:
-    """Steady-day seconds per asset of the results file this run replaces (empty if none)."""
+def previous_figures(scale: str, history_days: int) -> dict[str, float]:
+    """Steady-day seconds per asset of the results file this run replaces (empty if none, or if
+    it was measured at another scale or history)."""
     try:
         old = json.loads(RESULTS.read_text())
     except (OSError, ValueError):
+        return {}
+    if old.get("scale") != scale or old.get("history_days") != history_days:
         return {}
     return {a: v["seconds"] for a, v in old.get("steady_day", {}).items()} | \
         {"total": old.get("steady_total_seconds", 0.0)}
@@ -159,7 +162,7 @@ def main() -> None:
     from devtools.sandbox import sandbox
 
     order = daily_order()
-    previous = previous_figures()
+    previous = previous_figures(args.scale, args.history_days)
     day = datetime.now(timezone.utc).date() - timedelta(days=1)
     cold_day = day - timedelta(days=args.steady_days)
     with sandbox("bench"):
