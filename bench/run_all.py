@@ -40,7 +40,17 @@ QUICK_ARGS: dict[str, list[str]] = {
                "--lag-seconds", "5"],
     "expectations": ["--events", "100000", "--items", "300000", "--repeat", "2"],
 }
-TOPICS = ["generate", "ingest", "expectations", "feast", "pipeline"]
+KNOWN_ORDER = ["generate", "ingest", "expectations", "feast", "serve", "pipeline"]
+
+
+def discover() -> list[str]:
+    """Every ``bench/bench_<topic>.py``: a new benchmark is run and reported without edits here
+    (known topics first, in the order above, then the others by name)."""
+    found = {p.stem.removeprefix("bench_") for p in BENCH.glob("bench_*.py")}
+    return [t for t in KNOWN_ORDER if t in found] + sorted(found - set(KNOWN_ORDER))
+
+
+TOPICS = discover()
 
 
 def machine() -> dict:
@@ -60,6 +70,18 @@ def machine() -> dict:
 
 
 # ---- running ----------------------------------------------------------------------------------
+
+def commit() -> str:
+    """The commit the benchmarks ran on, ``+dirty`` when the tree had local changes."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10,
+                                  check=False).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    head = git("rev-parse", "--short", "HEAD")
+    return head + ("+dirty" if head and git("status", "--porcelain", "--untracked-files=no") else "")
+
 
 def run_script(topic: str, args: list[str], quick: bool) -> tuple[bool, float, str]:
     """Runs ``bench_<topic>.py``; a quick run's JSON is moved to ``results/quick/`` and the full
@@ -82,12 +104,17 @@ def run_script(topic: str, args: list[str], quick: bool) -> tuple[bool, float, s
             QUICK.mkdir(parents=True, exist_ok=True)
             data = json.loads(target.read_text())
             data["_run"] = {"args": args, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                            "mode": "quick"}
+                            "mode": "quick", "commit": commit(), "load": [round(x, 2) for x in os.getloadavg()]}
             (QUICK / target.name).write_text(json.dumps(data, indent=2))
         if saved is not None:
             shutil.copy2(saved, target)
         elif target.exists():
             target.unlink()
+    elif proc.returncode == 0 and target.exists():
+        data = json.loads(target.read_text())
+        data["_run"] = {"args": args, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "mode": "full",
+                        "commit": commit(), "load": [round(x, 2) for x in os.getloadavg()]}
+        target.write_text(json.dumps(data, indent=2))
     return proc.returncode == 0, seconds, str(log.relative_to(ROOT))
 
 
@@ -179,13 +206,36 @@ def feast_rows(d: dict) -> list[dict]:
 
 def pipeline_rows(d: dict) -> list[dict]:
     t = d.get("targets", {})
-    cold = sum(v["seconds"] for v in d["cold_day"].values())
-    return [
-        row(f"daily pipeline, {d['scale']} scale, steady day", d["steady_total_seconds"], "s", "target",
-            t.get("total_seconds")),
+    cold = d.get("cold_total_seconds") or sum(v["seconds"] for v in d["cold_day"].values())
+    runs = d.get("steady_totals_seconds")
+    median = f"median of {len(runs)} steady days, " if runs else ""
+    out = [
+        row(f"daily pipeline, {d['scale']} scale, steady day ({median}checks included)", d["steady_total_seconds"],
+            "s", "target", t.get("total_seconds")),
         row("daily pipeline, steady day", d["steady_total_seconds"], "s", "cold day (full catalog export)", cold),
         row("daily pipeline peak memory", d["steady_peak_rss_gib"], "GiB", "target", t.get("peak_rss_gib")),
     ]
+    previous = d.get("previous_steady_seconds") or {}
+    if previous.get("total"):
+        out.append(row("daily pipeline, steady day", d["steady_total_seconds"], "s", "previous results file",
+                       previous["total"]))
+    for asset, v in d["steady_day"].items():
+        load = f", load {v['load_1m']:.1f}" if "load_1m" in v else ""
+        if asset in previous:
+            out.append(row(f"{asset}, steady day{load}", v["seconds"], "s", "previous results file", previous[asset]))
+        else:
+            out.append(row(f"{asset}, steady day{load}", v["seconds"], "s", "cold day",
+                           d["cold_day"].get(asset, {}).get("seconds")))
+    return out
+
+
+def generic_rows(d: dict) -> list[dict]:
+    """A benchmark this file does not know: its ``rows`` if it writes them in this report's shape
+    (figure, value, unit, baseline, baseline_value), else every top-level number."""
+    if isinstance(d.get("rows"), list) and all(isinstance(r, dict) and "figure" in r for r in d["rows"]):
+        return [row(r["figure"], r.get("value"), r.get("unit", ""), r.get("baseline", ""), r.get("baseline_value"),
+                    r.get("better", "lower")) for r in d["rows"]]
+    return [row(k, float(v), "") for k, v in d.items() if isinstance(v, int | float) and not isinstance(v, bool)]
 
 
 NORMALISERS: dict[str, Callable[[dict], list[dict]]] = {
@@ -209,8 +259,11 @@ def source(path: Path, data: dict, mode: str) -> dict:
     when = (run.get("at") or data.get("measured_at") or (committed.split()[0] if committed else None)
             or datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds"))
     args = run.get("args") if run else data.get("args")
-    return {"mode": mode, "file": str(path.relative_to(ROOT)), "at": when, "commit": committed, "args": args,
-            "cpus": data.get("cpus") or data.get("machine_cpus")}
+    machine_ = data.get("machine") if isinstance(data.get("machine"), dict) else {}
+    load = run.get("load") or data.get("load_1_5_15") or machine_.get("load_1_5_15") or data.get("load")
+    return {"mode": mode, "file": str(path.relative_to(ROOT)), "at": when,
+            "commit": run.get("commit") or data.get("commit") or committed, "args": args,
+            "cpus": data.get("cpus") or data.get("machine_cpus") or machine_.get("cpus"), "load": load}
 
 
 def collect() -> list[dict]:
@@ -221,7 +274,7 @@ def collect() -> list[dict]:
                 continue
             data = json.loads(path.read_text())
             try:
-                rows = NORMALISERS[topic](data)
+                rows = NORMALISERS.get(topic, generic_rows)(data)
             except (KeyError, TypeError, ValueError) as exc:
                 rows, error = [], f"unreadable results: {type(exc).__name__}: {exc}"
             else:
@@ -248,7 +301,7 @@ def markdown(report: dict) -> str:
     lines = ["# Benchmark report", "",
              f"Written {m['at']} by `.venv/bin/python bench/run_all.py` on {m['cpus']} cores ({m['cpu_model']}), "
              f"{m['memory_gib']} GiB memory, load {' / '.join(map(str, m['load_1_5_15']))} (1/5/15 min), "
-             f"Python {m['python']}, {m['system']}. The machine is shared: other work ran alongside, so read "
+             f"Python {m['python']}, {m['system']}, commit `{report.get('commit') or 'unknown'}`. The machine is shared: other work ran alongside, so read "
              "the ratios (ours and its baseline measured in the same run) before the absolute figures.", "",
              "**full** figures are each script's last run at its own sizes (`bench/results/<topic>.json`); "
              "**quick** ones are this report's reduced-size runs (`bench/results/quick/`). Ratio > 1 means "
@@ -262,7 +315,9 @@ def markdown(report: dict) -> str:
         if src:
             extra = f", commit {src['commit'].split()[-1]}" if src.get("commit") else ""
             cpus = f", {src['cpus']} cores" if src.get("cpus") else ""
-            lines += [f"From `{src['file']}`{extra}{cpus}; arguments: `{json.dumps(src['args'])}`.", ""]
+            load = src.get("load")
+            load = f", load {' / '.join(map(str, load)) if isinstance(load, list | tuple) else load}" if load else ""
+            lines += [f"From `{src['file']}`{extra}{cpus}{load}; arguments: `{json.dumps(src['args'])}`.", ""]
         if s["error"]:
             lines += [f"_{s['error']}_", ""]
             continue
@@ -273,10 +328,12 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['figure']} | {_num(r['value'])} {r['unit']} | {r['baseline']} | {base} | {ratio} |")
         lines.append("")
     if report.get("runs"):
-        lines += ["## This report's runs", "", "| benchmark | mode | ok | seconds | log |", "|---|---|---|---:|---|"]
+        lines += ["## This report's runs", "", "| benchmark | mode | ok | seconds | load (1 min) before / after | log |",
+                  "|---|---|---|---:|---|---|"]
         for r in report["runs"]:
+            load = f"{r.get('load_before', '')} / {r.get('load_after', '')}"
             lines.append(f"| {r['topic']} | {r['mode']} | {'yes' if r['ok'] else '**failed**'} | "
-                         f"{r['seconds']:.0f} | `{r['log']}` |")
+                         f"{r['seconds']:.0f} | {load} | `{r['log']}` |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -298,10 +355,12 @@ def main() -> None:
             if only and topic not in only:
                 continue
             print(f"running bench_{topic}.py ({mode}) …", file=sys.stderr, flush=True)
+            load_before = round(os.getloadavg()[0], 2)
             ok, seconds, log = run_script(topic, script_args, quick=mode == "quick")
             print(f"  {'ok' if ok else 'FAILED'} in {seconds:.0f}s, log {log}", file=sys.stderr, flush=True)
-            runs.append({"topic": topic, "mode": mode, "ok": ok, "seconds": seconds, "log": log})
-    report = {"machine": machine(), "sections": collect(), "runs": runs}
+            runs.append({"topic": topic, "mode": mode, "ok": ok, "seconds": seconds, "log": log,
+                         "load_before": load_before, "load_after": round(os.getloadavg()[0], 2)})
+    report = {"machine": machine(), "commit": commit(), "sections": collect(), "runs": runs}
     (BENCH / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (BENCH / "REPORT.md").write_text(markdown(report))
     print(f"wrote {BENCH / 'REPORT.md'} and {BENCH / 'report.json'}", file=sys.stderr)

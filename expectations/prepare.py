@@ -127,6 +127,19 @@ def _offending(columns: dict[str, pa.Array], name: str, out: str, regex: str, ma
     columns[out] = pc.if_else(bad, arr, pa.scalar(None, arr.type))
 
 
+def _label_mismatch(batch: pa.RecordBatch) -> pa.Array:
+    """``sample_type=label`` where the pair is not one the contract allows, null elsewhere (a row
+    with both missing is left to ``not_null``, as GX's pair expectation ignores it)."""
+    types, labels = batch.column("sample_type"), batch.column("label").cast(pa.int64())
+    allowed = pc.is_in(pc.binary_join_element_wise(types, pc.cast(labels, pa.string()), "="),
+                       pa.array([f"{t}={suites.label_of(t)}" for t in rules.SAMPLE_TYPES]))
+    both_missing = pc.and_(pc.is_null(types), pc.is_null(labels))
+    bad = pc.and_(pc.invert(both_missing), pc.invert(pc.fill_null(allowed, False)))
+    shown = pc.binary_join_element_wise(pc.fill_null(types, "null"), pc.fill_null(pc.cast(labels, pa.string()), "null"),
+                                        "=")
+    return pc.if_else(bad, shown, pa.scalar(None, pa.string()))
+
+
 def prepare_batch(suite: str, batch: pa.RecordBatch, *, unknown_users: np.ndarray | None = None,
                   unknown_items: np.ndarray | None = None, window: Window = Window()) -> pa.RecordBatch:
     columns: dict[str, pa.Array] = {}
@@ -146,6 +159,10 @@ def prepare_batch(suite: str, batch: pa.RecordBatch, *, unknown_users: np.ndarra
         _offending(columns, "session_id", suites.NONPRINTABLE_SESSION, f"[{suites.NON_PRINTABLE}]", matching=True)
         if "session_id" in columns and pa.types.is_string(columns["session_id"].type):
             columns[suites.SESSION_LENGTH] = pc.utf8_length(columns["session_id"]).cast(pa.int64())
+    if suite == "training_dataset" and {"sample_type", "label"} <= set(batch.schema.names) \
+            and pa.types.is_string(batch.schema.field("sample_type").type) \
+            and pa.types.is_integer(batch.schema.field("label").type):
+        columns[suites.LABEL_MISMATCH] = _label_mismatch(batch)
     return pa.RecordBatch.from_pydict(columns)
 
 

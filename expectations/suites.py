@@ -67,6 +67,12 @@ OUTSIDE_WINDOW = "timestamp__outside_window"
 MALFORMED_EVENT_ID = "event_id__malformed"
 NONPRINTABLE_SESSION = "session_id__nonprintable"
 SESSION_LENGTH = "session_id__length"
+LABEL_MISMATCH = "label__sample_type_mismatch"
+
+
+def label_of(sample_type: str) -> int:
+    """The label a sample type implies: 1 for positives, 0 for every kind of negative."""
+    return 1 if sample_type == rules.POSITIVE_SAMPLE_TYPE else 0
 
 
 @dataclass
@@ -308,9 +314,12 @@ def training_dataset(s: SuiteSpec) -> None:
     s.in_set("label_binary", "label", [0, 1])
     s.in_set("sample_type_allowed", "sample_type", rules.SAMPLE_TYPES)
     if s.has("label") and s.has("sample_type"):
-        pairs = [(t, 1 if t == rules.POSITIVE_SAMPLE_TYPE else 0) for t in rules.SAMPLE_TYPES]
-        s.add("label_matches_sample_type", "label", gxe.ExpectColumnPairValuesToBeInSet,
-              column_A="sample_type", column_B="label", value_pairs_set=pairs)
+        if s.pandas:  # GX checks a pair set with a Python call per row (40 s on 200K rows); Arrow did it in prepare
+            s.add("label_matches_sample_type", "label", gxe.ExpectColumnValuesToBeNull, column=LABEL_MISMATCH)
+        else:
+            pairs = [(t, label_of(t)) for t in rules.SAMPLE_TYPES]
+            s.add("label_matches_sample_type", "label", gxe.ExpectColumnPairValuesToBeInSet,
+                  column_A="sample_type", column_B="label", value_pairs_set=pairs)
         s.add("label_balance", "label", gxe.ExpectColumnMeanToBeBetween, column="label",
               min_value=s.params.get("min_positive_fraction", rules.MIN_POSITIVE_FRACTION),
               max_value=s.params.get("max_positive_fraction", rules.MAX_POSITIVE_FRACTION))

@@ -59,6 +59,9 @@ SCALES: dict[str, Scale] = {s.name: s for s in (
     Scale("tiny", users=200, items=2_000, events_per_day=2_500, days=2, item_history_days=90, follows_per_user=8),
     Scale("small", users=2_000, items=50_000, events_per_day=34_000, days=3, item_history_days=180,
           follows_per_user=20),
+    # a fifth of seed, to profile the daily pipeline between seed-scale runs
+    Scale("medium", users=20_000, items=2_000_000, events_per_day=200_000, days=1, item_history_days=200,
+          follows_per_user=25),
     Scale("seed", users=100_000, items=10_000_000, events_per_day=1_000_000, days=1, item_history_days=200,
           follows_per_user=25),
 )}

@@ -100,14 +100,23 @@ _PREPARE = [
            GROUP BY a.user_id, c.category)
        QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY n DESC, category) <= $user_categories""",
 ]
+# A positive skips at most the items its user was given before (< k per earlier positive of the
+# user), so the first k x (the user's positives) candidates of each (user, hour) are all it can
+# reach: the rest never leaves DuckDB (150 per user and hour otherwise, millions at seed scale).
 _HARD_CANDIDATES = """
-SELECT u.user_id, p.hour, p.item_id
-FROM (SELECT DISTINCT user_id, date_trunc('hour', event_timestamp) AS hour FROM positives) h
-JOIN user_categories u USING (user_id)
-JOIN popular p ON p.hour = h.hour AND p.category = u.category
-LEFT JOIN pairs pr ON pr.user_id = u.user_id AND pr.item_id = p.item_id
-WHERE NOT coalesce(pr.engaged, false)
-ORDER BY u.user_id, p.hour, coalesce(pr.skipped, false) DESC, hash(u.user_id, p.item_id, $seed), p.item_id
+WITH per_user AS (SELECT user_id, count(*) AS n FROM positives GROUP BY user_id),
+candidates AS (
+    SELECT u.user_id, p.hour, p.item_id, coalesce(pr.skipped, false) AS skipped,
+           hash(u.user_id, p.item_id, $seed) AS rank_hash, n.n
+    FROM (SELECT DISTINCT user_id, date_trunc('hour', event_timestamp) AS hour FROM positives) h
+    JOIN user_categories u USING (user_id)
+    JOIN per_user n ON n.user_id = u.user_id
+    JOIN popular p ON p.hour = h.hour AND p.category = u.category
+    LEFT JOIN pairs pr ON pr.user_id = u.user_id AND pr.item_id = p.item_id
+    WHERE NOT coalesce(pr.engaged, false))
+SELECT user_id, hour, item_id FROM candidates
+QUALIFY row_number() OVER (PARTITION BY user_id, hour ORDER BY skipped DESC, rank_hash, item_id) <= $k * n
+ORDER BY user_id, hour, skipped DESC, rank_hash, item_id
 """
 _RANDOM = """
 SELECT d.pos_id, d.user_id, d.item_id, d.event_timestamp FROM draws d
@@ -138,8 +147,9 @@ def sample_from_views(con, day: date, cfg: TrainingConfig) -> pa.Table:
         used = {k: v for k, v in params.items() if f"${k}" in statement}
         con.execute(statement, used)
     positives = lake.fetch(con, "SELECT * FROM positives ORDER BY pos_id")
-    hard = _hard_negatives(positives, lake.fetch(con, _HARD_CANDIDATES, {"seed": cfg.seed}),
-                           cfg.hard_negatives_per_positive)
+    k = cfg.hard_negatives_per_positive
+    candidates = lake.fetch(con, _HARD_CANDIDATES, {"seed": cfg.seed, "k": k}) if k else ENTITY_SCHEMA.empty_table()
+    hard = _hard_negatives(positives, candidates, k)
     random = _random_negatives(con, positives, hard, day, cfg)
     parts = [_labelled(positives, 1, "positive"), _labelled(hard, 0, "hard_negative"),
              _labelled(random, 0, "random_negative")]
@@ -202,12 +212,14 @@ def _random_negatives(con, positives: pa.Table, hard: pa.Table, day: date, cfg: 
         }))
         con.execute("CREATE OR REPLACE TEMP TABLE draws AS SELECT * FROM draws_arrow WHERE item_id >= 0")
         kept = lake.fetch(con, _RANDOM)
-        kept = _first_n_per_positive(kept, dict(zip(need["pos_id"].to_pylist(), missing.tolist(), strict=True)))
+        need_pos = need["pos_id"].to_numpy()  # ascending: positives are in pos_id order
+        slot = np.searchsorted(need_pos, kept["pos_id"].to_numpy())
+        kept = _first_n_per_positive(kept, missing[slot])
         chosen.append(kept)
         con.register("kept_arrow", kept.select(["user_id", "item_id"]))
         con.execute("INSERT INTO taken SELECT * FROM kept_arrow")
-        got = dict(zip(*np.unique(kept["pos_id"].to_numpy(), return_counts=True), strict=True))
-        missing = np.array([m - got.get(p, 0) for p, m in zip(need["pos_id"].to_pylist(), missing, strict=True)])
+        missing = missing - np.bincount(np.searchsorted(need_pos, kept["pos_id"].to_numpy()),
+                                        minlength=len(need_pos))
         still = missing > 0
         if not still.any():
             break
@@ -227,12 +239,12 @@ def _draw(rng: np.random.Generator, pools: dict, hours: np.ndarray, per: int) ->
     return out
 
 
-def _first_n_per_positive(kept: pa.Table, quota: dict[int, int]) -> pa.Table:
+def _first_n_per_positive(kept: pa.Table, limit: np.ndarray) -> pa.Table:
+    """The first ``limit[i]`` rows of each positive's run (``limit`` per row of ``kept``)."""
     pos = kept["pos_id"].to_numpy()
     starts = np.r_[0, np.flatnonzero(pos[1:] != pos[:-1]) + 1] if len(pos) else np.array([], int)
     rank = np.arange(len(pos)) - np.repeat(starts, np.diff(np.r_[starts, len(pos)]))
-    limit = np.array([quota[int(p)] for p in pos], dtype=np.int64)
-    return kept.filter(pa.array(rank < limit))
+    return kept.filter(pa.array(rank < np.asarray(limit, dtype=np.int64)))
 
 
 def _labelled(rows: pa.Table, label: int, sample_type: str) -> pa.Table:
