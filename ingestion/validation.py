@@ -256,7 +256,7 @@ class Validator:
 
     def _vector_checks(self, table: pa.Table, now_us: np.ndarray,
                        today: int) -> tuple[np.ndarray, list[tuple[int, Reason]]]:
-        """Partition window, clock bounds and catalog membership over whole columns; returns a keep
+        """Clock bounds, partition window and catalog membership over whole columns; returns a keep
         mask and rejects. ``today``: the consumer's UTC day (days since the epoch)."""
         n = table.num_rows
         keep = np.ones(n, dtype=bool)
@@ -266,17 +266,17 @@ class Validator:
         codes = [Reason.TOO_OLD, Reason.IN_FUTURE, Reason.UNKNOWN_USER, Reason.UNKNOWN_ITEM,
                  Reason.OUTSIDE_PARTITION_WINDOW]
         ts = table.column("timestamp").cast(pa.int64()).to_numpy()
+        reasons[ts < now_us - self.limits.effective_max_age_seconds * 1_000_000] = 0
+        reasons[(reasons < 0) & (ts > now_us + self.limits.max_future_seconds * 1_000_000)] = 1
         back, ahead = self.limits.partition_days_back, self.limits.partition_days_ahead
-        if back is not None or ahead is not None:  # first: no replay or wider clock bound can store these
+        if back is not None or ahead is not None:  # what the clock bounds let through (a replay) Postgres may not store
             day = ts // _DAY_US
             outside = np.zeros(n, dtype=bool)
             if back is not None:
                 outside |= day < today - back
             if ahead is not None:
                 outside |= day > today + ahead
-            reasons[outside] = 4
-        reasons[(reasons < 0) & (ts < now_us - self.limits.effective_max_age_seconds * 1_000_000)] = 0
-        reasons[(reasons < 0) & (ts > now_us + self.limits.max_future_seconds * 1_000_000)] = 1
+            reasons[(reasons < 0) & outside] = 4
         pending = reasons < 0
         users = table.column("user_id").to_numpy()
         if pending.any():

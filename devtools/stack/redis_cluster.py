@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from devtools.stack.base import Service, StackError, read_pid, terminate
+from devtools.stack.base import Service, StackError
 from devtools.stack.redis import RedisService, _credentials
 from devtools.stack.tools import require
 from feedstore.settings import Settings
@@ -38,9 +38,6 @@ class RedisClusterService(Service):
     def node_dir(self, port: int) -> Path:
         return self.dir.resolve() / str(port)
 
-    def node_pid_file(self, port: int) -> Path:
-        return self.node_dir(port) / "redis.pid"
-
     def install(self) -> None:
         require("redis-server")
         require("redis-cli")
@@ -53,45 +50,66 @@ class RedisClusterService(Service):
         return ["--user", user, "--pass", password, "--no-auth-warning"]
 
     def start(self) -> None:
-        users = RedisService(self.settings)._users()
-        user, password = _credentials(self.settings.redis.url)
-        for port in self.ports:
-            if read_pid(self.node_pid_file(port)) is not None:
-                continue  # a node still up (one killed by a test is restarted alone)
-            node = self.node_dir(port)
-            node.mkdir(parents=True, exist_ok=True)
-            acl = node / "users.acl"
-            acl.write_text("".join(f"user {u} {r}\n" for u, r in users.items()))
-            acl.chmod(0o600)
-            cmd = [require("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node),
-                   "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                   "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--appendonly", "yes",
-                   "--appendfsync", "everysec", "--masteruser", user, "--masterauth", password,
-                   "--daemonize", "yes", "--pidfile", str(self.node_pid_file(port)),
-                   "--logfile", str(node / "redis.log"), "--aclfile", str(acl)]
-            result = subprocess.run(cmd, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise StackError(f"redis cluster node {port} failed to start: {result.stderr.strip()}")
-        if not (self.node_dir(self.ports[0]) / "created").exists():
-            self._create()
-
-    def _create(self) -> None:
+        """Starts every node that does not answer (all on a first start; one a test killed later),
+        then forms the cluster unless its nodes know each other already."""
         from devtools.stack.base import wait_until
 
+        for port in self.ports:
+            if not self._ping(port):
+                self.start_node(port, self.node_dir(port))
         if not wait_until(lambda: all(self._ping(p) for p in self.ports), 30):
             raise StackError(f"redis cluster nodes did not answer; see {self.dir}/<port>/redis.log")
+        if not self._formed():
+            self._create()
+
+    def start_node(self, port: int, node: Path) -> None:
+        """One node in ``node`` (its data, ``nodes.conf`` and ACL file): a node restarted in the
+        directory it ran in rejoins the cluster it knew."""
+        node.mkdir(parents=True, exist_ok=True)
+        acl = node / "users.acl"
+        acl.write_text("".join(f"user {u} {r}\n" for u, r in RedisService(self.settings)._users().items()))
+        acl.chmod(0o600)
+        user, password = self.admin_credentials()
+        cmd = [require("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node),
+               "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+               "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--appendonly", "yes",
+               "--appendfsync", "everysec", "--masteruser", user, "--masterauth", password,
+               "--daemonize", "yes", "--pidfile", str(node / "redis.pid"),
+               "--logfile", str(node / "redis.log"), "--aclfile", str(acl)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(f"redis cluster node {port} failed to start: {result.stderr.strip()}")
+
+    def node(self, port: int) -> redis.Redis:
+        user, password = self.admin_credentials()
+        return redis.Redis(port=port, username=user, password=password, socket_timeout=2)
+
+    def node_process(self, port: int) -> tuple[int, Path]:
+        """The node's process id and directory, asked of the node itself (whichever checkout
+        started it)."""
+        client = self.node(port)
+        return int(client.info("server")["process_id"]), Path(client.config_get("dir")["dir"])
+
+    def _formed(self) -> bool:
+        for port in self.ports:
+            try:
+                info = self.node(port).cluster("info")
+            except redis.RedisError:
+                continue
+            return int(info.get("cluster_known_nodes", 0)) >= len(self.ports)
+        return False
+
+    def _create(self) -> None:
         cmd = [require("redis-cli"), *self._admin_args(), "--cluster", "create",
                *[f"127.0.0.1:{p}" for p in self.ports], "--cluster-replicas", str(REPLICAS_PER_MASTER),
                "--cluster-yes"]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             raise StackError(f"redis-cli --cluster create failed: {(result.stdout + result.stderr).strip()[-400:]}")
-        (self.node_dir(self.ports[0]) / "created").write_text("")
 
     def _ping(self, port: int) -> bool:
-        user, password = _credentials(self.settings.redis.url)
         try:
-            return bool(redis.Redis(port=port, username=user, password=password, socket_timeout=2).ping())
+            return bool(self.node(port).ping())
         except redis.RedisError:
             return False
 
@@ -130,11 +148,15 @@ class RedisClusterService(Service):
 
     def stop(self) -> None:
         for port in self.ports:
-            if read_pid(self.node_pid_file(port)) is not None:
-                terminate(self.node_pid_file(port), grace=10)
+            try:
+                self.node(port).shutdown(save=True)
+            except redis.ConnectionError:
+                pass  # already down (or the shutdown closed the connection, as it does)
+            except redis.RedisError:
+                continue
 
     def running(self) -> bool:
-        return any(read_pid(self.node_pid_file(p)) is not None for p in self.ports)
+        return any(self._ping(p) for p in self.ports)
 
     def endpoint(self) -> str:
         url = urlsplit(self.settings.redis.url)

@@ -83,7 +83,8 @@ def test_ingest_until_idle_with_kafka_down_ends_with_one_line():
     # One line each from the consumers `ingest` runs (activity and its retry topic, items, users).
     gave_up = [r for r in records if r["event"] == "ingest_gave_up"]
     assert 1 <= len(gave_up) <= 4 and all(dead in r["error"] for r in gave_up)
-    assert sum(r["event"] == "kafka_unreachable" for r in records) == len(gave_up)
+    # Each consumer says once that Kafka is unreachable; the process ends when the first give up.
+    assert len(gave_up) <= sum(r["event"] == "kafka_unreachable" for r in records) <= 4
 
 
 def test_log_level_filters_and_rejects_unknown():

@@ -13,7 +13,6 @@ import time
 
 import pytest
 
-from devtools.stack.base import read_pid
 from tests.feedstore.feast.online.conftest import now_us, write_at
 
 ITEMS = 500
@@ -103,11 +102,12 @@ def test_a_master_killed_mid_reads_fails_over_and_no_read_is_wrong(cluster_fs, w
     seed = redis_cluster.ports[0]
     victims = sorted({p for p in _primary_ports(redis_cluster).values() if p != seed})
     victim = victims[0]
+    pid, directory = redis_cluster.node_process(victim)
     reader = _Reader(cluster_fs, user, items, expected)
     reader.start()
     try:
         reader.reads_after(3)
-        os.kill(read_pid(redis_cluster.node_pid_file(victim)), signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 60
         while victim in set(_primary_ports(redis_cluster).values()) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -116,8 +116,8 @@ def test_a_master_killed_mid_reads_fails_over_and_no_read_is_wrong(cluster_fs, w
     finally:
         reader.stop.set()
         reader.join(30)
-        redis_cluster.start()  # the killed node comes back as a replica
-        assert redis_cluster.ready() or _wait(redis_cluster.ready, 60)
+        redis_cluster.start_node(victim, directory)  # back as a replica of the promoted one
+        assert _wait(redis_cluster.ready, 60), "the cluster did not come back to ok"
     assert reader.wrong == 0, f"{reader.wrong} wrong reads of {reader.right + reader.wrong}"
 
 
