@@ -57,7 +57,8 @@ def _system_python_prefix() -> str:
 def test_bootstraps_from_the_system_python_and_reaches_the_stack(fresh_clone):
     status = _run(fresh_clone, "stack", "status")
     assert status.returncode == 0, status.stderr[-3000:]
-    assert len(re.findall(r"│ up ", status.stdout)) == 4, status.stdout
+    for service in ("postgres", "redis ", "seaweedfs", "kafka"):  # and the Redis Cluster when one runs
+        assert re.search(rf"│ {service}\s*│ up ", status.stdout), status.stdout
     venv_python = fresh_clone / ".venv" / "bin" / "python"
     base = subprocess.run([str(venv_python), "-c", "import sys; print(sys.base_prefix)"], capture_output=True,
                           text=True, check=True).stdout.strip()
