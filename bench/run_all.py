@@ -29,6 +29,10 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devtools.stack.tools import require  # noqa: E402
+
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 QUICK = RESULTS / "quick"
@@ -75,7 +79,7 @@ def commit() -> str:
     """The commit the benchmarks ran on, ``+dirty`` when the tree had local changes."""
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10,
+            return subprocess.run([require("git"), "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10,
                                   check=False).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
@@ -246,7 +250,7 @@ NORMALISERS: dict[str, Callable[[dict], list[dict]]] = {
 
 def _git_date(path: Path) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%cI %h", "--", str(path)],
+        out = subprocess.run([require("git"), "-C", str(ROOT), "log", "-1", "--format=%cI %h", "--", str(path)],
                              capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

@@ -125,10 +125,9 @@ class RedisClusterService(Service):
         return settings.replace(redis={"cluster": True, "url": url._replace(netloc=netloc, path="/0").geturl()})
 
     def ready(self) -> bool:
-        user, password = _credentials(self.settings.redis.url)
         for port in self.ports:
             try:
-                info = redis.Redis(port=port, username=user, password=password, socket_timeout=2).cluster("info")
+                info = self.node(port).cluster("info")
             except redis.RedisError:
                 continue
             return info.get("cluster_state") == "ok" and int(info.get("cluster_known_nodes", 0)) >= len(self.ports)
@@ -136,9 +135,8 @@ class RedisClusterService(Service):
 
     def provision(self) -> None:
         """The ACL users on every node (a cluster does not share them)."""
-        user, password = _credentials(self.settings.redis.url)
         for port in self.ports:
-            node = redis.Redis(port=port, username=user, password=password, socket_timeout=5)
+            node = self.node(port)
             try:
                 for name, rules in RedisService(self.settings)._users().items():
                     node.execute_command("ACL", "SETUSER", name, "reset", *rules.split())

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from devtools.stack.base import wait_until
 from tests.feedstore.feast.online.conftest import now_us, write_at
 
 ITEMS = 500
@@ -117,7 +118,7 @@ def test_a_master_killed_mid_reads_fails_over_and_no_read_is_wrong(cluster_fs, w
         reader.stop.set()
         reader.join(30)
         redis_cluster.start_node(victim, directory)  # back as a replica of the promoted one
-        assert _wait(redis_cluster.ready, 60), "the cluster did not come back to ok"
+        assert wait_until(redis_cluster.ready, 60), "the cluster did not come back to ok"
     assert reader.wrong == 0, f"{reader.wrong} wrong reads of {reader.right + reader.wrong}"
 
 
@@ -145,15 +146,6 @@ def test_slots_migrated_while_reading_and_writing_keep_every_read_correct(cluste
     newer = write_at(cluster_fs, "item_catalog_features", items, now_us() - 1_000_000, seed=99)
     got = _read(cluster_fs, user, items)
     assert got["category"] == [r["category"] for r in newer.to_pylist()]
-
-
-def _wait(probe, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if probe():
-            return True
-        time.sleep(0.25)
-    return False
 
 
 def _migrate_slot(redis_cluster, slot: int, source: int, target: int) -> None:
