@@ -17,7 +17,10 @@ from redis.cluster import ClusterNode, RedisCluster
 from devtools.stack.base import Service, StackError
 from devtools.stack.redis import RedisService, _credentials
 from devtools.stack.tools import require
+from feedstore.logs import get_logger
 from feedstore.settings import Settings
+
+log = get_logger(__name__)
 
 MASTERS, REPLICAS_PER_MASTER = 3, 1
 NODE_TIMEOUT_MS = 2_000  # a master down this long is failed over to its replica
@@ -51,7 +54,10 @@ class RedisClusterService(Service):
 
     def start(self) -> None:
         """Starts every node that does not answer (all on a first start; one a test killed later),
-        then forms the cluster unless its nodes know each other already."""
+        forms the cluster unless its nodes know each other already, and rebuilds it empty when it
+        does not become healthy: a node started empty beside a cluster it never joined (its
+        directory lost, or another checkout's nodes on these ports) leaves a master without a
+        replica, which no test and no user should find."""
         from devtools.stack.base import wait_until
 
         for port in self.ports:
@@ -60,6 +66,10 @@ class RedisClusterService(Service):
         if not wait_until(lambda: all(self._ping(p) for p in self.ports), 30):
             raise StackError(f"redis cluster nodes did not answer; see {self.dir}/<port>/redis.log")
         if not self._formed():
+            self._create()
+        elif not wait_until(self.ready, 30):
+            log.warning("redis_cluster_rebuilt", problems=self.problems())
+            self._reset()
             self._create()
 
     def start_node(self, port: int, node: Path) -> None:
@@ -125,13 +135,65 @@ class RedisClusterService(Service):
         return settings.replace(redis={"cluster": True, "url": url._replace(netloc=netloc, path="/0").geturl()})
 
     def ready(self) -> bool:
+        return not self.problems()
+
+    def problems(self) -> list[str]:
+        """What keeps the cluster from being whole: a node down or unknown, a slot not served or
+        mid-migration, a master without an in-sync replica. Empty when healthy."""
+        found = []
+        views = {}
         for port in self.ports:
             try:
-                info = self.node(port).cluster("info")
-            except redis.RedisError:
-                continue
-            return info.get("cluster_state") == "ok" and int(info.get("cluster_known_nodes", 0)) >= len(self.ports)
-        return False
+                views[port] = (self.node(port).cluster("info"), self.node(port).execute_command("CLUSTER NODES"))
+            except redis.RedisError as exc:
+                found.append(f"{port}: {exc}")
+        for port, (info, _) in views.items():
+            if info.get("cluster_state") != "ok" or int(info.get("cluster_known_nodes", 0)) != len(self.ports):
+                found.append(f"{port}: state {info.get('cluster_state')}, knows {info.get('cluster_known_nodes')}")
+            if int(info.get("cluster_slots_ok", 0)) != 16384:
+                found.append(f"{port}: {info.get('cluster_slots_ok')} of 16384 slots ok")
+        if found or not views:
+            return found or ["no node answers"]
+        found += self._topology_problems(next(iter(views.values()))[1])
+        return found
+
+    def _topology_problems(self, nodes: dict) -> list[str]:
+        """From one node's ``CLUSTER NODES`` (as redis-py parses it)."""
+        found, masters, replicas_of = [], {}, {}
+        for address, node in nodes.items():
+            port, flags = int(address.rpartition(":")[2].split("@")[0]), node["flags"].split(",")
+            if {"fail", "fail?", "noaddr", "handshake"} & set(flags) or not node["connected"]:
+                found.append(f"{port}: {node['flags']}, connected {node['connected']}")
+            if node["migrations"]:
+                found.append(f"{port}: slots mid-migration")
+            if "master" in flags:
+                masters[node["node_id"]] = port
+            else:
+                replicas_of.setdefault(node["master_id"], []).append(port)
+        for node_id, port in masters.items():
+            if not any(self._replica_in_sync(r) for r in replicas_of.get(node_id, [])):
+                found.append(f"{port}: a master without an in-sync replica")
+        return found
+
+    def _replica_in_sync(self, port: int) -> bool:
+        try:
+            info = self.node(port).info("replication")
+        except redis.RedisError:
+            return False
+        return info.get("master_link_status") == "up" and not info.get("master_sync_in_progress")
+
+    def _reset(self) -> None:
+        """Every node empty and alone again, ready for ``_create``."""
+        for port in self.ports:
+            node = self.node(port)
+            try:
+                try:
+                    node.flushall()
+                except redis.ReadOnlyError:
+                    pass  # a replica: the reset empties it
+                node.execute_command("CLUSTER", "RESET", "HARD")
+            except redis.RedisError as exc:
+                raise StackError(f"redis cluster node {port} could not be reset: {exc}") from exc
 
     def provision(self) -> None:
         """The ACL users on every node (a cluster does not share them)."""
