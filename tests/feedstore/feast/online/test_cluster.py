@@ -24,6 +24,7 @@ FEATURES = ["item_embedding:item_embedding", "item_catalog_features:category", "
 def cluster_fs(fs, settings, redis_cluster):
     from feedstore.feast.store import store
 
+    redis_cluster.up()  # whole again whatever a test before this module left
     return store(redis_cluster.settings_for(settings))
 
 
@@ -112,7 +113,7 @@ def test_a_master_killed_mid_reads_fails_over_and_no_read_is_wrong(cluster_fs, w
         deadline = time.monotonic() + 60
         while victim in set(_primary_ports(redis_cluster).values()) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert victim not in set(_primary_ports(redis_cluster).values()), "no replica was promoted"
+        assert victim not in set(_primary_ports(redis_cluster).values()), f"no replica was promoted: {redis_cluster.problems()}"
         reader.reads_after(5)
     finally:
         reader.stop.set()
