@@ -252,6 +252,8 @@ def liveness(fs, users: list[int], day: date, settings: Settings) -> list[Livene
     realtime view is expected for every user active in its TTL (``users`` are)."""
     from feedstore.contract.features import SERVICES, VIEWS
 
+    if not users:
+        return []
     served = fs.get_online_features(features=["user_candidates:candidate_item_ids"],
                                     entity_rows=[{"user_id": u} for u in users]).to_dict()["candidate_item_ids"]
     items = sorted({int(i) for ids in served if ids for i in ids[:20]})
@@ -265,7 +267,7 @@ def liveness(fs, users: list[int], day: date, settings: Settings) -> list[Livene
             have = set(rows[key].astype(int)) if len(rows) else set()
             wanted = [e for e in wanted if e in have]
         got = fs.get_online_features(features=[f"{name}:{spec.columns[0]}"],
-                                     entity_rows=[{key: e} for e in wanted]).to_dict()[spec.columns[0]]
+                                     entity_rows=[{key: e} for e in wanted]).to_dict()[spec.columns[0]] if wanted else []
         out.append(Liveness(name, len(wanted), sum(v is not None for v in got)))
     return out
 

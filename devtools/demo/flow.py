@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,17 +27,23 @@ if TYPE_CHECKING:
     from devtools.synthetic.generator import GenerationSpec
 
 
+def demo_spec(options: DemoOptions, now: datetime) -> GenerationSpec:
+    """The feed up to this minute, not the hour as the generator's default: the realtime view is
+    then live for the users active in its last hour whatever minute the demo runs at."""
+    from devtools.synthetic.generator import spec_for
+
+    return spec_for(options.scale, seed=options.seed, end=now.replace(second=0, microsecond=0))
+
+
 def run(options: DemoOptions | None = None, console: Console | None = None,
         settings: Settings | None = None) -> DemoReport:
     """The whole demo; raises ``StepFailed`` (with the step's log) when a step fails."""
-    from devtools.synthetic.generator import spec_for
-
     options = options or DemoOptions()
     settings = settings or get_settings()
     console = console or Console(file=sys.stdout)
     log_dir = Path(options.log_dir or settings.stack.dir / "demo").resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
-    spec = spec_for(options.scale, seed=options.seed)
+    spec = demo_spec(options, datetime.now(timezone.utc))
     report = DemoReport(options.scale, (spec.start, spec.end), generated_days(spec), log_dir=log_dir)
     demo = _Demo(spec, options, settings, console, report, log_dir / "data_docs")
     console.print(f"[bold]feedstore demo[/] — {options.scale} feed, events {spec.start:%Y-%m-%d %H:%M} → "

@@ -35,6 +35,7 @@ ITEM_FEATURES_SHOWN = ["item_catalog_features:category", "item_catalog_features:
 PIT_VIEWS = ["user_activity_features", "user_profile_features", "item_engagement_features"]
 ONLINE_SAMPLE = 500
 PIT_SAMPLE = 2_000
+LIVENESS_MARGIN = timedelta(minutes=5)  # a user active this close to the TTL's edge may expire mid-read
 
 
 def active_users(settings: Settings, since: datetime, limit: int = 200) -> list[int]:
@@ -128,7 +129,7 @@ def read_back(report: DemoReport, settings: Settings) -> None:
                                           prefix=refresh_prefix(last) if refreshed and view == "user_candidates" else None)
                      for view in BATCH_VIEWS]
     # active = an event within the realtime view's TTL of now (the read), not of the feed's end
-    since = datetime.now(timezone.utc) - USER_REALTIME.ttl
+    since = datetime.now(timezone.utc) - USER_REALTIME.ttl + LIVENESS_MARGIN
     report.liveness = audit.liveness(fs, active_users(settings, since), last, settings)
     report.user_id = pick_user(settings, fs, report.window[1] - timedelta(hours=1))
     if report.user_id is not None:

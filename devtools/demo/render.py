@@ -177,6 +177,9 @@ def _online_agreement(report: DemoReport, console: Console) -> None:
 
 
 def _liveness(report: DemoReport, console: Console) -> None:
+    if not report.liveness:
+        _say(console, f"{_mark(False)} no user was active in the last hour: liveness not checked")
+        return
     shown = ", ".join(f"{v.view} {v.served}/{v.expected}" for v in report.liveness)
     _say(console, f"{_mark(report.all_live)} every view of the ranking service is live for the users active in the "
                   f"last hour and their candidates' items (served/with a value: {shown})")

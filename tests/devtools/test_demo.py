@@ -149,3 +149,19 @@ def test_clearing_forgets_every_stored_event(demo):
     with psycopg.connect(settings.postgres.dsn) as conn:
         assert conn.execute("SELECT (SELECT count(*) FROM user_activity), "
                             "(SELECT count(*) FROM activity_event_ids)").fetchone() == (0, 0)
+
+
+@pytest.mark.parametrize("minute", [0, 17, 51, 59])
+def test_the_feed_has_users_active_in_the_realtime_ttl_whatever_minute_the_demo_runs(minute):
+    from datetime import datetime, timezone
+
+    from devtools.demo.flow import demo_spec
+    from devtools.demo.readback import LIVENESS_MARGIN
+    from devtools.synthetic import generator as gen
+    from feedstore.contract.features import USER_REALTIME
+
+    now = datetime(2026, 12, 2, 12, minute, 30, tzinfo=timezone.utc)
+    events = gen.events_table(demo_spec(DemoOptions(scale="tiny"), now)).to_pandas()
+    recent = events[events["timestamp"] >= now - USER_REALTIME.ttl + LIVENESS_MARGIN]
+    assert recent["user_id"].nunique() >= 10
+    assert events["timestamp"].max() <= now
