@@ -7,6 +7,8 @@ Point the project at it with ``FEED_REDIS_CLUSTER=true`` and ``FEED_REDIS_URL`` 
 
 from __future__ import annotations
 
+import shutil
+import socket
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,6 +26,12 @@ log = get_logger(__name__)
 
 MASTERS, REPLICAS_PER_MASTER = 3, 1
 NODE_TIMEOUT_MS = 2_000  # a master down this long is failed over to its replica
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 class RedisClusterService(Service):
@@ -54,23 +62,21 @@ class RedisClusterService(Service):
 
     def start(self) -> None:
         """Starts every node that does not answer (all on a first start; one a test killed later),
-        forms the cluster unless its nodes know each other already, and rebuilds it empty when it
-        does not become healthy: a node started empty beside a cluster it never joined (its
-        directory lost, or another checkout's nodes on these ports) leaves a master without a
-        replica, which no test and no user should find."""
+        forms the cluster unless its nodes know each other already, and rebuilds it empty in this
+        stack's directories when it does not become healthy: a node started empty beside a
+        cluster it never joined, or nodes left running in a directory since deleted (another
+        checkout's), leave a master without a replica or a node that cannot persist."""
         from devtools.stack.base import wait_until
 
         for port in self.ports:
             if not self._ping(port):
                 self.start_node(port, self.node_dir(port))
-        if not wait_until(lambda: all(self._ping(p) for p in self.ports), 30):
-            raise StackError(f"redis cluster nodes did not answer; see {self.dir}/<port>/redis.log")
-        if not self._formed():
+        answering = wait_until(lambda: all(self._ping(p) for p in self.ports), 30)
+        if answering and not self._formed():
             self._create()
-        elif not wait_until(self.ready, 30):
+        elif not answering or not wait_until(self.ready, 30):
             log.warning("redis_cluster_rebuilt", problems=self.problems())
-            self._reset()
-            self._create()
+            self._rebuild()
 
     def start_node(self, port: int, node: Path) -> None:
         """One node in ``node`` (its data, ``nodes.conf`` and ACL file): a node restarted in the
@@ -145,6 +151,7 @@ class RedisClusterService(Service):
         for port in self.ports:
             try:
                 views[port] = (self.node(port).cluster("info"), self.node(port).execute_command("CLUSTER NODES"))
+                found += self._persistence_problems(port)
             except redis.RedisError as exc:
                 found.append(f"{port}: {exc}")
         for port, (info, _) in views.items():
@@ -156,6 +163,17 @@ class RedisClusterService(Service):
             return found or ["no node answers"]
         found += self._topology_problems(next(iter(views.values()))[1])
         return found
+
+    def _persistence_problems(self, port: int) -> list[str]:
+        """A node whose directory is gone (its checkout deleted) answers but loses what it is sent."""
+        node = self.node(port)
+        directory = Path(node.config_get("dir")["dir"])
+        info = node.info("persistence")
+        if not (directory / "nodes.conf").exists():
+            return [f"{port}: its directory {directory} is gone"]
+        if info.get("aof_last_write_status", "ok") != "ok" or info.get("rdb_last_bgsave_status", "ok") != "ok":
+            return [f"{port}: cannot write to {directory}"]
+        return []
 
     def _topology_problems(self, nodes: dict) -> list[str]:
         """From one node's ``CLUSTER NODES`` (as redis-py parses it)."""
@@ -182,18 +200,23 @@ class RedisClusterService(Service):
             return False
         return info.get("master_link_status") == "up" and not info.get("master_sync_in_progress")
 
-    def _reset(self) -> None:
-        """Every node empty and alone again, ready for ``_create``."""
+    def _rebuild(self) -> None:
+        """Every node stopped, its directory emptied, and the cluster formed anew."""
+        from devtools.stack.base import wait_until
+
         for port in self.ports:
-            node = self.node(port)
             try:
-                try:
-                    node.flushall()
-                except redis.ReadOnlyError:
-                    pass  # a replica: the reset empties it
-                node.execute_command("CLUSTER", "RESET", "HARD")
-            except redis.RedisError as exc:
-                raise StackError(f"redis cluster node {port} could not be reset: {exc}") from exc
+                self.node(port).shutdown(nosave=True)
+            except redis.RedisError:
+                pass  # the shutdown closes the connection
+        if not wait_until(lambda: not any(_listening(p) for p in self.ports), 30):
+            raise StackError(f"redis cluster nodes did not stop for the rebuild: {[p for p in self.ports if _listening(p)]}")
+        for port in self.ports:
+            shutil.rmtree(self.node_dir(port), ignore_errors=True)
+            self.start_node(port, self.node_dir(port))
+        if not wait_until(lambda: all(self._ping(p) for p in self.ports), 30):
+            raise StackError(f"redis cluster nodes did not answer; see {self.dir}/<port>/redis.log")
+        self._create()
 
     def provision(self) -> None:
         """The ACL users on every node (a cluster does not share them)."""

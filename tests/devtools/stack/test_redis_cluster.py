@@ -14,12 +14,11 @@ from devtools.stack.base import wait_until
 def test_a_node_restarted_empty_is_found_and_the_cluster_rebuilt_whole(redis_cluster):
     assert redis_cluster.problems() == []
     replica = next(p for p in redis_cluster.ports if redis_cluster.node(p).info("replication")["role"] == "slave")
-    pid, directory = redis_cluster.node_process(replica)
+    pid, _ = redis_cluster.node_process(replica)
     os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: not redis_cluster._ping(replica), 10)
-    (directory / "nodes.conf").unlink()
-    shutil.rmtree(directory / "appendonlydir", ignore_errors=True)
-    redis_cluster.start_node(replica, directory)
+    shutil.rmtree(redis_cluster.node_dir(replica))
+    redis_cluster.start_node(replica, redis_cluster.node_dir(replica))
     assert wait_until(lambda: redis_cluster._ping(replica), 10)
 
     assert wait_until(lambda: redis_cluster.problems() != [], 10)
@@ -31,3 +30,16 @@ def test_a_node_restarted_empty_is_found_and_the_cluster_rebuilt_whole(redis_clu
     assert client.get("{test_redis_cluster}:k") == b"v"
     masters = [p for p in redis_cluster.ports if redis_cluster.node(p).info("replication")["role"] == "master"]
     assert len(masters) == 3
+    for port in redis_cluster.ports:
+        assert redis_cluster.node_process(port)[1] == redis_cluster.node_dir(port)
+
+
+def test_a_node_whose_directory_was_deleted_is_found(redis_cluster):
+    port = redis_cluster.ports[-1]
+    _, directory = redis_cluster.node_process(port)
+    (directory / "nodes.conf").rename(directory / "nodes.conf.moved")
+    try:
+        assert f"{port}: its directory {directory} is gone" in redis_cluster.problems()
+    finally:
+        (directory / "nodes.conf.moved").rename(directory / "nodes.conf")
+    assert redis_cluster.problems() == []
