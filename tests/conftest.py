@@ -107,14 +107,15 @@ def private_stack(stack: Settings, **overrides) -> Iterator[Settings]:
     """Settings for a second stack of our own (directory and ports), for tests that stop
     servers: the shared stack keeps running for everyone else. The caller starts what it needs."""
     used: set[int] = set()
-    pg, rd, kafka, s3, weed = (_free_port_base(used) for _ in range(5))
+    pg, rd, kafka, s3, weed, cluster = (_free_port_base(used) for _ in range(6))
     # Beside the shared stack's directory: pytest's tmp dirs are private to root, and
     # PostgreSQL runs as its own user.
     stack_dir = Path(tempfile.mkdtemp(prefix=".stack-test-", dir=stack.stack.dir.parent))
     stack_dir.chmod(0o755)
     try:
         groups: dict[str, dict] = {
-            "stack": {"dir": stack_dir, "kafka_controller_port": kafka + 1, "seaweedfs_port_base": weed},
+            "stack": {"dir": stack_dir, "kafka_controller_port": kafka + 1, "seaweedfs_port_base": weed,
+                      "redis_cluster_port": cluster},
             "postgres": {"dsn": f"postgresql://feedstore_owner:pw@127.0.0.1:{pg}/feedstore"},
             "redis": {"url": f"redis://feedstore-admin:pw@127.0.0.1:{rd}/0"},
             "kafka": {"bootstrap": f"127.0.0.1:{kafka}"},
