@@ -88,14 +88,26 @@ def stack_up(
 
 
 @stack_app.command("provision")
-def stack_provision() -> None:
-    """Create the database, topics and bucket on services that already run (docker compose's provision step)."""
-    from devtools.stack import services
+def stack_provision(
+    only: list[str] = typer.Option([], "--only", help="Provision only this service (repeatable): docker compose "
+                                   "grants SeaweedFS's identities from inside its network, where its master is."),
+) -> None:
+    """Create the database, topics and bucket, and grant the components' users and identities, on services that
+    already run (docker compose's provision steps)."""
+    from devtools.stack import StackError, services
 
-    for service in services(get_settings()):
+    chosen = [s for s in services(get_settings()) if not only or s.name in only]
+    unknown = set(only) - {s.name for s in chosen}
+    if unknown:
+        names = ", ".join(s.name for s in services(get_settings()))
+        fail(f"no service {', '.join(sorted(unknown))}: choose from {names}")
+    for service in chosen:
         if not service.ready():
             fail(f"{service.name} does not answer at {service.endpoint()}")
-        service.provision()
+        try:
+            service.provision()
+        except StackError as exc:
+            fail(str(exc))
         console.print(f"[green]✓[/] {service.name:<10} provisioned  {service.endpoint()}")
 
 
