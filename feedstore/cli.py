@@ -560,6 +560,7 @@ def freshness(
 
     if metrics_port < 0 or metrics_port > 65535:
         fail(f"--metrics-port must be 0..65535, not {metrics_port}")
+    _run_as("reader")  # it only reads the online store and Feast's registry
     settings = get_settings()
     client = connect(settings, socket_timeout=5, socket_connect_timeout=3)
     project = store(settings).project
@@ -625,6 +626,7 @@ def exporter(
     from orchestration.metrics import serve as serve_metrics
 
     configure_logging(log_level.value)
+    _run_as("reader")  # it only reads Dagster's instance, Feast's registry and the online store
     os.environ.update(dagster_env(prepare_home()))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

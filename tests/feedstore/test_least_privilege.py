@@ -93,6 +93,23 @@ def test_public_can_neither_connect_nor_make_temp_tables(settings, pg):
     assert rules and not [r for r in rules if r[1] == "trust"], rules
 
 
+def test_every_login_is_scram_and_no_superuser(settings):
+    """The owner's and each runtime component's login: a SCRAM-SHA-256 password, no superuser."""
+    from urllib.parse import unquote, urlsplit
+
+    from devtools.stack.postgres import PostgresService
+    from feedstore.settings import RUNTIME_COMPONENTS
+
+    dsns = [settings.postgres.dsn, *(settings.postgres.dsn_for(c) for c in RUNTIME_COMPONENTS)]
+    users = sorted({unquote(urlsplit(dsn).username or "") for dsn in dsns})
+    assert len(users) == 1 + len(RUNTIME_COMPONENTS), users
+    with psycopg.connect(PostgresService(settings).admin_dsn()) as admin:
+        rows = admin.execute("SELECT rolname, rolcanlogin, rolsuper, left(rolpassword, 14) FROM pg_authid "
+                             "WHERE rolname = ANY(%s) ORDER BY rolname", (users,)).fetchall()
+        assert admin.execute("SHOW password_encryption").fetchone() == ("scram-sha-256",)
+    assert rows == [(u, True, False, "SCRAM-SHA-256$") for u in users]
+
+
 def test_the_bounded_drop_takes_only_reconciled_days(settings, pg):
     old = TODAY - timedelta(days=40)  # inside the creation window, past the kept days
     pg.execute("SELECT ensure_activity_partitions(%s, %s)", (old, old + timedelta(days=1)))
@@ -136,6 +153,39 @@ def test_redis_allows_each_component_its_own(settings):
     _redis(settings, "pipeline").hset("feed_ranking:{item_id=7}:item_engagement_features", "f", "1")
     assert _redis(settings, "serve").hget("feed_ranking:{item_id=7}:item_engagement_features", "f") == b"1"
     assert _redis(settings, "reader").hget("user:424242", "total_events") == b"1"
+
+
+def test_the_redis_cluster_refuses_the_same_on_every_node(settings, redis_cluster):
+    """The cluster's nodes have the server's ACL users (each node its own), the default user off."""
+    from urllib.parse import urlsplit
+
+    from feedstore.redis_client import connect
+
+    on_cluster = redis_cluster.settings_for(settings)
+    for port in redis_cluster.ports:
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=port).ping()
+        for component, command in (("pipeline", ("FLUSHALL",)), ("serve", ("CONFIG", "GET", "*")),
+                                   ("ingest", ("KEYS", "*")), ("reader", ("ACL", "LIST"))):
+            url = urlsplit(on_cluster.as_component(component).redis.url)
+            credentials = url.netloc.rpartition("@")[0]
+            node = redis.Redis.from_url(url._replace(netloc=f"{credentials}@127.0.0.1:{port}").geturl())
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                node.execute_command(*command)
+    users = [f"feed_ranking:{{user_id={9_900_000 + i}}}:user_realtime_features" for i in range(12)]  # every master
+    ingest, serve = connect(on_cluster.as_component("ingest")), connect(on_cluster.as_component("serve"))
+    try:
+        for key in users:
+            ingest.hset(key, "f", "1")
+            assert serve.hget(key, "f") == b"1"
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                serve.hset(key, "f", "2")
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                ingest.hset(key.replace("user_realtime_features", "user_embedding"), "f", "1")
+    finally:
+        admin = connect(on_cluster)
+        for key in users:
+            admin.delete(key)
 
 
 S3_REFUSED = {
@@ -348,3 +398,81 @@ def test_the_readme_grants_the_redis_users_the_stack_makes():
     readme = (PROJECT_ROOT / "README.md").read_text()
     for component, rules in acl_rules(Settings.defaults()).items():
         assert f"ACL SETUSER feedstore-{component} on >… {rules}\n" in readme, component
+
+
+def _connections_to(pid: int, server_port: int) -> set[int]:
+    """Local ports of a process's TCP connections to ``server_port``."""
+    import psutil
+
+    return {c.laddr.port for c in psutil.Process(pid).net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == server_port}
+
+
+def _scraped(port: int, proc: subprocess.Popen, deadline: float) -> bytes:
+    while True:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
+                return answer.read()
+        except (urllib.error.URLError, ConnectionError):
+            assert time.monotonic() < deadline, "no /metrics"
+            time.sleep(0.5)
+
+
+def test_freshness_and_the_exporter_read_as_the_reader(settings, redis_client, tmp_path):
+    """Both only read (the online store, Feast's registry, Dagster's instance), so they run as the
+    reader: seen so by Redis and by Postgres while they serve their metrics."""
+    import os
+
+    from feedstore.feast.store import apply, close, store
+    from tests.conftest import free_port
+
+    opened = store(settings)
+    apply(opened, settings)  # as the owner: the reader may not create the registry's project
+    close(opened)
+    admin = psycopg.connect(settings.postgres.dsn, user=settings.stack.postgres_admin_user,  # others' client_port
+                            password=settings.stack.postgres_admin_password, autocommit=True)
+    env = {**os.environ, **settings.feast_env(), "DAGSTER_HOME": str(tmp_path)}
+    redis_port = redis_client.connection_pool.connection_kwargs["port"]
+    seen: dict[str, tuple[set, set]] = {}
+    try:
+        for name, options in (("freshness", ["--metrics-port"]), ("exporter", ["--port"])):
+            port = free_port()
+            proc = subprocess.Popen([sys.executable, "-m", "feedstore.cli", name, *options, str(port)], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                assert b"# TYPE" in _scraped(port, proc, time.monotonic() + 180)
+                pg_ports = list(_connections_to(proc.pid, admin.info.port))
+                users = {row[0] for row in admin.execute("SELECT usename FROM pg_stat_activity "
+                                                         "WHERE client_port = ANY(%s)", (pg_ports,))}
+                redis_ports = _connections_to(proc.pid, redis_port)
+                clients = {c["user"] for c in redis_client.client_list()
+                           if int(c["addr"].rsplit(":", 1)[1]) in redis_ports}
+                seen[name] = (users, clients)
+            finally:
+                proc.terminate()
+                proc.wait(60)
+    finally:
+        admin.close()
+    assert seen["freshness"][1] == {"feedstore-reader"}, seen  # it reads the online store
+    assert seen["exporter"][0] == {"feedstore_reader_app"}, seen  # it reads Feast's registry
+    assert not {"feedstore_owner", "feedstore-admin"} & (seen["freshness"][0] | seen["exporter"][1]), seen
+
+
+@pytest.mark.pure
+def test_the_readme_grants_the_s3_prefixes_the_stack_grants():
+    """The README's policy for managed S3 names each prefix the local identities may write."""
+    import re
+
+    from devtools.stack.seaweedfs import identity_actions
+    from feedstore.settings import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    policy = readme[readme.index("**S3**: one IAM user"):readme.index("**A SeaweedFS of your own**")]
+    writes = {component: {a.removeprefix("Write:B/") for a in actions if a.startswith("Write:")}
+              for component, actions in identity_actions(Settings.defaults(), "B").items()}
+    pipeline = policy[policy.index("for the pipeline"):policy.index("for serve and the reader")]
+    assert set(re.findall(r"`B/([a-z/]+/\*)`", pipeline)) == writes["pipeline"]
+    ingest = policy[policy.index("for ingest"):policy.index("for the pipeline")] + policy[policy.index("Ingest also"):]
+    assert set(re.findall(r"`(?:arn:aws:s3:::)?B/([a-z/]+/\*)`", ingest)) == writes["ingest"]
+    assert writes["serve"] == writes["reader"] == set()
