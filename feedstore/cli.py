@@ -88,14 +88,26 @@ def stack_up(
 
 
 @stack_app.command("provision")
-def stack_provision() -> None:
-    """Create the database, topics and bucket on services that already run (docker compose's provision step)."""
-    from devtools.stack import services
+def stack_provision(
+    only: list[str] = typer.Option([], "--only", help="Provision only this service (repeatable): docker compose "
+                                   "grants SeaweedFS's identities from inside its network, where its master is."),
+) -> None:
+    """Create the database, topics and bucket, and grant the components' users and identities, on services that
+    already run (docker compose's provision steps)."""
+    from devtools.stack import StackError, services
 
-    for service in services(get_settings()):
+    chosen = [s for s in services(get_settings()) if not only or s.name in only]
+    unknown = set(only) - {s.name for s in chosen}
+    if unknown:
+        names = ", ".join(s.name for s in services(get_settings()))
+        fail(f"no service {', '.join(sorted(unknown))}: choose from {names}")
+    for service in chosen:
         if not service.ready():
             fail(f"{service.name} does not answer at {service.endpoint()}")
-        service.provision()
+        try:
+            service.provision()
+        except StackError as exc:
+            fail(str(exc))
         console.print(f"[green]✓[/] {service.name:<10} provisioned  {service.endpoint()}")
 
 
@@ -548,6 +560,7 @@ def freshness(
 
     if metrics_port < 0 or metrics_port > 65535:
         fail(f"--metrics-port must be 0..65535, not {metrics_port}")
+    _run_as("reader")  # it only reads the online store and Feast's registry
     settings = get_settings()
     client = connect(settings, socket_timeout=5, socket_connect_timeout=3)
     project = store(settings).project
@@ -613,6 +626,7 @@ def exporter(
     from orchestration.metrics import serve as serve_metrics
 
     configure_logging(log_level.value)
+    _run_as("reader")  # it only reads Dagster's instance, Feast's registry and the online store
     os.environ.update(dagster_env(prepare_home()))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

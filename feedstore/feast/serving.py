@@ -128,7 +128,7 @@ def check_join_keys(fs, features, entities: dict) -> None:
     wrong key names every key of the project instead of the one that is wrong."""
     from feast.errors import FeastObjectNotFoundException
 
-    from feedstore.feast.online.read import join_key_problem
+    from feedstore.feast.online.requests import join_key_problem
 
     views = ([p.name for p in features.feature_view_projections] if not isinstance(features, list)
              else list(dict.fromkeys(ref.split(":", 1)[0] for ref in features)))

@@ -90,6 +90,7 @@ def test_seaweedfs_version_matches_the_wheel(compose):
 
 
 STORES = ("postgres", "redis", "kafka", "seaweedfs")
+ONE_SHOT = ("seaweedfs-provision", "provision")
 APPLICATION = ("ingest", "serve", "dagster-webserver", "dagster-daemon")
 # Where each image really keeps its data (postgres: PGDATA; redis: --dir; kafka: KAFKA_LOG_DIRS,
 # whose image default is /tmp/kraft-combined-logs; seaweedfs: -dir; prometheus: --storage.tsdb.path).
@@ -125,13 +126,17 @@ def test_each_server_keeps_its_data_in_a_volume(compose, compose_file):
 
 def test_every_long_running_service_has_a_healthcheck(compose):
     for name, service in compose.items():
-        if name != "provision":
+        if name not in ONE_SHOT:
             assert service.get("healthcheck", {}).get("test"), name
 
 
 def test_start_order_waits_for_health_and_provisioning(compose):
-    assert compose["provision"]["depends_on"] == {s: {"condition": "service_healthy"} for s in STORES}
-    assert compose["provision"]["restart"] == "no"
+    assert compose["seaweedfs-provision"]["depends_on"] == {"seaweedfs": {"condition": "service_healthy"}}
+    assert compose["provision"]["depends_on"] == {
+        **{s: {"condition": "service_healthy"} for s in STORES if s != "seaweedfs"},
+        "seaweedfs-provision": {"condition": "service_completed_successfully"}}
+    for name in ONE_SHOT:
+        assert compose[name]["restart"] == "no", name
     for name in APPLICATION:
         assert compose[name]["depends_on"]["provision"] == {"condition": "service_completed_successfully"}, name
     assert compose["dagster-daemon"]["depends_on"]["dagster-webserver"] == {"condition": "service_healthy"}
@@ -142,6 +147,52 @@ def test_provisioning_runs_real_commands(compose):
     script = compose["provision"]["entrypoint"][-1]
     for step in ("feedstore stack provision", "feedstore migrate", "feedstore feast apply", "prepare_home()"):
         assert step in script
+
+
+def _provisioned(args: list[str]) -> set[str]:
+    return {args[i + 1] for i, arg in enumerate(args) if arg == "--only"}
+
+
+def test_every_store_is_provisioned_once_seaweedfs_from_inside_its_network(compose, defaults):
+    """SeaweedFS's master is not published, so its identities are granted from a container in its
+    network; the rest from the host network, as the application reaches them."""
+    from devtools.stack import services
+
+    weed = compose["seaweedfs-provision"]
+    assert weed["network_mode"] == "service:seaweedfs"
+    assert weed["command"][:2] == ["stack", "provision"] and _provisioned(weed["command"]) == {"seaweedfs"}
+    rest = compose["provision"]["entrypoint"][-1].split("&&")[0].split()
+    assert rest[:3] == ["feedstore", "stack", "provision"]
+    assert _provisioned(rest) == {"postgres", "redis", "kafka"}
+    assert _provisioned(rest) | _provisioned(weed["command"]) == {s.name for s in services(defaults)}
+    assert compose["provision"]["network_mode"] == "host"
+
+
+def test_seaweedfs_publishes_s3_and_nothing_else(compose, defaults):
+    """The master, volume and filer ports (HTTP and gRPC) are not published: from outside the
+    compose network only S3, which checks every request's signature, answers; every published port
+    of every service is on loopback."""
+    weed = compose["seaweedfs"]
+    assert weed["ports"] == [f"127.0.0.1:{defaults.s3.port}:{defaults.s3.port}"]
+    assert "expose" not in weed and "network_mode" not in weed
+    command = weed["command"]
+    assert not [a for a in command if a.split("=")[0].endswith((".port.public", "publicUrl"))], command
+    for name, service in compose.items():
+        for mapping in service.get("ports", []):
+            assert mapping.startswith("127.0.0.1:"), (name, mapping)
+
+
+def test_stack_provision_takes_the_options_compose_gives_it():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "feedstore.cli", "stack", "provision", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--only" in out.stdout, out.stderr
+    wrong = subprocess.run([sys.executable, "-m", "feedstore.cli", "stack", "provision", "--only", "seaweed"],
+                           capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "no service seaweed: choose from postgres, redis" in wrong.stderr, wrong.stderr
+    assert "Traceback" not in wrong.stderr
 
 
 def test_application_environment_is_the_native_defaults(compose, defaults):

@@ -3,6 +3,7 @@ Redis, S3, the SeaweedFS filer), and the components seen under their own roles."
 
 from __future__ import annotations
 
+import http.client
 import socket
 import ssl
 import subprocess
@@ -92,6 +93,23 @@ def test_public_can_neither_connect_nor_make_temp_tables(settings, pg):
     assert rules and not [r for r in rules if r[1] == "trust"], rules
 
 
+def test_every_login_is_scram_and_no_superuser(settings):
+    """The owner's and each runtime component's login: a SCRAM-SHA-256 password, no superuser."""
+    from urllib.parse import unquote, urlsplit
+
+    from devtools.stack.postgres import PostgresService
+    from feedstore.settings import RUNTIME_COMPONENTS
+
+    dsns = [settings.postgres.dsn, *(settings.postgres.dsn_for(c) for c in RUNTIME_COMPONENTS)]
+    users = sorted({unquote(urlsplit(dsn).username or "") for dsn in dsns})
+    assert len(users) == 1 + len(RUNTIME_COMPONENTS), users
+    with psycopg.connect(PostgresService(settings).admin_dsn()) as admin:
+        rows = admin.execute("SELECT rolname, rolcanlogin, rolsuper, left(rolpassword, 14) FROM pg_authid "
+                             "WHERE rolname = ANY(%s) ORDER BY rolname", (users,)).fetchall()
+        assert admin.execute("SHOW password_encryption").fetchone() == ("scram-sha-256",)
+    assert rows == [(u, True, False, "SCRAM-SHA-256$") for u in users]
+
+
 def test_the_bounded_drop_takes_only_reconciled_days(settings, pg):
     old = TODAY - timedelta(days=40)  # inside the creation window, past the kept days
     pg.execute("SELECT ensure_activity_partitions(%s, %s)", (old, old + timedelta(days=1)))
@@ -135,6 +153,39 @@ def test_redis_allows_each_component_its_own(settings):
     _redis(settings, "pipeline").hset("feed_ranking:{item_id=7}:item_engagement_features", "f", "1")
     assert _redis(settings, "serve").hget("feed_ranking:{item_id=7}:item_engagement_features", "f") == b"1"
     assert _redis(settings, "reader").hget("user:424242", "total_events") == b"1"
+
+
+def test_the_redis_cluster_refuses_the_same_on_every_node(settings, redis_cluster):
+    """The cluster's nodes have the server's ACL users (each node its own), the default user off."""
+    from urllib.parse import urlsplit
+
+    from feedstore.redis_client import connect
+
+    on_cluster = redis_cluster.settings_for(settings)
+    for port in redis_cluster.ports:
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=port).ping()
+        for component, command in (("pipeline", ("FLUSHALL",)), ("serve", ("CONFIG", "GET", "*")),
+                                   ("ingest", ("KEYS", "*")), ("reader", ("ACL", "LIST"))):
+            url = urlsplit(on_cluster.as_component(component).redis.url)
+            credentials = url.netloc.rpartition("@")[0]
+            node = redis.Redis.from_url(url._replace(netloc=f"{credentials}@127.0.0.1:{port}").geturl())
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                node.execute_command(*command)
+    users = [f"feed_ranking:{{user_id={9_900_000 + i}}}:user_realtime_features" for i in range(12)]  # every master
+    ingest, serve = connect(on_cluster.as_component("ingest")), connect(on_cluster.as_component("serve"))
+    try:
+        for key in users:
+            ingest.hset(key, "f", "1")
+            assert serve.hget(key, "f") == b"1"
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                serve.hset(key, "f", "2")
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                ingest.hset(key.replace("user_realtime_features", "user_embedding"), "f", "1")
+    finally:
+        admin = connect(on_cluster)
+        for key in users:
+            admin.delete(key)
 
 
 S3_REFUSED = {
@@ -183,10 +234,58 @@ MASTER_ADMIN = [("GET", "/dir/assign"), ("GET", "/vol/grow?count=1"), ("GET", "/
                 ("GET", "/cluster/status"), ("GET", "/dir/status"), ("GET", "/vol/vacuum")]
 
 
+def _contexts(tls_dir: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """TLS that trusts the stack's CA without a client certificate, and with the stack's."""
+    anonymous = ssl.create_default_context(cafile=str(tls_dir / "ca.crt"))
+    stack_client = ssl.create_default_context(cafile=str(tls_dir / "ca.crt"))
+    stack_client.load_cert_chain(tls_dir / "weed.crt", tls_dir / "weed.key")
+    return anonymous, stack_client
+
+
+def _assert_plain_http_refused(url: str, method: str, data: bytes | None = None) -> None:
+    """Go's TLS server answers a plain HTTP request with 400 "client sent an HTTP request to an
+    HTTPS server", or closes the connection without an answer (a DELETE)."""
+    try:
+        status, body = _https(url, ssl.create_default_context(), method, data)
+    except http.client.RemoteDisconnected:
+        return
+    assert status == 400 and b"HTTPS" in body, (method, url, status, body)
+
+
+def _assert_refused_without_a_client_certificate(settings: Settings, tls_dir: Path) -> None:
+    """Master, volume and filer HTTP and every gRPC port of the SeaweedFS at ``settings``: no answer
+    without the stack's client certificate; with it the filer still wants a JWT (the issue's list,
+    write and delete of the bucket without credentials)."""
+    base = settings.stack.seaweedfs_port_base
+    master, volume, filer = (f"127.0.0.1:{base + i}" for i in range(3))
+    anonymous, stack_client = _contexts(tls_dir)
+    for method, path in MASTER_ADMIN:
+        _assert_plain_http_refused(f"http://{master}{path}", method)
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            _https(f"https://{master}{path}", anonymous, method)  # TLS without a client certificate
+    for port in (base + 10000, base + 10001, base + 10002):  # gRPC: master, volume, filer
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                anonymous.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                assert tls.recv(1) == b"", port  # closed without a word
+    bucket = settings.s3.bucket
+    requests = [("GET", f"/buckets/{bucket}/", None), ("POST", f"/buckets/{bucket}/x.txt", b"data"),
+                ("DELETE", f"/buckets/{bucket}/x.txt", None)]
+    for method, path, data in requests:
+        _assert_plain_http_refused(f"http://{filer}{path}", method, data)
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            _https(f"https://{filer}{path}", anonymous, method, data)
+        assert _https(f"https://{filer}{path}", stack_client, method, data)[0] in (401, 403), (method, path)
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+        _https(f"https://{volume}/status", anonymous)
+    with pytest.raises(ClientError):
+        s3_client(settings).head_object(Bucket=bucket, Key="x.txt")  # nothing was written
+
+
 def test_seaweedfs_ports_refuse_requests_without_credentials(stack):
-    """On a SeaweedFS this stack started (the shared one may predate the certificates: a private one).
-    Master, volume and filer HTTP and every gRPC port: no answer without the stack's client certificate;
-    with it, volume writes and deletes and the filer still want a JWT; S3 goes on through each identity."""
+    """On a SeaweedFS this stack starts, from nothing: the ports refuse; with the certificate the
+    master answers, and volume writes and deletes still want a JWT; S3 goes on through each identity."""
     from devtools.stack.seaweedfs import SeaweedFSService
     from tests.conftest import private_stack
 
@@ -194,34 +293,15 @@ def test_seaweedfs_ports_refuse_requests_without_credentials(stack):
         weed = SeaweedFSService(private)
         weed.up()
         try:
+            _assert_refused_without_a_client_certificate(private, weed.tls_dir)
             base = private.stack.seaweedfs_port_base
-            master, volume, filer = (f"127.0.0.1:{base + i}" for i in range(3))
-            anonymous = ssl.create_default_context(cafile=str(weed.tls_dir / "ca.crt"))
-            stack_client = ssl.create_default_context(cafile=str(weed.tls_dir / "ca.crt"))
-            stack_client.load_cert_chain(weed.tls_dir / "weed.crt", weed.tls_dir / "weed.key")
-            for method, path in MASTER_ADMIN:
-                status, body = _https(f"http://{master}{path}", anonymous, method)  # plain HTTP: refused
-                assert status == 400 and b"HTTPS" in body, (path, status, body)
-                with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
-                    _https(f"https://{master}{path}", anonymous, method)  # TLS without a client certificate
-            for port in (base + 10000, base + 10001, base + 10002):  # gRPC: master, volume, filer
-                with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-                        anonymous.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                    with pytest.raises((ssl.SSLError, ConnectionError)):
-                        tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-                        assert tls.recv(1) == b"", port  # closed without a word
-            for url in (f"https://{volume}/status", f"https://{filer}/buckets/"):
-                with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
-                    _https(url, anonymous)
+            master, volume = f"127.0.0.1:{base}", f"127.0.0.1:{base + 1}"
+            _, stack_client = _contexts(weed.tls_dir)
             status, body = _https(f"https://{master}/dir/assign", stack_client)  # the certificate is the credential
             assert status == 200, body
             fid = __import__("json").loads(body)["fid"]
             for method, data in (("POST", b"data"), ("DELETE", None)):  # ... and volume writes want a JWT besides
                 assert _https(f"https://{volume}/{fid}", stack_client, method, data)[0] == 401, method
-            for method, path, data in [("GET", f"/buckets/{private.s3.bucket}/", None),
-                                       ("POST", f"/buckets/{private.s3.bucket}/x.txt", b"data"),
-                                       ("DELETE", f"/buckets/{private.s3.bucket}/x.txt", None)]:
-                assert _https(f"https://{filer}{path}", stack_client, method, data)[0] in (401, 403), (method, path)
             bucket = private.s3.bucket
             s3_client(private.as_component("ingest")).put_object(Bucket=bucket, Key="events/t/x", Body=b"1")
             s3_client(private.as_component("pipeline")).put_object(Bucket=bucket, Key="features/t/x", Body=b"2")
@@ -232,6 +312,20 @@ def test_seaweedfs_ports_refuse_requests_without_credentials(stack):
                 s3_client(private.as_component("serve")).put_object(Bucket=bucket, Key="features/t/y", Body=b"3")
         finally:
             weed.stop()
+
+
+def test_the_running_stacks_seaweedfs_refuses_requests_without_credentials(settings):
+    """The shared stack every test runs on, as it is running (the Done-when: it holds on the local
+    stack). A SeaweedFS started by a checkout before the certificates fails here: restart it with
+    ``feedstore stack down && feedstore stack up``. S3 through each identity: the tests above."""
+    from devtools.stack.seaweedfs import SeaweedFSService
+
+    weed = SeaweedFSService(settings)
+    weed._security_env()  # the stack's CA and certificate (derived from the settings' key, as the server's)
+    _assert_refused_without_a_client_certificate(settings, weed.tls_dir)
+    _, stack_client = _contexts(weed.tls_dir)
+    status, body = _https(f"https://127.0.0.1:{settings.stack.seaweedfs_port_base}/cluster/status", stack_client)
+    assert status == 200 and b"Leader" in body, body  # the certificate is the credential
 
 
 def test_redis_default_user_is_off_on_a_server_the_stack_starts(stack):
@@ -304,3 +398,81 @@ def test_the_readme_grants_the_redis_users_the_stack_makes():
     readme = (PROJECT_ROOT / "README.md").read_text()
     for component, rules in acl_rules(Settings.defaults()).items():
         assert f"ACL SETUSER feedstore-{component} on >… {rules}\n" in readme, component
+
+
+def _connections_to(pid: int, server_port: int) -> set[int]:
+    """Local ports of a process's TCP connections to ``server_port``."""
+    import psutil
+
+    return {c.laddr.port for c in psutil.Process(pid).net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == server_port}
+
+
+def _scraped(port: int, proc: subprocess.Popen, deadline: float) -> bytes:
+    while True:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
+                return answer.read()
+        except (urllib.error.URLError, ConnectionError):
+            assert time.monotonic() < deadline, "no /metrics"
+            time.sleep(0.5)
+
+
+def test_freshness_and_the_exporter_read_as_the_reader(settings, redis_client, tmp_path):
+    """Both only read (the online store, Feast's registry, Dagster's instance), so they run as the
+    reader: seen so by Redis and by Postgres while they serve their metrics."""
+    import os
+
+    from feedstore.feast.store import apply, close, store
+    from tests.conftest import free_port
+
+    opened = store(settings)
+    apply(opened, settings)  # as the owner: the reader may not create the registry's project
+    close(opened)
+    admin = psycopg.connect(settings.postgres.dsn, user=settings.stack.postgres_admin_user,  # others' client_port
+                            password=settings.stack.postgres_admin_password, autocommit=True)
+    env = {**os.environ, **settings.feast_env(), "DAGSTER_HOME": str(tmp_path)}
+    redis_port = redis_client.connection_pool.connection_kwargs["port"]
+    seen: dict[str, tuple[set, set]] = {}
+    try:
+        for name, options in (("freshness", ["--metrics-port"]), ("exporter", ["--port"])):
+            port = free_port()
+            proc = subprocess.Popen([sys.executable, "-m", "feedstore.cli", name, *options, str(port)], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                assert b"# TYPE" in _scraped(port, proc, time.monotonic() + 180)
+                pg_ports = list(_connections_to(proc.pid, admin.info.port))
+                users = {row[0] for row in admin.execute("SELECT usename FROM pg_stat_activity "
+                                                         "WHERE client_port = ANY(%s)", (pg_ports,))}
+                redis_ports = _connections_to(proc.pid, redis_port)
+                clients = {c["user"] for c in redis_client.client_list()
+                           if int(c["addr"].rsplit(":", 1)[1]) in redis_ports}
+                seen[name] = (users, clients)
+            finally:
+                proc.terminate()
+                proc.wait(60)
+    finally:
+        admin.close()
+    assert seen["freshness"][1] == {"feedstore-reader"}, seen  # it reads the online store
+    assert seen["exporter"][0] == {"feedstore_reader_app"}, seen  # it reads Feast's registry
+    assert not {"feedstore_owner", "feedstore-admin"} & (seen["freshness"][0] | seen["exporter"][1]), seen
+
+
+@pytest.mark.pure
+def test_the_readme_grants_the_s3_prefixes_the_stack_grants():
+    """The README's policy for managed S3 names each prefix the local identities may write."""
+    import re
+
+    from devtools.stack.seaweedfs import identity_actions
+    from feedstore.settings import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    policy = readme[readme.index("**S3**: one IAM user"):readme.index("**A SeaweedFS of your own**")]
+    writes = {component: {a.removeprefix("Write:B/") for a in actions if a.startswith("Write:")}
+              for component, actions in identity_actions(Settings.defaults(), "B").items()}
+    pipeline = policy[policy.index("for the pipeline"):policy.index("for serve and the reader")]
+    assert set(re.findall(r"`B/([a-z/]+/\*)`", pipeline)) == writes["pipeline"]
+    ingest = policy[policy.index("for ingest"):policy.index("for the pipeline")] + policy[policy.index("Ingest also"):]
+    assert set(re.findall(r"`(?:arn:aws:s3:::)?B/([a-z/]+/\*)`", ingest)) == writes["ingest"]
+    assert writes["serve"] == writes["reader"] == set()

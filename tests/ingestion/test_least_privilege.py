@@ -58,21 +58,24 @@ def writers(pg: psycopg.Connection) -> dict[str, set[tuple[str, str]]]:
     return out
 
 
-def _ports(pid: int) -> set[int]:
-    """Local TCP ports of a process's connections (its threads share them)."""
+def _ports(pid: int, server_port: int) -> set[int]:
+    """Local TCP ports of a process's connections to ``server_port`` (its threads share them). Only
+    those: another process may use the same local port towards another server at the same time."""
     try:
-        return {c.laddr.port for c in psutil.Process(pid).net_connections(kind="tcp") if c.raddr}
+        return {c.laddr.port for c in psutil.Process(pid).net_connections(kind="tcp")
+                if c.raddr and c.raddr.port == server_port}
     except psutil.NoSuchProcess:
         return set()
 
 
 def _sample(pg: psycopg.Connection, r: redis.Redis, pid: int, seen_pg: set, seen_redis: set) -> None:
-    ports = _ports(pid)
+    pg_ports = _ports(pid, pg.info.port)
     for port, usename, app in pg.execute("SELECT client_port, usename, application_name FROM pg_stat_activity "
-                                         "WHERE client_port = ANY(%s)", (list(ports),)):
+                                         "WHERE client_port = ANY(%s)", (list(pg_ports),)):
         seen_pg.add((usename, app))
+    redis_ports = _ports(pid, r.connection_pool.connection_kwargs["port"])
     for client in r.client_list():
-        if int(client["addr"].rsplit(":", 1)[1]) in ports:
+        if int(client["addr"].rsplit(":", 1)[1]) in redis_ports:
             seen_redis.add(client["user"])
 
 

@@ -8,7 +8,8 @@ from the Python values, one pipelined read fetches every view, and the response 
 cells (``response.CellOnlineResponse``): its proto is built only if someone reads it. Anything
 else goes through Feast's path, whose per-view read hook (``_read_features_per_fv``) does the
 same single pipelined read. Either way a value older than its view's TTL comes back as
-``OUTSIDE_MAX_AGE`` (the key may outlive it when a TTL was shortened after the write).
+``OUTSIDE_MAX_AGE`` (the key may outlive it when a TTL was shortened after the write), and
+a malformed request is refused first with a one-line error (``requests``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from datetime import datetime
 from typing import Any
 
 from feast import FeatureView, RepoConfig
-from feast.errors import FeastError
 from feast.online_response import OnlineResponse
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnlineFeaturesResponse
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -31,6 +31,7 @@ from feast.value_type import ValueType
 
 from feedstore.feast import private
 from feedstore.feast.online import codec, layout, wire
+from feedstore.feast.online.requests import check_ids, check_join_keys, entity_columns, unresolved_features
 from feedstore.feast.online.response import CellOnlineResponse, ViewCells, append_view
 
 try:
@@ -84,9 +85,7 @@ class TTLRedisReads:
         """Feast's method. Plain requests take the direct path, whose response converts the raw
         cells read here once per distinct entity; anything else goes through Feast's path (with
         the same reads, collected so ``to_dict`` converts cells the same way)."""
-        columns = _columnar(entity_rows)
-        ctx = _request_context(registry, project, features, full_feature_names)
-        check_join_keys(ctx, columns)
+        columns, ctx = checked_request(registry, project, features, entity_rows, full_feature_names)
         plan = _plain_request(ctx, features, columns)
         if plan is not None:
             return read_plain(private.redis_client(self, config), config, columns, plan,
@@ -104,8 +103,8 @@ class TTLRedisReads:
     async def get_online_features_async(self, config: RepoConfig, features, entity_rows, registry, project: str,
                                         full_feature_names: bool = False,
                                         include_feature_view_version_metadata: bool = False) -> OnlineResponse:
-        """Feast's method, after the same join-key check as the synchronous one."""
-        check_join_keys(_request_context(registry, project, features, full_feature_names), _columnar(entity_rows))
+        """Feast's method, after the same checks as the synchronous one."""
+        checked_request(registry, project, features, entity_rows, full_feature_names)
         return await super().get_online_features_async(config, features, entity_rows, registry, project,
                                                        full_feature_names, include_feature_view_version_metadata)
 
@@ -161,23 +160,6 @@ def read_plain(client, config: RepoConfig, columns: dict[str, list], plan: Plain
                               include_version=include_version)
 
 
-def _columnar(entity_rows) -> dict[str, list] | None:
-    """Entity rows as columns (Feast accepts both shapes); ``None`` when they are not plain."""
-    if isinstance(entity_rows, list):
-        if not entity_rows or not all(isinstance(r, dict) for r in entity_rows):
-            return None
-        names = list(entity_rows[0])
-        if any(len(r) != len(names) for r in entity_rows):
-            return None
-        try:
-            return {k: [r[k] for r in entity_rows] for k in names}
-        except KeyError:
-            return None
-    if isinstance(entity_rows, dict) and all(isinstance(v, list) for v in entity_rows.values()):
-        return entity_rows
-    return None
-
-
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -190,61 +172,30 @@ def _plain_column(values: list, value_type: ValueType | None) -> bool:
     return False
 
 
-class JoinKeyError(FeastError, KeyError):
-    """A request's join keys are not those its features are keyed by. A ``KeyError`` as Feast's own
-    ("Missing join key values for keys: ..." names every key of the project, not the wrong one);
-    a ``FeastError`` Feast's feature server answers with 400."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.__overridden_message__ = message
-
-    def http_status_code(self) -> int:
-        return 400
-
-
-def needed_join_keys(grouped_refs: GroupedRefs) -> set[str]:
-    """The join keys (as the request names them, through each view's projection) the views read by."""
-    return {view.projection.join_key_map.get(c.name, c.name) for view, _ in grouped_refs
-            for c in view.entity_columns} - {"__dummy_id"}
-
-
-def join_key_problem(given: set[str], needed: set[str]) -> str | None:
-    """The one-line message for keys that are not the ones needed, or None; the HTTP and SDK paths share it."""
-    unknown, missing = sorted(given - needed), sorted(needed - given)
-    if unknown:
-        return (f"unknown join key {', '.join(unknown)}: the requested features are keyed by "
-                f"{', '.join(sorted(needed))}")
-    if missing:
-        return f"missing join key {', '.join(missing)} for the requested features"
-    return None
-
-
-def check_join_keys(ctx: private.RequestContext | None, columns: dict[str, list] | None) -> None:
-    """Raises ``JoinKeyError`` for a request of feature views only whose entity columns are not
-    exactly the join keys of its views (on-demand views take request data beside them: Feast checks those)."""
-    if ctx is None or not columns or ctx.on_demand_views or ctx.request_data or ctx.entityless:
-        return
-    problem = join_key_problem(set(columns), needed_join_keys(ctx.grouped_refs))
-    if problem is not None:
-        raise JoinKeyError(problem)
-
-
-def _request_context(registry, project: str, features, full_feature_names: bool) -> private.RequestContext | None:
+def checked_request(registry, project: str, features, entity_rows, full_feature_names: bool,
+                    ) -> tuple[dict[str, list], private.RequestContext | None]:
+    """The request's entity columns and Feast's resolution of its features, once both are known
+    to be right (else a one-line ``RequestError``); the context is ``None`` when Feast cannot
+    resolve the features and the reason is Feast's to tell (an unknown view, say)."""
+    columns = entity_columns(entity_rows)
     try:
-        return private.request_context(registry, project, features, full_feature_names)
+        ctx = private.request_context(registry, project, features, full_feature_names)
     except Exception:  # noqa: BLE001 - Feast's path raises its own error for the same request
-        return None
+        error = unresolved_features(registry, project, features)
+        if error is not None:
+            raise error from None
+        return columns, None
+    check_join_keys(ctx, columns)
+    check_ids(columns, ctx.entity_type_map)
+    return columns, ctx
 
 
-def _plain_request(ctx: private.RequestContext | None, features, columns: dict[str, list] | None) -> PlainPlan | None:
-    """Feast's cached request resolution, when the request needs nothing but feature view reads."""
-    if not columns or ctx is None:
+def _plain_request(ctx: private.RequestContext | None, features, columns: dict[str, list]) -> PlainPlan | None:
+    """Feast's cached request resolution, when the request needs nothing but feature view reads
+    (``columns`` are checked: equally long, not empty)."""
+    if ctx is None:
         return None
     if ctx.on_demand_views or ctx.request_data or ctx.entityless or getattr(features, "precompute_online", False):
-        return None
-    n = len(next(iter(columns.values())))
-    if n == 0 or any(len(v) != n for v in columns.values()):
         return None
     if any(k not in ctx.join_keys or not _plain_column(v, ctx.entity_type_map.get(k)) for k, v in columns.items()):
         return None

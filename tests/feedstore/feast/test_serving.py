@@ -238,6 +238,9 @@ MALFORMED = [  # (body, status, words the error must hold)
     (b'{"feature_service": "ranking", "entities": {"user_id": [1180591620717411303424], "item_id": [1]}}', 400,
      "64 bits"),
     (b'{"feature_service": "ranking", "entities": {"user_id": [true], "item_id": [1]}}', 400, "not an id"),
+    # a string for an integer key: Feast converts decimal ones; the SDK's check refuses the rest
+    (b'{"feature_service": "ranking", "entities": {"user_id": ["abc"], "item_id": [1]}}', 400,
+     "entity_rows user_id (row 0): 'abc' is not an integer id"),
     (b'{"feature_service": "ranking", "entities": {}}', 400, "non-empty"),
     (b'{"feature_service": "ranking", "entities": {"user_id": []}}', 400, "non-empty"),
     (b'{"feature_service": "ranking", "entities": {"user_id": ["\xff\xfe"]}}', 400, "not JSON"),

@@ -105,7 +105,7 @@ def test_a_wrong_join_key_through_the_sdk_names_it_and_the_expected_ones(fs, onl
     key of the project ("Missing join key values for keys: ['item_id', 'user_id']")."""
     import asyncio
 
-    from feedstore.feast.online.read import JoinKeyError
+    from feedstore.feast.online.requests import JoinKeyError
 
     features = fs.get_feature_service(features) if isinstance(features, str) else features
     with pytest.raises(JoinKeyError) as caught:
