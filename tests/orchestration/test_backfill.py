@@ -32,6 +32,18 @@ def month(stack):
         yield settings, feed
 
 
+def _step_failures(result) -> dict[str, str]:
+    """Each failed step's error, so a red day says why in the assertion."""
+    return {e.step_key: e.step_failure_data.error.to_string() if e.step_failure_data.error else ""
+            for e in result.all_events if e.is_step_failure}
+
+
+def _failed(evaluation) -> tuple[str, str | None, dict]:
+    """A failed check with what it reported (its description and metadata values)."""
+    return (evaluation.check_name, evaluation.description,
+            {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()})
+
+
 @pytest.mark.nightly  # 30 runs, ~12 min alone on two cores: ./run test -m nightly
 @pytest.mark.timeout(3600)
 def test_thirty_day_backfill_is_green(month):
@@ -47,10 +59,12 @@ def test_thirty_day_backfill_is_green(month):
     for day in feed.days:
         result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False)
         checks = result.get_asset_check_evaluations()
-        outcomes[day] = (result.success, [e.check_name for e in checks if not e.passed], len(checks))
+        outcomes[day] = (result.success, [_failed(e) for e in checks if not e.passed],
+                         len(checks), _step_failures(result))
         left_open[day] = pipeline_connections(settings)
+        print(f"{datetime.now(timezone.utc):%H:%M:%S} {day} success={result.success} {outcomes[day][1:]}", flush=True)
     failed = {d: o for d, o in outcomes.items() if not o[0] or o[1]}
     assert failed == {}, failed
     assert set(left_open.values()) == {0}, left_open  # every run gave its Postgres connections back
-    assert all(n >= 12 for _, _, n in outcomes.values())
+    assert all(n >= 12 for _, _, n, _ in outcomes.values())
     assert lake.partition_days(f"{lake.TRAINING}/ranking_daily", settings) == feed.days
