@@ -5,6 +5,8 @@ a Postgres connection open."""
 
 from __future__ import annotations
 
+import os
+import time as clock
 from datetime import datetime, time, timedelta, timezone
 
 import pytest
@@ -38,6 +40,12 @@ def _step_failures(result) -> dict[str, str]:
             for e in result.all_events if e.is_step_failure}
 
 
+def _timed_out(failures: dict[str, str]) -> bool:
+    """pytest-timeout's signal lands in whichever step runs, and Dagster records it as that step's
+    failure and returns: without this the hour running out read as the last day's step error."""
+    return any("Timeout" in error and "pytest-timeout" in error for error in failures.values())
+
+
 def _failed(evaluation) -> tuple[str, str | None, dict]:
     """A failed check with what it reported (its description and metadata values)."""
     return (evaluation.check_name, evaluation.description,
@@ -56,11 +64,16 @@ def test_thirty_day_backfill_is_green(month):
     job = defs.get_job_def("daily_pipeline")
     instance = dg.DagsterInstance.ephemeral()
     outcomes, left_open = {}, {}
+    started = clock.monotonic()
     for day in feed.days:
         result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False)
         checks = result.get_asset_check_evaluations()
         outcomes[day] = (result.success, [_failed(e) for e in checks if not e.passed],
                          len(checks), _step_failures(result))
+        if _timed_out(outcomes[day][3]):
+            pytest.fail(f"pytest-timeout fired during the run of {day} ({len(outcomes)} of {DAYS} days, "
+                        f"{clock.monotonic() - started:.0f} s, load {os.getloadavg()[0]:.1f}): the backfill "
+                        "did not fit its time on this machine; that day's run is not a result")
         left_open[day] = pipeline_connections(settings)
         print(f"{datetime.now(timezone.utc):%H:%M:%S} {day} success={result.success} {outcomes[day][1:]}", flush=True)
     failed = {d: o for d, o in outcomes.items() if not o[0] or o[1]}
