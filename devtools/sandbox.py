@@ -38,7 +38,7 @@ class RedisDatabases:
     (killed mid-session) loses it to the next claim. Handing them out in turn instead gave the
     sixteenth sandbox of the stack, and every sandbox opened inside another (always database 2,
     the count restarting in the outer one's database), a database still in use, which it flushed
-    and wrote into: a long session such as the 30-day backfill lost its online rows to another's."""
+    and wrote into: a long session such as the 30-day backfill could lose its online rows to another."""
 
     client: redis.Redis
     """Where the leases are kept: database 0 of the stack's Redis, whichever namespace asks."""
