@@ -6,9 +6,12 @@ benchmarks use it to share one stack without seeing each other's data."""
 from __future__ import annotations
 
 import os
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import psycopg
@@ -18,13 +21,79 @@ from psycopg import sql
 from feedstore.logs import get_logger
 from feedstore.settings import RUNTIME_COMPONENTS, Settings, get_settings, reset_settings_cache
 
-REDIS_DB_COUNTER = "feedstore:sandbox:redis-db-counter"
 log = get_logger(__name__)
 
+_CLAIM = """
+local held = redis.call('GET', KEYS[1])
+if held == false or held == ARGV[2] then redis.call('SET', KEYS[1], ARGV[1]) return 1 end
+return 0
+"""
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
-def _environment(base: Settings, tag: str) -> dict[str, str]:
-    """Database 0 of Redis stays the default namespace's; sandboxes take 1-15 in turn."""
-    redis_db = 1 + int(redis.Redis.from_url(base.redis.url).incr(REDIS_DB_COUNTER)) % 15
+
+@dataclass(frozen=True)
+class RedisDatabases:
+    """Databases 1-15 of the stack's Redis, leased to sandboxes one holder at a time. A lease is
+    a key in database 0 naming its holder (host, pid, sandbox); a holder whose process is gone
+    (killed mid-session) loses it to the next claim. Handing them out in turn instead gave the
+    sixteenth sandbox of the stack, and every sandbox opened inside another (always database 2,
+    the count restarting in the outer one's database), a database still in use, which it flushed
+    and wrote into: a long session such as the 30-day backfill could lose its online rows to another."""
+
+    client: redis.Redis
+    """Where the leases are kept: database 0 of the stack's Redis, whichever namespace asks."""
+    prefix: str = "feedstore:sandbox:redis-db:"
+    numbers: range = range(1, 16)
+
+    @classmethod
+    def of(cls, base: Settings) -> RedisDatabases:
+        return cls(redis.Redis.from_url(urlsplit(base.redis.url)._replace(path="/0").geturl()))
+
+    def claim(self, tag: str, wait_seconds: float = 600.0) -> int:
+        """A database no live sandbox holds, waiting up to ``wait_seconds`` for one to be freed."""
+        holder = f"{socket.gethostname()}:{os.getpid()}:{tag}"
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            for n in self.numbers:
+                key = self.prefix + str(n)
+                if self.client.set(key, holder, nx=True):
+                    return n
+                held = self.client.get(key)
+                if held is not None and _gone(held.decode()) and self.client.eval(_CLAIM, 1, key, holder, held):
+                    log.warning("sandbox_redis_db_reclaimed", db=n, holder=held.decode())
+                    return n
+            if time.monotonic() >= deadline:
+                holders = {n: (h or b"").decode() for n in self.numbers if (h := self.client.get(self.prefix + str(n)))}
+                raise RuntimeError(f"no free Redis database for sandbox {tag}: "
+                                   + ", ".join(f"{n} held by {h}" for n, h in holders.items()))
+            time.sleep(1.0)
+
+    def release(self, number: int, tag: str) -> None:
+        """Gives the database back, if this process (as ``tag``) still holds it."""
+        self.client.eval(_RELEASE, 1, self.prefix + str(number), f"{socket.gethostname()}:{os.getpid()}:{tag}")
+
+    def holder(self, number: int) -> str | None:
+        held = self.client.get(self.prefix + str(number))
+        return held.decode() if held is not None else None
+
+
+def _gone(holder: str) -> bool:
+    """The holder is a process of this machine that no longer runs (a lease of another host is kept)."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        pass
+    return False
+
+
+def _environment(base: Settings, tag: str, redis_db: int) -> dict[str, str]:
+    """Database 0 of Redis stays the default namespace's; each sandbox holds one of 1-15."""
     components = {}
     for c in RUNTIME_COMPONENTS:  # each component's own endpoints, on the sandbox's database
         if getattr(base.postgres, f"{c}_dsn"):
@@ -54,7 +123,10 @@ def sandbox(kind: str = "test") -> Iterator[Settings]:
     from feedstore.migrate import migrate
 
     base = get_settings()
-    env = _environment(base, f"{kind}-{uuid.uuid4().hex[:10]}".replace("_", "-"))
+    tag = f"{kind}-{uuid.uuid4().hex[:10]}".replace("_", "-")
+    databases = RedisDatabases.of(base)
+    redis_db = databases.claim(tag)
+    env = _environment(base, tag, redis_db)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     reset_settings_cache()
@@ -67,13 +139,16 @@ def sandbox(kind: str = "test") -> Iterator[Settings]:
             migrate(conn)
         yield isolated
     finally:
-        drop(base, isolated)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        reset_settings_cache()
+        try:
+            drop(base, isolated)
+        finally:
+            databases.release(redis_db, tag)
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            reset_settings_cache()
 
 
 def drop(base: Settings, isolated: Settings) -> None:
