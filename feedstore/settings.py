@@ -223,6 +223,28 @@ class FeastSettings(BaseSettings):
     repo_path: Path = PROJECT_ROOT / "feature_repo"
     duckdb_memory_limit: str = "2GB"
     """Feast's DuckDB connection (offline store: get_historical_features, materialization reads)."""
+    registry: str | None = None
+    """The registry's SQLAlchemy URL (``sqlite:///…`` works too); unset: the Postgres database's."""
+    offline_engine: Literal["duckdb", "spark"] = "duckdb"
+    """The offline store ``store()`` configures: Feast's DuckDB store (``feedstore.feast.offline.store``)
+    or its Spark store (``feedstore.spark``'s session), both over the same Parquet lake. The sources
+    applied to the registry follow it, so one registry serves one engine (Feast's registry cannot
+    turn a file source into a Spark one): give the other engine its own ``registry``."""
+
+
+class SparkSettings(BaseSettings):
+    """The Spark session of ``feedstore.spark`` (Feast's Spark offline store, the daily SQL on Spark)."""
+
+    model_config = _group("FEED_SPARK_")
+
+    master: str = "local[2]"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = 4
+    """Spark's default of 200 tasks per shuffle is for clusters; a local run of small days wants few."""
+    hadoop_aws_version: str | None = None
+    """The ``org.apache.hadoop:hadoop-aws`` version for ``s3a://``; unset: the Hadoop bundled with pyspark."""
+    jars_dir: Path = Path.home() / ".cache" / "feedstore" / "spark-jars"
+    """Where Spark's resolver keeps hadoop-aws and the AWS SDK it needs, fetched from Maven Central once."""
 
 
 class ServeSettings(BaseSettings):
@@ -318,6 +340,7 @@ class Settings(BaseModel):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     contract: ContractSettings = Field(default_factory=ContractSettings)
     feast: FeastSettings = Field(default_factory=FeastSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     stack: StackSettings = Field(default_factory=StackSettings)
@@ -344,7 +367,10 @@ class Settings(BaseModel):
 
     @property
     def feast_registry_url(self) -> str:
-        """The SQLAlchemy URL Feast's SQL registry wants (psycopg 3 driver) for the same database."""
+        """The SQLAlchemy URL Feast's SQL registry wants: ``feast.registry`` when set, else the
+        Postgres database's (psycopg 3 driver)."""
+        if self.feast.registry:
+            return self.feast.registry
         return urlsplit(self.postgres.dsn)._replace(scheme="postgresql+psycopg").geturl()
 
     @property

@@ -147,8 +147,11 @@ def scan(con: duckdb.DuckDBPyConnection, name: str, keys: list[str], schema: pa.
     rel.create_view(name, replace=True)
 
 
-def fetch(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any] | None = None) -> pa.Table:
-    return con.execute(query, params or {}).arrow().read_all()
+def fetch(con, query: str, params: dict[str, Any] | None = None) -> pa.Table:
+    """``query`` on a DuckDB connection, or on Spark through ``orchestration.engines.SparkRelations``."""
+    if isinstance(con, duckdb.DuckDBPyConnection):
+        return con.execute(query, params or {}).arrow().read_all()
+    return con.fetch(query, params)
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

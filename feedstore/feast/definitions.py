@@ -7,7 +7,7 @@ from feast import Entity, FeatureService, FeatureView, Field, PushSource, ValueT
 from feast.types import Array, Float32, Float64, Int64, String
 
 from feedstore.contract import features as contract
-from feedstore.feast.sources import parquet_source
+from feedstore.feast.sources import batch_source
 from feedstore.settings import Settings
 
 FEAST_TYPES = {
@@ -22,7 +22,7 @@ def entity(spec: contract.Entity) -> Entity:
 
 
 def push_source(view: contract.View, settings: Settings | None = None) -> PushSource:
-    return PushSource(name=view.push_source or f"{view.name}_push", batch_source=parquet_source(view.name, settings),
+    return PushSource(name=view.push_source or f"{view.name}_push", batch_source=batch_source(view.name, settings),
                       description=f"{view.refresh.text.capitalize()}.")
 
 
@@ -31,7 +31,7 @@ def feature_view(view: contract.View, entities: dict[str, Entity], settings: Set
         name=view.name,
         entities=[entities[view.entity.name]],
         ttl=view.ttl,
-        source=push_source(view, settings) if view.pushed else parquet_source(view.name, settings),
+        source=push_source(view, settings) if view.pushed else batch_source(view.name, settings),
         online=True,
         description=view.description,
         schema=[Field(name=f.name, dtype=FEAST_TYPES[f.kind], description=f.description) for f in view.features],

@@ -21,18 +21,30 @@ from feedstore.settings import Settings, get_settings
 
 
 def repo_config(settings: Settings | None = None, repo_path: Path | None = None) -> RepoConfig:
+    """``feature_store.yaml`` with the settings' endpoints; with ``offline_engine: spark`` its
+    offline store is Feast's Spark store on ``feedstore.spark``'s session configuration."""
     s = settings or get_settings()
     path = Path(repo_path or s.feast.repo_path)
     text = (path / "feature_store.yaml").read_text()
     raw = yaml.safe_load(Template(text).safe_substitute({**os.environ, **s.feast_env()}))
+    if s.feast.offline_engine == "spark":
+        from feedstore.spark import spark_conf
+
+        raw["offline_store"] = {"type": "spark", "spark_conf": spark_conf(s)}
     return RepoConfig(repo_path=path, **raw)
 
 
 def store(settings: Settings | None = None, repo_path: Path | None = None) -> FeatureStore:
-    """A ``FeatureStore`` on the registry, Redis and S3 named by settings, ready for DuckDB reads."""
+    """A ``FeatureStore`` on the registry, Redis and S3 named by settings, ready for reads on the
+    configured offline engine (DuckDB's S3 secret set, or the Spark session started)."""
     s = settings or get_settings()
     config = repo_config(s, repo_path)
-    ensure_duckdb_s3()
+    if s.feast.offline_engine == "spark":
+        from feedstore.spark import session
+
+        session(s)
+    else:
+        ensure_duckdb_s3()
     return FeatureStore(repo_path=str(config.repo_path), config=config)
 
 

@@ -150,7 +150,7 @@ SELECT i.item_id, $end AS event_timestamp,
     coalesce(unique_viewers_7d, 0) AS unique_viewers_7d,
     CASE WHEN views_7d > 0 THEN least(1.0, engagements_7d / views_7d) ELSE 0 END AS engagement_rate_7d,
     coalesce(avg_rating, 0) AS avg_implicit_rating_7d,
-    exp(-least(greatest(epoch_us($end - i.created_at) / 86400e6, 0), 5000) / 7) AS freshness_score
+    exp(-least(greatest(date_diff('microsecond', i.created_at, $end) / 86400e6, 0), 5000) / 7) AS freshness_score
 FROM items i LEFT JOIN views USING (item_id) LEFT JOIN ratings USING (item_id)
 ORDER BY i.item_id
 """
