@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg import sql
@@ -27,6 +28,8 @@ _FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 GROUP_ROLES = {"ingest": "feedstore_ingest", "pipeline": "feedstore_batch", "serve": "feedstore_serve",
                "reader": "feedstore_reader"}
 """The NOLOGIN role holding each component's grants (sql/004, sql/008)."""
+DAGSTER_GROUP, DAGSTER_SCHEMA = "feedstore_dagster", "dagster"
+"""Dagster's storage login: member of this role, which may create tables in this schema only (sql/015)."""
 FEAST_GRANTS = {"feedstore_batch": "SELECT, INSERT, UPDATE, DELETE", "feedstore_ingest": "SELECT",
                 "feedstore_serve": "SELECT", "feedstore_reader": "SELECT"}
 """On Feast's registry tables, which migrate creates: no runtime role runs DDL."""
@@ -113,34 +116,68 @@ def ensure_feast_registry(conn: psycopg.Connection) -> None:
                 sql.SQL(privileges), sql.Identifier(table.name), sql.Identifier(role)))
 
 
-def ensure_logins(conn: psycopg.Connection, settings: Settings) -> None:
-    """Each runtime component's login user (the user of its DSN), member of its group role, with
-    its DSN's password. Roles are cluster-wide and several databases migrate at once, so a role
-    is altered only when its DSN cannot log in. Where the migrating role may not manage roles,
-    an administrator creates them (README)."""
-    from urllib.parse import unquote, urlsplit
+@dataclass(frozen=True)
+class Login:
+    component: str
+    dsn: str
+    group: str
 
-    for component in RUNTIME_COMPONENTS:
-        dsn = settings.postgres.dsn_for(component)
-        parts = urlsplit(dsn)
-        user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    @property
+    def user(self) -> str:
+        return unquote(urlsplit(self.dsn).username or "")
+
+    @property
+    def password(self) -> str:
+        return unquote(urlsplit(self.dsn).password or "")
+
+
+def logins(settings: Settings) -> list[Login]:
+    """The logins ``migrate`` makes: each runtime component's, and Dagster's storage login when
+    its DSN is on the migrated database (elsewhere, its administrator makes it: README)."""
+    made = [Login(c, settings.postgres.dsn_for(c), GROUP_ROLES[c]) for c in RUNTIME_COMPONENTS]
+    dagster, owner = urlsplit(settings.dagster_login_dsn), urlsplit(settings.postgres.dsn)
+    if (dagster.hostname, dagster.port, dagster.path) == (owner.hostname, owner.port, owner.path):
+        made.append(Login("dagster", settings.dagster_login_dsn, DAGSTER_GROUP))
+    return made
+
+
+def ensure_logins(conn: psycopg.Connection, settings: Settings) -> None:
+    """Each login of ``logins`` (the user of its DSN), member of its group role, with its DSN's
+    password. Roles are cluster-wide and several databases migrate at once, so a role is altered
+    only when its DSN cannot log in. Where the migrating role may not manage roles, an
+    administrator creates them (README)."""
+    for login in logins(settings):
+        user, password, component = login.user, login.password, login.component
         if not user or user == conn.info.user:
             continue
         row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (user,)).fetchone()
         if row and row[0]:
             raise MigrationError(f"the {component} DSN logs in as {user}, a superuser: give it a role of its own")
-        group = GROUP_ROLES[component]
-        login = sql.SQL("LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
+        attrs = sql.SQL("LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
         if password:
-            login += sql.SQL(" PASSWORD {}").format(sql.Literal(password))
+            attrs += sql.SQL(" PASSWORD {}").format(sql.Literal(password))
         if row is None:
-            _role_statement(conn, sql.SQL("CREATE ROLE {} {}").format(sql.Identifier(user), login), component, user)
-        elif password and not _can_log_in(dsn):
-            _role_statement(conn, sql.SQL("ALTER ROLE {} {}").format(sql.Identifier(user), login), component, user)
-        member = conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (user, group)).fetchone()
+            _role_statement(conn, sql.SQL("CREATE ROLE {} {}").format(sql.Identifier(user), attrs), component, user)
+        elif password and not _can_log_in(login.dsn):
+            _role_statement(conn, sql.SQL("ALTER ROLE {} {}").format(sql.Identifier(user), attrs), component, user)
+        member = conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (user, login.group)).fetchone()
         if not (member and member[0]):
-            _role_statement(conn, sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(user)),
+            _role_statement(conn, sql.SQL("GRANT {} TO {}").format(sql.Identifier(login.group), sql.Identifier(user)),
                             component, user)
+        if component == "dagster":
+            _ensure_search_path(conn, user, DAGSTER_SCHEMA)
+
+
+def _ensure_search_path(conn: psycopg.Connection, user: str, schema: str) -> None:
+    """``user``'s sessions resolve unqualified names in ``schema`` only: Dagster's storage creates
+    and finds its tables there (``public`` refuses it CREATE)."""
+    setting = f"search_path={schema}"
+    row = conn.execute("SELECT 1 FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
+                       "WHERE r.rolname = %s AND s.setdatabase = 0 AND %s = ANY(s.setconfig)",
+                       (user, setting)).fetchone()
+    if row is None:
+        _role_statement(conn, sql.SQL("ALTER ROLE {} SET search_path = {}").format(
+            sql.Identifier(user), sql.Identifier(schema)), "dagster", user)
 
 
 def _role_statement(conn: psycopg.Connection, statement: sql.Composed, component: str, user: str) -> None:

@@ -33,6 +33,9 @@ def _env(*names: str) -> Any:
 Component = Literal["owner", "ingest", "pipeline", "serve", "reader"]
 RUNTIME_COMPONENTS: tuple[Component, ...] = ("ingest", "pipeline", "serve", "reader")
 """Each runs under its own Postgres login, Redis ACL user and S3 identity; ``owner`` migrates."""
+DAGSTER_LOGIN = "feedstore_dagster_app"
+"""Dagster's own storage (runs, event log, schedules) when it is in Postgres: a login of its own,
+which may create tables in schema ``dagster`` (sql/015) and touch nothing else."""
 
 
 def local_secret(component: str) -> str:
@@ -273,7 +276,8 @@ class PipelineSettings(BaseSettings):
     duckdb_memory_limit: str = "4GB"
     """DuckDB's default is 80% of RAM; a bound makes the big joins spill to disk instead."""
     dagster_storage_dsn: str | None = Field(None, validation_alias=_env("FEED_DAGSTER_STORAGE_DSN"))
-    """Dagster keeps its runs in Postgres when set, else in SQLite under $DAGSTER_HOME."""
+    """Dagster keeps its runs in Postgres when set, else in SQLite under $DAGSTER_HOME. Not the
+    owner's DSN: ``Settings.dagster_login_dsn``'s login (docker compose sets it so)."""
     content_embeddings_prefix: str = Field("snapshots/items/", validation_alias=_env(
         "FEED_CONTENT_EMBEDDINGS_PREFIX"))
     """Where the pre-computed content embeddings land (the generator's item snapshots)."""
@@ -364,6 +368,16 @@ class Settings(BaseModel):
         """A copy with some fields of some groups changed: ``s.replace(kafka={"topic_activity": "t"})``."""
         return self.model_copy(update={name: getattr(self, name).model_copy(update=fields)
                                        for name, fields in groups.items() if fields})
+
+    @property
+    def dagster_login_dsn(self) -> str:
+        """The login of Dagster's Postgres storage: ``FEED_DAGSTER_STORAGE_DSN``, by default
+        ``feedstore_dagster_app`` on the owner's database (``migrate`` makes it there, as the
+        components' logins), tagged ``application_name=feedstore-dagster``."""
+        if self.pipeline.dagster_storage_dsn:
+            return _with_query(self.pipeline.dagster_storage_dsn, application_name="feedstore-dagster")
+        return _with_user(self.postgres.dsn, DAGSTER_LOGIN, local_secret("dagster"),
+                          application_name="feedstore-dagster")
 
     @property
     def feast_registry_url(self) -> str:

@@ -1,4 +1,5 @@
-"""Dagster's own storage: Postgres when ``FEED_DAGSTER_STORAGE_DSN`` is set, else SQLite under
+"""Dagster's own storage: Postgres when ``FEED_DAGSTER_STORAGE_DSN`` is set (a login of its own,
+``feedstore_dagster_app``, whose tables live in schema ``dagster``), else SQLite under
 ``$DAGSTER_HOME``. Telemetry is off either way. ``prepare_home`` writes ``dagster.yaml`` once."""
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def instance_config(settings: Settings) -> dict:
                             "config": {"max_concurrent_runs": 2}},
     }
     if settings.pipeline.dagster_storage_dsn:
-        config["storage"] = {"postgres": {"postgres_url": sqlalchemy_url(settings.pipeline.dagster_storage_dsn)}}
+        config["storage"] = {"postgres": {"postgres_url": sqlalchemy_url(settings.dagster_login_dsn)}}
     return config
 
 

@@ -246,3 +246,33 @@ def test_monitoring_profile_is_the_native_monitoring(compose, defaults):
 
 def _option_eq(command: list[str], name: str) -> str:
     return next(a.split("=", 1)[1] for a in command if a.startswith(name + "="))
+
+
+DAGSTER = ("provision", "dagster-webserver", "dagster-daemon")
+"""Where Dagster's storage DSN is needed: written into dagster.yaml by provision, read by the rest."""
+
+
+def _compose_settings(env: dict[str, str]) -> Settings:
+    return Settings.defaults().replace(postgres={"dsn": env["FEED_POSTGRES_DSN"]},
+                                       pipeline={"dagster_storage_dsn": env.get("FEED_DAGSTER_STORAGE_DSN")})
+
+
+def test_dagster_keeps_its_storage_under_a_login_of_its_own(compose, defaults):
+    """Dagster's webserver and daemon log in to Postgres as the dagster login (the one provision's
+    migrate makes, with that password), never as the owner; the other services do not get its DSN."""
+    from feedstore.migrate import logins
+    from orchestration.instance import instance_config
+
+    owner = urlsplit(defaults.postgres.dsn).username
+    for name in DAGSTER:
+        settings = _compose_settings(compose[name]["environment"])
+        dsn = urlsplit(compose[name]["environment"]["FEED_DAGSTER_STORAGE_DSN"])
+        assert dsn.username == "feedstore_dagster_app" != owner, name
+        made = {login.user: login for login in logins(settings)}
+        assert made[dsn.username].component == "dagster" and made[dsn.username].password == dsn.password, name
+        assert owner not in made, name
+        storage = urlsplit(instance_config(settings)["storage"]["postgres"]["postgres_url"])
+        assert (storage.username, storage.password, storage.path) == (dsn.username, dsn.password, dsn.path), name
+        assert "application_name=feedstore-dagster" in storage.query, name
+    for name in ("ingest", "serve", "seaweedfs-provision"):
+        assert "FEED_DAGSTER_STORAGE_DSN" not in compose[name]["environment"], name

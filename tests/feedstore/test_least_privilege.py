@@ -94,15 +94,17 @@ def test_public_can_neither_connect_nor_make_temp_tables(settings, pg):
 
 
 def test_every_login_is_scram_and_no_superuser(settings):
-    """The owner's and each runtime component's login: a SCRAM-SHA-256 password, no superuser."""
+    """The owner's, each runtime component's and Dagster's storage login: a SCRAM-SHA-256
+    password, no superuser."""
     from urllib.parse import unquote, urlsplit
 
     from devtools.stack.postgres import PostgresService
     from feedstore.settings import RUNTIME_COMPONENTS
 
-    dsns = [settings.postgres.dsn, *(settings.postgres.dsn_for(c) for c in RUNTIME_COMPONENTS)]
+    dsns = [settings.postgres.dsn, *(settings.postgres.dsn_for(c) for c in RUNTIME_COMPONENTS),
+            settings.dagster_login_dsn]
     users = sorted({unquote(urlsplit(dsn).username or "") for dsn in dsns})
-    assert len(users) == 1 + len(RUNTIME_COMPONENTS), users
+    assert len(users) == 2 + len(RUNTIME_COMPONENTS), users
     with psycopg.connect(PostgresService(settings).admin_dsn()) as admin:
         rows = admin.execute("SELECT rolname, rolcanlogin, rolsuper, left(rolpassword, 14) FROM pg_authid "
                              "WHERE rolname = ANY(%s) ORDER BY rolname", (users,)).fetchall()

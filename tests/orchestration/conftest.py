@@ -82,8 +82,9 @@ def tiny_feed(settings) -> TinyFeed:
 
 
 def materialize(day: date, selection: list[str] | None = None, run_config: dict | None = None,
-                raise_on_error: bool = True):
-    """Run assets (and their blocking checks) for one partition in process, as a job would."""
+                raise_on_error: bool = True, instance=None):
+    """Run assets (and their blocking checks) for one partition in process, as a job would
+    (on an ephemeral Dagster instance unless one is given)."""
     import dagster as dg
 
     from orchestration.definitions import ASSETS, CHECKS
@@ -92,8 +93,15 @@ def materialize(day: date, selection: list[str] | None = None, run_config: dict 
     return dg.materialize(
         [*ASSETS, *CHECKS], partition_key=day.isoformat(), resources=resources(),
         selection=dg.AssetSelection.assets(*selection) if selection else None,
-        run_config=run_config, raise_on_error=raise_on_error,
+        run_config=run_config, raise_on_error=raise_on_error, instance=instance,
     )
+
+
+def postgres_home(settings, home):
+    """A ``dagster.yaml`` keeping Dagster's storage in the namespace's database, as compose does."""
+    from orchestration.instance import prepare_home
+
+    return prepare_home(home, settings.replace(pipeline={"dagster_storage_dsn": settings.dagster_login_dsn}))
 
 
 def pipeline_connections(settings) -> int:

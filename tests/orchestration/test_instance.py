@@ -17,6 +17,7 @@ import yaml
 from devtools.stack.tools import require
 from orchestration.instance import prepare_home
 from tests.conftest import free_port
+from tests.orchestration.conftest import postgres_home
 
 
 @pytest.mark.pure
@@ -74,3 +75,42 @@ def test_sigterm_stops_dagster_dev_and_its_processes(settings, tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+DAGSTER_REFUSED = ["SELECT count(*) FROM public.user_activity", "SELECT * FROM public.users",
+                   "DELETE FROM public.items", "INSERT INTO public.feast_metadata VALUES ('p', 'k', 'v', 0)",
+                   "CREATE TABLE public.x (a int)", "CREATE TEMP TABLE t (a int)", "CREATE SCHEMA other",
+                   "SELECT public.drop_activity_partitions('2000-01-01', '2000-02-01')",
+                   "SELECT public.ensure_activity_partitions(current_date, current_date)",
+                   "DROP SCHEMA dagster CASCADE"]
+
+
+def test_dagster_storage_in_postgres_is_its_own_login_in_its_own_schema(settings, pg, tmp_path):
+    """dagster-postgres creates its run, event-log and schedule tables as feedstore_dagster_app in
+    schema ``dagster`` (made by migrate); that login is no superuser and may read, change or create
+    nothing of feedstore's."""
+    import psycopg
+    from dagster import DagsterInstance
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+    from sqlalchemy import text
+
+    with DagsterInstance.from_config(str(postgres_home(settings, tmp_path))) as instance:
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+        with instance.run_storage.connect() as conn:
+            row = conn.execute(text("SELECT current_user, current_setting('application_name'), current_schema()"))
+            assert tuple(row.one()) == ("feedstore_dagster_app", "feedstore-dagster", "dagster")
+        runs = len(instance.get_runs())  # other tests of the session may have recorded some
+    tables = dict(pg.execute("SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'dagster'").fetchall())
+    assert {"runs", "event_logs", "jobs", "instance_info", "alembic_version"} <= set(tables), tables
+    assert set(tables.values()) == {"feedstore_dagster_app"}, tables
+    assert pg.execute("SELECT count(*) FROM pg_tables WHERE schemaname <> 'dagster' AND tablename IN "
+                      "('runs', 'event_logs', 'jobs')").fetchone() == (0,)
+    with psycopg.connect(settings.dagster_login_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles "
+                            "WHERE rolname = current_user").fetchone() == (False, False, False)
+        for statement in DAGSTER_REFUSED:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+        assert conn.execute("SELECT count(*) FROM runs").fetchone() == (runs,)  # the instance's, on its search_path
