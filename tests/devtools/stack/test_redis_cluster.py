@@ -17,7 +17,7 @@ def test_a_node_restarted_empty_is_found_and_the_cluster_rebuilt_whole(redis_clu
     pid, _ = redis_cluster.node_process(replica)
     os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: not redis_cluster._ping(replica), 10)
-    shutil.rmtree(redis_cluster.node_dir(replica))
+    shutil.rmtree(redis_cluster.node_dir(replica), ignore_errors=True)
     redis_cluster.start_node(replica, redis_cluster.node_dir(replica))
     assert wait_until(lambda: redis_cluster._ping(replica), 10)
 
