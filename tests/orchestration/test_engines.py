@@ -61,8 +61,7 @@ def computed(stack):
     con.execute("SET TimeZone = 'UTC'")
     relations = SparkRelations(spark.session(stack))
     for name, table in inputs.items():
-        con.register(f"{name}_arrow", table)
-        con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM {name}_arrow")
+        con.register(name, table)  # a view of that name over the Arrow table, no SQL to compose
         relations.register(name, table)
     try:
         return {view: (compute(con, DAY), compute(relations, DAY)) for view, compute in TABLES.items()}
