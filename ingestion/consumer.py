@@ -142,6 +142,7 @@ class IngestConsumer:
         self._assigned_once = False
         self._assignment: list[TopicPartition] = []
         self._unplanned: set[tuple[str, int]] = set()  # assigned, no batch read yet
+        self._first_marks: set[tuple[str, int]] = set()  # planned, their first batch's mark not yet sent
         self._caps: dict[tuple[str, int], int] = {}
         self._bisecting: dict[tuple[str, int], Resume] = {}
         self._last_activity = time.monotonic()
@@ -190,6 +191,7 @@ class IngestConsumer:
         self._assignment = list(partitions)
         self._assigned_once = True
         self._unplanned = {(p.topic, p.partition) for p in partitions}
+        self._first_marks.clear()
         self._marked.clear()
         self._at.clear()
         self._caps.clear()
@@ -437,10 +439,15 @@ class IngestConsumer:
 
     def _mark(self, messages: list[Message]) -> None:
         """Before reading a batch: raises the crash count at each of its partitions' resume offsets
-        (asynchronously; a commit queued before the batch's own is applied before it)."""
+        (asynchronously; a commit queued before the batch's own is applied before it). The first
+        batch after an assignment waits for its mark: a process killed at once would otherwise die
+        before the mark leaves, and a crash at the resume offset could go uncounted on every restart."""
         keys = {(m.topic(), m.partition()) for m in messages}
         self._marked = {k: self._at[k] for k in keys if k in self._at}
-        self._send_marks({k: replace(state, resumes=state.resumes + 1) for k, (_, state) in self._marked.items()})
+        first = bool(keys & self._first_marks)
+        self._first_marks -= keys
+        self._send_marks({k: replace(state, resumes=state.resumes + 1) for k, (_, state) in self._marked.items()},
+                         wait=first)
 
     def _unmark(self) -> None:
         """The batch was read and validated: a death from now on (a hung store, a supervisor that
@@ -448,12 +455,12 @@ class IngestConsumer:
         marked, self._marked = self._marked, {}
         self._send_marks({k: state for k, (_, state) in marked.items()}, marked)
 
-    def _send_marks(self, states: dict[tuple[str, int], Resume], at: dict | None = None) -> None:
+    def _send_marks(self, states: dict[tuple[str, int], Resume], at: dict | None = None, wait: bool = False) -> None:
         at = at or self._marked
         offsets = [TopicPartition(t, p, at[(t, p)][0], metadata=state.dumps()) for (t, p), state in states.items()]
         if offsets:
             try:
-                self._consumer.commit(offsets=offsets, asynchronous=True)
+                self._consumer.commit(offsets=offsets, asynchronous=not wait)
             except KafkaException as exc:
                 log.warning("crash_loop_mark_failed", error=brief(exc))
 
@@ -479,6 +486,7 @@ class IngestConsumer:
                 self._caps[key] = decided.cap
                 self._bisecting[key] = decided.marker
         self._unplanned -= set(starts)
+        self._first_marks |= set(starts)
         return poisoned
 
     def _validate(self, payloads: list[bytes | None], arrived_us: np.ndarray) -> Result:
@@ -565,6 +573,7 @@ class IngestConsumer:
         if self._first_batch_at is None:
             self._first_batch_at = started
         s.busy_seconds = time.monotonic() - self._first_batch_at
+        self._last_activity = time.monotonic()  # idle counts from the last commit, not from the last poll
         s.batches += 1
         s.messages += done.messages
         s.stored += n_new

@@ -31,7 +31,7 @@ from feedstore.contract.lake import LANDED
 from feedstore.settings import Settings
 from ingestion.events import format_timestamp
 from tests.conftest import free_port
-from tests.ingestion.conftest import env_of, valid_lines
+from tests.ingestion.conftest import clear_counters, env_of, valid_lines  # noqa: F401 (re-exported)
 
 STORES = ("postgres", "redis", "s3")
 
@@ -379,14 +379,6 @@ def counter_totals(s: Settings) -> Counter:
         if r.type(key) == b"hash" and (total := r.hget(key, "total_events")) is not None:
             out[int(key.split(b":")[1])] = int(total)
     return out
-
-
-def clear_counters(s: Settings) -> None:
-    """Forget the hot counters earlier tests of the session left (same users, same database)."""
-    r = redis.Redis.from_url(s.redis.url)
-    keys = list(r.scan_iter("user:*", count=1000))
-    for k in range(0, len(keys), 1000):
-        r.delete(*keys[k:k + 1000])
 
 
 def assert_every_tier_exact(s: Settings, lines: list[bytes]) -> None:

@@ -397,3 +397,24 @@ def test_a_permanent_error_stops_the_consumer_with_one_clear_log_line(monkeypatc
     assert journal == [("fail", "postgres")], "no batch written after the failure"
     failed = [fields for event, fields in log.events if event == "ingest_failed"]
     assert len(failed) == 1 and failed[0]["store"] == "postgres" and "permission denied" in failed[0]["error"]
+
+
+def test_a_slow_write_is_not_taken_for_idleness(monkeypatch):
+    """``--until-idle`` counts from the last commit: a poll that comes back empty while a batch is
+    still being written (a slow store) must not end the run with messages left to read."""
+    import time
+
+    journal: list = []
+    slow = iter([0.2])
+    dedup = Dedup()
+
+    def write(batch: SinkBatch) -> None:
+        time.sleep(next(slow, 0.0))  # the first batch's write outlasts until_idle many times over
+        dedup(batch)
+
+    sink = FakeSink("postgres", journal, FakeClock(), on_write=write)
+    kafka = FakeKafka([messages(), [], messages(seed=4)])
+    consumer, _ = consumer_with([Stage(sink)], kafka, monkeypatch)
+    stats = consumer.run()
+
+    assert stats.batches == 2 and stats.messages == 16, "the run ended before the second batch"
