@@ -275,6 +275,11 @@ class PipelineSettings(BaseSettings):
     quarter before them (retention runs on days past the window)."""
     duckdb_memory_limit: str = "4GB"
     """DuckDB's default is 80% of RAM; a bound makes the big joins spill to disk instead."""
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    """What the daily feature assets (catalog features, window features, embeddings, candidates)
+    run their SQL on: DuckDB in process, or Spark (``feedstore.spark``'s session, ``FEED_SPARK_*``)
+    over the same lake; one SQL definition for both (``orchestration.engines``). The archive,
+    retention and training-set assets stay on DuckDB."""
     dagster_storage_dsn: str | None = Field(None, validation_alias=_env("FEED_DAGSTER_STORAGE_DSN"))
     """Dagster keeps its runs in Postgres when set, else in SQLite under $DAGSTER_HOME. Not the
     owner's DSN: ``Settings.dagster_login_dsn``'s login (docker compose sets it so)."""

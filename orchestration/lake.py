@@ -136,20 +136,41 @@ def duckdb_connection(settings: Settings | None = None, memory_limit: str | None
     return con
 
 
-def scan(con: duckdb.DuckDBPyConnection, name: str, keys: list[str], schema: pa.Schema,
-         settings: Settings | None = None) -> None:
-    """Register view ``name`` over the Parquet objects ``keys`` (an empty table when there are none),
-    through the relational API so no path is ever spliced into SQL text."""
+def is_duckdb(con) -> bool:
+    return isinstance(con, duckdb.DuckDBPyConnection)
+
+
+def scan(con, name: str, keys: list[str], schema: pa.Schema, settings: Settings | None = None,
+         filename: bool = False) -> None:
+    """Register view ``name`` over the Parquet objects ``keys`` (an empty table with ``schema`` when
+    there are none), through the relational API so no path is ever spliced into SQL text. With
+    ``filename``, a ``filename`` column names each row's object. On DuckDB or on Spark
+    (``orchestration.engines.SparkRelations``, over ``s3a://``)."""
+    if not is_duckdb(con):
+        from feedstore.spark import s3a_uri
+
+        con.scan(name, [s3a_uri(k, settings) for k in keys], schema, filename=filename)
+        return
     if keys:
-        rel = con.read_parquet([s3_uri(k, settings) for k in keys], union_by_name=True)
+        rel = con.read_parquet([s3_uri(k, settings) for k in keys], union_by_name=True, filename=filename)
+    elif filename:
+        rel = con.from_arrow(schema.append(pa.field("filename", pa.string())).empty_table())
     else:
         rel = con.from_arrow(schema.empty_table())
     rel.create_view(name, replace=True)
 
 
+def view(con, name: str, query: str, params: dict[str, Any] | None = None) -> None:
+    """View ``name`` over ``query`` (DuckDB dialect, ``$name`` parameters bound), on either engine."""
+    if is_duckdb(con):
+        con.sql(query, params=params or None).create_view(name, replace=True)
+    else:
+        con.view(name, query, params)
+
+
 def fetch(con, query: str, params: dict[str, Any] | None = None) -> pa.Table:
     """``query`` on a DuckDB connection, or on Spark through ``orchestration.engines.SparkRelations``."""
-    if isinstance(con, duckdb.DuckDBPyConnection):
+    if is_duckdb(con):
         return con.execute(query, params or {}).arrow().read_all()
     return con.fetch(query, params)
 

@@ -57,6 +57,13 @@ class S3Resource(_FromSettings):
 
         return duckdb_connection(self.settings(), memory_limit=memory_limit)
 
+    def engine(self, memory_limit: str | None = None):
+        """What the feature SQL runs on (``FEED_PIPELINE_ENGINE``): DuckDB, or the process's Spark
+        session reading the lake over ``s3a://`` with these settings' keys."""
+        from orchestration.engines import connect
+
+        return connect(self.settings(), memory_limit=memory_limit)
+
 
 class RedisResource(_FromSettings):
     """The hot tier (``FEED_REDIS_URL``); Feast's online store lives in it."""

@@ -1,12 +1,12 @@
-"""What the assets read: DuckDB views over the lake (activity, catalog, embeddings, features)
-and Postgres tables streamed out through COPY. One home, so every asset sees the same data."""
+"""What the assets read: views over the lake (activity, catalog, embeddings, features)
+and Postgres tables streamed out through COPY. One home, so every asset sees the same data.
+The views are made on DuckDB or Spark alike (``lake.scan``/``lake.view``), one SQL definition each."""
 
 from __future__ import annotations
 
 import io
 from datetime import date, datetime, timedelta
 
-import duckdb
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,6 +26,10 @@ CATALOG_SCHEMA = pa.schema([
 ])
 EMBEDDINGS_SCHEMA = pa.schema([pa.field("item_id", pa.int64()), pa.field("content_embedding", pa.list_(pa.float32())),
                                pa.field("created_at", pa.timestamp("us", tz="UTC"))])
+EMBEDDING_VERSION_SCHEMA = pa.schema([pa.field("item_id", pa.int64()),
+                                      pa.field("content_embedding", pa.list_(pa.float32())),
+                                      pa.field("valid_from", pa.timestamp("us", tz="UTC"))])
+"""``embeddings/items/`` (what ``ingestion.catalog_stream`` and ``feedstore load`` write)."""
 
 
 # ---- Postgres ----------------------------------------------------------------------------
@@ -88,31 +92,40 @@ def catalog_keys(day: date, settings: Settings) -> list[str]:
             for k in lake.parquet_keys(lake.day_prefix(lake.CATALOG_ITEMS, d), settings)]
 
 
+_CATALOG_COLUMNS = ", ".join(CATALOG_SCHEMA.names)
+_CATALOG = f"SELECT {_CATALOG_COLUMNS} FROM catalog_deltas WHERE created_at < $end"
+_CATALOG_LATEST = f"""
+SELECT {_CATALOG_COLUMNS} FROM (
+    SELECT {_CATALOG_COLUMNS} FROM catalog_deltas
+    QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY coalesce(updated_at, created_at) DESC, filename DESC) = 1
+) WHERE created_at < $end"""
+
+
 def catalog(con, day: date, settings: Settings) -> None:
     """View ``catalog``: every item as of the end of ``day``, from the base and daily deltas
-    (latest change wins), without items created after the day."""
+    (latest change wins, then the later object), without items created after the day. On DuckDB
+    or Spark (``lake.scan``)."""
     keys = catalog_keys(day, settings)
-    if len(keys) <= 1:
-        lake.scan(con, "catalog_deltas", keys, CATALOG_SCHEMA, settings)
-        latest = con.table("catalog_deltas")
-    else:
-        con.read_parquet([lake.s3_uri(k, settings) for k in keys], filename=True, union_by_name=True) \
-            .create_view("catalog_deltas", replace=True)
-        latest = con.sql(
-            "SELECT * EXCLUDE (filename) FROM catalog_deltas "
-            "QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY coalesce(updated_at, created_at) DESC, "
-            "filename DESC) = 1")
-    latest.filter(_before("created_at", lake.day_end(day))).create_view("catalog", replace=True)
-
-
-def _before(column: str, moment) -> duckdb.Expression:
-    return duckdb.ColumnExpression(column) < duckdb.ConstantExpression(moment)
+    lake.scan(con, "catalog_deltas", keys, CATALOG_SCHEMA, settings, filename=len(keys) > 1)
+    lake.view(con, "catalog", _CATALOG_LATEST if len(keys) > 1 else _CATALOG, {"end": lake.day_end(day)})
 
 
 def _legacy_drop_keys(settings: Settings) -> list[tuple[date, str]]:
     root = settings.pipeline.content_embeddings_prefix.rstrip("/")
     return [(d, k) for d in lake.partition_days(root, settings)
             for k in lake.parquet_keys(lake.day_prefix(root, d), settings)]
+
+
+_EMBEDDING_VERSIONS = """
+SELECT item_id, content_embedding, valid_from, 1 AS source, filename FROM embedding_version_objects
+UNION ALL
+SELECT item_id, content_embedding, created_at AS valid_from, 0 AS source, filename FROM embedding_drop_objects
+"""
+_ONE_DROP = ("SELECT item_id, content_embedding, valid_from AS created_at FROM embedding_versions "
+             "WHERE valid_from <= $as_of")
+_VALID_AT = ("SELECT item_id, content_embedding, valid_from AS created_at FROM embedding_versions "
+             "WHERE valid_from <= $as_of QUALIFY row_number() OVER "
+             "(PARTITION BY item_id ORDER BY valid_from DESC, source DESC, filename DESC) = 1")
 
 
 def content_embeddings(con, settings: Settings, as_of: datetime) -> None:
@@ -125,33 +138,22 @@ def content_embeddings(con, settings: Settings, as_of: datetime) -> None:
     ``valid_from <= as_of`` wins (a row stamped ``as_of`` carries what was valid at that instant,
     as Feast's point-in-time join reads it); on a tie, a version over a drop, then the later object.
     Also leaves view ``embedding_versions`` (every version read) for ``embedding_changes``.
+    On DuckDB or Spark.
     """
     versions = [k for d in lake.partition_days(lake.EMBEDDINGS, settings) if d < as_of.date() + timedelta(days=1)
                 for k in lake.parquet_keys(lake.day_prefix(lake.EMBEDDINGS, d), settings)]
     drops = _legacy_drop_keys(settings)
-    parts = []
-    if versions:
-        parts.append(con.read_parquet([lake.s3_uri(k, settings) for k in versions], filename=True, union_by_name=True)
-                     .select("item_id, content_embedding, valid_from, 1 AS source, filename"))
-    if drops:
-        parts.append(con.read_parquet([lake.s3_uri(k, settings) for _, k in drops], filename=True, union_by_name=True)
-                     .select("item_id, content_embedding, created_at AS valid_from, 0 AS source, filename"))
-    if not parts:
-        lake.scan(con, "content_embeddings", [], EMBEDDINGS_SCHEMA, settings)
-        con.sql("SELECT item_id, content_embedding, created_at AS valid_from, 1 AS source, '' AS filename "
-                "FROM content_embeddings").create_view("embedding_versions", replace=True)
-        return
-    rel = parts[0] if len(parts) == 1 else parts[0].union(parts[1])
-    rel.create_view("embedding_versions", replace=True)
-    if not versions and len({d for d, _ in drops}) == 1:
-        # One drop and nothing else: each item once, no window needed (10M rows at seed scale).
-        query = ("SELECT item_id, content_embedding, valid_from AS created_at FROM embedding_versions "
-                 "WHERE valid_from <= $as_of")
-    else:
-        query = ("SELECT item_id, content_embedding, valid_from AS created_at FROM embedding_versions "
-                 "WHERE valid_from <= $as_of QUALIFY row_number() OVER "
-                 "(PARTITION BY item_id ORDER BY valid_from DESC, source DESC, filename DESC) = 1")
-    con.sql(query, params={"as_of": as_of}).create_view("content_embeddings", replace=True)
+    lake.scan(con, "embedding_version_objects", versions, EMBEDDING_VERSION_SCHEMA, settings, filename=True)
+    lake.scan(con, "embedding_drop_objects", [k for _, k in drops], EMBEDDINGS_SCHEMA, settings, filename=True)
+    lake.view(con, "embedding_versions", _EMBEDDING_VERSIONS)
+    # One drop and nothing else: each item once, no window needed (10M rows at seed scale).
+    one_drop = not versions and len({d for d, _ in drops}) == 1
+    lake.view(con, "content_embeddings", _ONE_DROP if one_drop else _VALID_AT, {"as_of": as_of})
+
+
+_CHANGES = ("SELECT item_id, content_embedding, valid_from FROM embedding_versions "
+            "WHERE valid_from >= $start AND valid_from < $end QUALIFY row_number() OVER "
+            "(PARTITION BY item_id, valid_from ORDER BY source DESC, filename DESC) = 1")
 
 
 def embedding_changes(con, start: datetime, end: datetime) -> None:
@@ -159,10 +161,7 @@ def embedding_changes(con, start: datetime, end: datetime) -> None:
     builds it) that became valid in ``[start, end)``, with ``valid_from``; one per item and instant,
     chosen as ``content_embeddings`` chooses. With the state at ``start``, they give the embedding
     valid at any moment of the window."""
-    con.sql("SELECT item_id, content_embedding, valid_from FROM embedding_versions "
-            "WHERE valid_from >= $start AND valid_from < $end QUALIFY row_number() OVER "
-            "(PARTITION BY item_id, valid_from ORDER BY source DESC, filename DESC) = 1",
-            params={"start": start, "end": end}).create_view("embedding_changes", replace=True)
+    lake.view(con, "embedding_changes", _CHANGES, {"start": start, "end": end})
 
 
 def features(con, view: str, day: date, settings: Settings, schema: pa.Schema | None = None) -> None:

@@ -1,5 +1,6 @@
-"""Window features and embeddings, computed with DuckDB over the Parquet lake and written where
-the Feast sources read them (``features/<view>/dt=…/``). Every row of day D is stamped with the
+"""Window features and embeddings, computed over the Parquet lake and written where the Feast
+sources read them (``features/<view>/dt=…/``). The SQL is written once (DuckDB's dialect) and runs
+on DuckDB by default or on Spark (``FEED_PIPELINE_ENGINE=spark``, ``orchestration.engines``). Every row of day D is stamped with the
 end of D (``lake.day_end``): it describes activity strictly before that instant, so a training
 row at time t only ever joins rows computed from events before t."""
 
@@ -110,7 +111,7 @@ def user_activity_features(con, day: date, settings: Settings) -> pa.Table:
     sources.activity(con, day, 30, settings)
     sources.catalog(con, day, settings)
     sources.features(con, "user_profile_features", day, settings, USER_PROFILE_FEATURES)
-    con.execute("CREATE OR REPLACE TEMP VIEW profiles AS SELECT DISTINCT user_id FROM user_profile_features")
+    lake.view(con, "profiles", "SELECT DISTINCT user_id FROM user_profile_features")
     return user_activity_table(con, day)
 
 
@@ -159,7 +160,7 @@ ORDER BY i.item_id
 def item_engagement_features(con, day: date, settings: Settings) -> pa.Table:
     sources.activity(con, day, 30, settings)
     sources.features(con, "item_catalog_features", day, settings, ITEM_CATALOG_FEATURES)
-    con.execute("CREATE OR REPLACE TEMP VIEW items AS SELECT item_id, created_at FROM item_catalog_features")
+    lake.view(con, "items", "SELECT item_id, created_at FROM item_catalog_features")
     return item_engagement_table(con, day)
 
 
@@ -236,7 +237,7 @@ SELECT e.item_id, e.event_timestamp, e.content_embedding FROM (
     SELECT item_id, valid_from AS event_timestamp, content_embedding FROM embedding_changes
     UNION ALL
     SELECT item_id, $end AS event_timestamp, content_embedding FROM content_embeddings
-) e SEMI JOIN item_catalog_features i ON e.item_id = i.item_id
+) e WHERE e.item_id IN (SELECT item_id FROM item_catalog_features)
 ORDER BY e.item_id, e.event_timestamp
 """
 
@@ -388,7 +389,7 @@ def _feature_asset(name: str, view: str, compute, deps: list, description: str,
               group_name="features", kinds={"duckdb", "s3"}, deps=deps, description=description)
     def _asset(context: dg.AssetExecutionContext, s3: S3Resource) -> dg.MaterializeResult:
         day, settings = partition_day(context), s3.settings()
-        with s3.duckdb() as con:
+        with s3.engine() as con:
             table = compute(con, day, settings)
         where = prefix(day) if prefix else lake.feature_prefix(view, day)
         uri = lake.write_partition(table, where, settings)

@@ -66,7 +66,7 @@ def item_catalog_features(con, day: date, settings: Settings) -> pa.Table:
     sources.catalog(con, day, settings)
     table = lake.fetch(con, """
         SELECT c.item_id, $ts AS event_timestamp, c.category, c.media_type, c.creator_id, c.tags,
-               greatest(epoch_us($ts - c.created_at) / 86400e6, 0)::DOUBLE AS item_age_days, c.created_at
+               greatest(date_diff('microsecond', c.created_at, $ts) / 86400e6, 0)::DOUBLE AS item_age_days, c.created_at
         FROM catalog c ORDER BY c.item_id""", {"ts": lake.day_end(day)})
     return lake.conform(table, ITEM_CATALOG_FEATURES)
 
@@ -84,7 +84,7 @@ def item_catalog_snapshot(context: dg.AssetExecutionContext, postgres: PostgresR
     prefix = lake.day_prefix(lake.CATALOG_ITEMS, day)
     uri = lake.write_partition(delta, prefix, settings)
     lake.put_json(prefix + MANIFEST, info, settings)
-    with s3.duckdb() as con:
+    with s3.engine() as con:
         features = item_catalog_features(con, day, settings)
     features_uri = lake.write_partition(features, lake.feature_prefix(contract.ITEM_CATALOG.name, day), settings)
     return dg.MaterializeResult(metadata={

@@ -15,7 +15,7 @@ from feedstore.contract.events import EVENT_SCHEMA
 from feedstore.contract.rules import CATEGORIES, EVENT_TYPES
 from orchestration.assets.features import item_engagement_table, user_activity_table, user_realtime_table
 from orchestration.engines import SparkRelations, spark_sql
-from orchestration.sources import CATALOG_SCHEMA
+from orchestration.sources import CATALOG_SCHEMA, EMBEDDING_VERSION_SCHEMA, EMBEDDINGS_SCHEMA
 from tests.orchestration.assets.test_definitions import DAY, END, PROFILES, _events
 
 TABLES = {"user_activity_features": user_activity_table, "item_engagement_features": item_engagement_table,
@@ -105,3 +105,203 @@ def test_queries_are_compiled_to_spark_with_bound_parameters():
                          "date_diff('microsecond', created_at, $end) AS age FROM activity")
     assert ":engaged" in compiled and ":end" in compiled and "$" not in compiled
     assert "ARRAY_CONTAINS" in compiled.upper()
+
+
+# ---- through the lake: the catalog, embeddings and candidates, read from S3 by each engine ----
+#
+# Written to a namespace of its own: the catalog as a base and daily deltas (items updated, one
+# twice, one changed in two objects at the same instant, one created at the day's end, a delta
+# after the day), the content embeddings as two drops and versions (an item with several versions
+# in the day, a version tied with a drop, two versions at one instant in two objects, one valid at
+# the very end of the day, one after it, one of an item not in the catalog, an item with none),
+# the archive of the events above plus two hot items with the same embedding and views (tied
+# candidate scores) and a user who engaged with both (they are seen, never his candidates).
+
+DIM = 32
+HOT = (70, 71)
+LATE, EDGE, NO_EMBEDDING, STRANGER = 80, 82, 81, 90
+FAN = 150  # liked both hot items
+LAKE_VIEWS = ("item_catalog_features", "item_engagement_features", "item_embedding", "user_embedding",
+              "user_candidates")
+
+
+def _vector(rng) -> list[float]:
+    return rng.normal(size=DIM).astype(np.float32).tolist()
+
+
+def _write(table: pa.Table, key: str, settings) -> None:
+    import pyarrow.parquet as pq
+
+    from feedstore.s3 import arrow_fs, bucket_path
+
+    pq.write_table(table, bucket_path(key, settings), filesystem=arrow_fs(settings))
+
+
+def _hot_events() -> pd.DataFrame:
+    rows = [(u, i, "view", END - timedelta(hours=2 + (u - 100) / 10), 1_000) for u in range(100, 150) for i in HOT]
+    rows += [(FAN, i, "like", END - timedelta(hours=30), None) for i in HOT]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "timestamp", "dwell_time_ms"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    frame["dwell_time_ms"] = frame["dwell_time_ms"].astype("Int32")
+    frame["event_id"] = [f"h{i}" for i in range(len(frame))]
+    for c in ("device", "platform", "session_id"):
+        frame[c] = None
+    return frame
+
+
+def seed_lake(settings) -> dict:
+    """The inputs above, on S3; returns what the assertions need to know of them."""
+    from orchestration import lake
+
+    rng = np.random.default_rng(1818)
+    events = pd.concat([_inputs()["activity"].to_pandas(), _hot_events()], ignore_index=True)
+    for day, part in events.groupby(events.timestamp.dt.date):
+        table = pa.Table.from_pandas(part[EVENT_SCHEMA.names], schema=EVENT_SCHEMA, preserve_index=False)
+        _write(table, lake.day_prefix(lake.ARCHIVE, day) + lake.PART, settings)
+
+    items = sorted(set(events.item_id) | {LATE, EDGE, NO_EMBEDDING})
+    created = {i: END - timedelta(days=6 + int(i) % 40, hours=int(i) % 7) for i in items}
+    created[LATE], created[EDGE] = END, END - timedelta(microseconds=1)
+
+    def catalog(rows: list[tuple]) -> pa.Table:
+        return pa.table({"item_id": [r[0] for r in rows], "creator_id": [r[0] % 5 for r in rows],
+                         "category": [r[1] for r in rows], "tags": [[f"t{r[0] % 3}"] * (r[0] % 3) for r in rows],
+                         "media_type": [r[2] for r in rows], "created_at": [created[r[0]] for r in rows],
+                         "updated_at": [r[3] for r in rows]}, schema=CATALOG_SCHEMA)
+
+    base = [(i, CATEGORIES[i % len(CATEGORIES)], "video", None) for i in items if i != EDGE]
+    same_instant = END - timedelta(hours=12)
+    deltas = {
+        DAY - timedelta(days=5): base,
+        DAY - timedelta(days=2): [(12, "music", "video", END - timedelta(days=2, hours=6)),
+                                  (14, "news", "image", same_instant)],
+        DAY: [(12, "sports", "text", END - timedelta(hours=3)), (14, "news", "text", same_instant),
+              (EDGE, "tech", "video", None)],
+        DAY + timedelta(days=1): [(13, "gaming", "video", END + timedelta(hours=1))],
+    }
+    for day, rows in deltas.items():
+        _write(catalog(rows), lake.day_prefix(lake.CATALOG_ITEMS, day) + lake.PART, settings)
+
+    vectors = {i: _vector(rng) for i in items if i != NO_EMBEDDING}
+    vectors[HOT[1]] = vectors[HOT[0]]
+    drops_root = settings.pipeline.content_embeddings_prefix.rstrip("/")
+
+    def drop(ids) -> pa.Table:
+        return pa.table({"item_id": list(ids), "content_embedding": [vectors[i] for i in ids],
+                         "created_at": [created[i] for i in ids]}, schema=EMBEDDINGS_SCHEMA)
+
+    _write(drop(sorted(vectors)), lake.day_prefix(drops_root, DAY - timedelta(days=6)) + lake.PART, settings)
+    for i in (15, 16):
+        vectors[i] = _vector(rng)
+    _write(drop([15, 16]), lake.day_prefix(drops_root, DAY - timedelta(days=3)) + lake.PART, settings)
+
+    def versions(rows: list[tuple]) -> pa.Table:
+        return pa.table({"item_id": [r[0] for r in rows], "content_embedding": [_vector(rng) for _ in rows],
+                         "valid_from": [r[1] for r in rows]}, schema=EMBEDDING_VERSION_SCHEMA)
+
+    start = END - timedelta(days=1)
+    _write(versions([(20, start - timedelta(hours=14)), (15, created[15])]),
+           lake.day_prefix(lake.EMBEDDINGS, DAY - timedelta(days=1)) + "a.parquet", settings)
+    _write(versions([(20, start + timedelta(hours=6)), (20, start + timedelta(hours=18)),
+                     (21, start + timedelta(hours=9)), (STRANGER, start + timedelta(hours=1))]),
+           lake.day_prefix(lake.EMBEDDINGS, DAY) + "a.parquet", settings)
+    _write(versions([(21, start + timedelta(hours=9))]), lake.day_prefix(lake.EMBEDDINGS, DAY) + "b.parquet", settings)
+    _write(versions([(22, END), (23, END + timedelta(hours=1))]),
+           lake.day_prefix(lake.EMBEDDINGS, DAY + timedelta(days=1)) + "a.parquet", settings)
+    return {"items": items, "events": events}
+
+
+@pytest.fixture(scope="module")
+def lake_computed(stack):
+    """Each of ``LAKE_VIEWS`` on DuckDB, written where the next reads it, then on Spark from the same
+    objects; the engines come from ``engines.connect`` as the assets get them."""
+    from devtools.sandbox import sandbox
+    from orchestration import lake
+    from orchestration.engines import connect
+
+    with sandbox("engines") as own:
+        facts = seed_lake(own)
+        s = own.replace(pipeline={"candidate_pool_size": 8, "candidates_per_user": 5})
+        duck, spark = {}, {}
+        for view in LAKE_VIEWS:
+            with connect(s, engine="duckdb") as con:
+                duck[view] = _lake_tables_one(con, view, s)
+            lake.write_partition(duck[view], lake.feature_prefix(view, DAY), s)
+            with connect(s, engine="spark") as relations:
+                assert isinstance(relations, SparkRelations)
+                spark[view] = _lake_tables_one(relations, view, s)
+        yield {view: (duck[view], spark[view]) for view in LAKE_VIEWS}, facts
+
+
+def _lake_tables_one(con, view: str, settings) -> pa.Table:
+    from orchestration.assets import features, snapshots
+
+    compute = {"item_catalog_features": snapshots.item_catalog_features,
+               "item_engagement_features": features.item_engagement_features,
+               "item_embedding": features.item_embeddings, "user_embedding": features.user_embeddings,
+               "user_candidates": features.user_candidates}[view]
+    return compute(con, DAY, settings)
+
+
+@pytest.mark.parametrize("view", LAKE_VIEWS)
+def test_lake_tables_are_the_same_on_both_engines(lake_computed, view):
+    computed, _ = lake_computed
+    duck, spark = computed[view]
+    assert duck.num_rows > 5
+    _assert_equal(duck, spark, view)
+
+
+def test_the_lake_edge_cases_are_in_the_compared_rows(lake_computed):
+    computed, facts = lake_computed
+    catalog = {r["item_id"]: r for r in computed["item_catalog_features"][0].to_pylist()}
+    assert LATE not in catalog and EDGE in catalog, "created at the day's end is after the day"
+    assert (catalog[12]["category"], catalog[12]["media_type"]) == ("sports", "text"), "the latest change wins"
+    assert catalog[14]["media_type"] == "text", "at the same instant, the later object wins"
+    assert catalog[13]["category"] == CATEGORIES[13 % len(CATEGORIES)], "a change after the day is not read"
+
+    end = pd.Timestamp(END)
+    embedding = computed["item_embedding"][0].to_pandas()
+    stamps = embedding.groupby("item_id").event_timestamp.apply(sorted).to_dict()
+    assert stamps[20] == [end - pd.Timedelta(hours=18), end - pd.Timedelta(hours=6), end], "each version of the day"
+    assert stamps[21] == [end - pd.Timedelta(hours=15), end], "two objects at one instant: one row"
+    assert stamps[22] == [end] and NO_EMBEDDING not in stamps and STRANGER not in stamps
+    at_end = embedding[embedding.event_timestamp == end].set_index("item_id").item_embedding
+    assert np.allclose(at_end[HOT[0]], at_end[HOT[1]])
+
+    users = set(computed["user_embedding"][0]["user_id"].to_pylist())
+    assert 4 not in users and not users & set(range(100, 150)), "no engagement, no embedding"
+    assert {1, 2, 3, FAN} <= users
+
+    candidates = computed["user_candidates"][0].to_pandas().set_index("user_id")
+    assert not set(HOT) & set(candidates.item_ids[FAN]), "seen items are never candidates"
+    tied = [u for u, ids in candidates.item_ids.items() if set(HOT) <= set(ids)]
+    assert tied, "the two hot items are candidates together somewhere"
+    for u in tied:
+        ids, scores = list(candidates.item_ids[u]), candidates.scores[u]
+        assert scores[ids.index(HOT[0])] == scores[ids.index(HOT[1])], "a tie in the ranking"
+
+
+def test_the_engine_switch_reads_settings(stack, monkeypatch):
+    from feedstore.settings import reset_settings_cache
+    from orchestration.resources import S3Resource
+
+    monkeypatch.setenv("FEED_PIPELINE_ENGINE", "spark")
+    reset_settings_cache()
+    try:
+        with S3Resource().engine() as con:
+            assert isinstance(con, SparkRelations)
+            assert lake_fetch_one(con) == 1
+        monkeypatch.setenv("FEED_PIPELINE_ENGINE", "duckdb")
+        reset_settings_cache()
+        with S3Resource().engine() as con:
+            assert isinstance(con, duckdb.DuckDBPyConnection)
+            assert lake_fetch_one(con) == 1
+    finally:
+        monkeypatch.undo()
+        reset_settings_cache()
+
+
+def lake_fetch_one(con) -> int:
+    from orchestration import lake
+
+    return lake.fetch(con, "SELECT $one AS one", {"one": 1})["one"][0].as_py()
