@@ -13,6 +13,7 @@ parameters bound as Spark's named parameter markers, never spliced into the text
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -33,6 +34,7 @@ def spark_sql(query: str) -> str:
     ``QUALIFY`` and 1-based list indexes are translated."""
     import sqlglot
 
+    logging.getLogger("sqlglot").setLevel(logging.WARNING)  # a line per translated list index otherwise
     (compiled,) = sqlglot.transpile(query, read="duckdb", write="spark")
     return compiled
 

@@ -98,7 +98,7 @@ _CATALOG_LATEST = f"""
 SELECT {_CATALOG_COLUMNS} FROM (
     SELECT {_CATALOG_COLUMNS} FROM catalog_deltas
     QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY coalesce(updated_at, created_at) DESC, filename DESC) = 1
-) WHERE created_at < $end"""
+) AS latest WHERE created_at < $end"""
 
 
 def catalog(con, day: date, settings: Settings) -> None:
