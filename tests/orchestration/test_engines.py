@@ -115,12 +115,14 @@ def test_queries_are_compiled_to_spark_with_bound_parameters():
 # in the day, a version tied with a drop, two versions at one instant in two objects, one valid at
 # the very end of the day, one after it, one of an item not in the catalog, an item with none),
 # the archive of the events above plus two hot items with the same embedding and views (tied
-# candidate scores) and a user who engaged with both (they are seen, never his candidates).
+# candidate scores), a user who engaged with both (they are seen, never his candidates), and users
+# with activity but no embedding (short views only, an item without one, a like just too old).
 
 DIM = 32
 HOT = (70, 71)
 LATE, EDGE, NO_EMBEDDING, STRANGER = 80, 82, 81, 90
 FAN = 150  # liked both hot items
+UNKNOWN_TASTE, LAPSED = 151, 152  # liked only an item with no embedding; liked something 30 days ago
 LAKE_VIEWS = ("item_catalog_features", "item_engagement_features", "item_embedding", "user_embedding",
               "user_candidates")
 
@@ -140,6 +142,8 @@ def _write(table: pa.Table, key: str, settings) -> None:
 def _hot_events() -> pd.DataFrame:
     rows = [(u, i, "view", END - timedelta(hours=2 + (u - 100) / 10), 1_000) for u in range(100, 150) for i in HOT]
     rows += [(FAN, i, "like", END - timedelta(hours=30), None) for i in HOT]
+    rows += [(UNKNOWN_TASTE, NO_EMBEDDING, "like", END - timedelta(hours=3), None),
+             (LAPSED, 10, "like", END - timedelta(days=30, microseconds=1), None)]
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "timestamp", "dwell_time_ms"])
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).astype("datetime64[us, UTC]")
     frame["dwell_time_ms"] = frame["dwell_time_ms"].astype("Int32")
@@ -269,7 +273,8 @@ def test_the_lake_edge_cases_are_in_the_compared_rows(lake_computed):
     assert np.allclose(at_end[HOT[0]], at_end[HOT[1]])
 
     users = set(computed["user_embedding"][0]["user_id"].to_pylist())
-    assert 4 not in users and not users & set(range(100, 150)), "no engagement, no embedding"
+    assert not users & set(range(100, 150)), "views too short to count: no embedding"
+    assert UNKNOWN_TASTE not in users and LAPSED not in users, "nothing with an embedding in 30 days"
     assert {1, 2, 3, FAN} <= users
 
     candidates = computed["user_candidates"][0].to_pandas().set_index("user_id")
