@@ -278,11 +278,11 @@ def test_the_lake_edge_cases_are_in_the_compared_rows(lake_computed):
     assert {1, 2, 3, FAN} <= users
 
     candidates = computed["user_candidates"][0].to_pandas().set_index("user_id")
-    assert not set(HOT) & set(candidates.item_ids[FAN]), "seen items are never candidates"
-    tied = [u for u, ids in candidates.item_ids.items() if set(HOT) <= set(ids)]
+    assert not set(HOT) & set(candidates.candidate_item_ids[FAN]), "seen items are never candidates"
+    tied = [u for u, ids in candidates.candidate_item_ids.items() if set(HOT) <= set(ids)]
     assert tied, "the two hot items are candidates together somewhere"
     for u in tied:
-        ids, scores = list(candidates.item_ids[u]), candidates.scores[u]
+        ids, scores = list(candidates.candidate_item_ids[u]), candidates.candidate_scores[u]
         assert scores[ids.index(HOT[0])] == scores[ids.index(HOT[1])], "a tie in the ranking"
 
 
