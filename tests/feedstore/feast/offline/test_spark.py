@@ -80,13 +80,18 @@ def _historical(settings: Settings, entity: pd.DataFrame):
 
 
 @pytest.fixture(scope="module")
-def both(lake: Settings, entity_rows: pd.DataFrame, tmp_path_factory):
-    """The DuckDB engine on the sandbox's registry; the Spark engine on a registry of its own
-    (SQLite, in a temporary directory), since one registry holds one kind of source."""
+def spark_settings(lake: Settings, tmp_path_factory) -> Settings:
+    """The Spark engine on a registry of its own (SQLite, in a temporary directory), since one
+    registry holds one kind of source."""
     registry = tmp_path_factory.mktemp("spark_registry") / "registry.db"
+    return lake.replace(feast={"offline_engine": "spark", "registry": f"sqlite:///{registry}"})
+
+
+@pytest.fixture(scope="module")
+def both(lake: Settings, spark_settings: Settings, entity_rows: pd.DataFrame):
+    """The DuckDB engine on the sandbox's registry; the Spark engine on its own."""
     duck = _historical(lake, entity_rows)
-    spark = _historical(lake.replace(feast={"offline_engine": "spark", "registry": f"sqlite:///{registry}"}),
-                        entity_rows)
+    spark = _historical(spark_settings, entity_rows)
     return duck, spark
 
 
@@ -116,3 +121,93 @@ def test_the_compared_result_holds_values_and_nulls(both):
         column = duck[ref.split(":")[1]]
         assert column.notna().any(), ref
         assert column.isna().any(), ref
+
+
+# ---- the feast CLI on either engine ---------------------------------------------------------
+
+def _feast_cli(settings: Settings, *args: str):
+    """The plain ``feast`` CLI on feature_repo/, configured only by the environment settings give."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from feedstore.settings import PROJECT_ROOT
+
+    feast = str(Path(sys.executable).parent / "feast")
+    env = {**os.environ, **settings.feast_env()}
+    return subprocess.run([feast, "-c", str(PROJECT_ROOT / "feature_repo"), *args], env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+
+
+def _online(settings: Settings) -> dict[str, dict]:
+    from feedstore.feast.store import close, store
+
+    fs = store(settings)
+    try:
+        out = {}
+        for key, ids in (("user_id", range(1, 15)), ("item_id", range(101, 119))):
+            refs = [f for f in FEATURES if VIEWS[f.split(":")[0]] == key]
+            out[key] = fs.get_online_features(features=refs, entity_rows=[{key: i} for i in ids]).to_dict()
+        return out
+    finally:
+        close(fs)
+
+
+def test_feast_cli_materializes_the_same_online_values_from_spark(both, lake, spark_settings, redis_client_of_lake):
+    """``feast materialize`` with ``FEED_FEAST_OFFLINE_ENGINE=spark`` (feature_store.yaml names the
+    store through ``FEED_FEAST_OFFLINE_STORE``) writes to Redis what the DuckDB store's
+    materialisation writes: two recent rows per entity (the later must win), ids without rows."""
+    from datetime import datetime, timedelta, timezone
+
+    from feast import FeatureView
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    objects = repository(lake)
+    rng = np.random.default_rng(1818)
+    recent = pd.Timestamp(now - timedelta(hours=3)).value // 1000
+    for seed, (name, key) in enumerate(VIEWS.items()):
+        view = objects[name]
+        assert isinstance(view, FeatureView)
+        view.entity_columns = [Field(name=objects[e].join_key, dtype=Int64) for e in view.entities]
+        ids = np.repeat(np.arange(1, 13) if key == "user_id" else np.arange(101, 116), 2)
+        ts = recent + rng.choice(2 * 3_600_000_000, size=len(ids), replace=False)
+        synthetic.write(name, synthetic.frame(view, ids, ts, seed=100 + seed), lake, part="recent")
+    window = [(now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S"), now.strftime("%Y-%m-%dT%H:%M:%S")]
+    views = [a for name in VIEWS for a in ("--views", name)]
+
+    values = {}
+    for engine, settings in (("duckdb", lake), ("spark", spark_settings)):
+        shown = _feast_cli(settings, "configuration")
+        assert shown.returncode == 0 and f"type: {settings.feast_offline_store}" in shown.stdout, shown.stdout
+        redis_client_of_lake.flushdb()
+        done = _feast_cli(settings, "materialize", *window, *views)
+        assert done.returncode == 0, (engine, done.stderr[-3000:])
+        for name in VIEWS:
+            assert name in done.stdout, (engine, name, done.stdout[-2000:])
+        values[engine] = _online(lake)
+    duck, spark = values["duckdb"], values["spark"]
+    for key in ("user_id", "item_id"):
+        assert duck[key].keys() == spark[key].keys()
+        for column, got in duck[key].items():
+            assert spark[key][column] == got, (key, column)
+    embeddings = duck["user_id"]["user_embedding"]
+    assert sum(v is not None for v in embeddings) == 12 and embeddings[12:] == [None, None]
+
+
+def test_feature_store_yaml_names_the_offline_store_of_the_engine(lake, spark_settings):
+    from feedstore.feast.offline.spark import SettingsSparkOfflineStoreConfig
+    from feedstore.feast.offline.store import S3DuckDBOfflineStore
+
+    assert lake.feast_env()["FEED_FEAST_OFFLINE_STORE"].endswith(S3DuckDBOfflineStore.__name__)
+    env = spark_settings.feast_env()
+    assert (env["FEED_FEAST_OFFLINE_ENGINE"], env["FEED_FEAST_OFFLINE_STORE"]) == \
+        ("spark", SettingsSparkOfflineStoreConfig().type)
+    assert SettingsSparkOfflineStoreConfig().spark_conf["spark.sql.session.timeZone"] == "UTC"
+
+
+@pytest.fixture()
+def redis_client_of_lake(lake: Settings):
+    import redis
+
+    return redis.Redis.from_url(lake.redis.url)
