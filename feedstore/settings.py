@@ -416,7 +416,8 @@ class Settings(BaseModel):
 
     def feast_env(self) -> dict[str, str]:
         """What the ``feast`` CLI needs besides FEED_*: the names ``feature_store.yaml`` substitutes
-        (the offline store's type among them), the offline engine its definitions follow, and the S3 endpoint and credentials for the pyarrow checks ``feast apply`` runs on sources."""
+        (the offline store's type among them), the offline engine its definitions follow, and the S3
+        endpoint and credentials for the pyarrow checks ``feast apply`` runs on sources."""
         return {
             "FEED_FEAST_REGISTRY_URL": self.feast_registry_url,
             "FEED_FEAST_REDIS": self.feast_redis_connection,

@@ -1,8 +1,8 @@
 """Window features and embeddings, computed over the Parquet lake and written where the Feast
 sources read them (``features/<view>/dt=…/``). The SQL is written once (DuckDB's dialect) and runs
-on DuckDB by default or on Spark (``FEED_PIPELINE_ENGINE=spark``, ``orchestration.engines``). Every row of day D is stamped with the
-end of D (``lake.day_end``): it describes activity strictly before that instant, so a training
-row at time t only ever joins rows computed from events before t."""
+on DuckDB by default or on Spark (``FEED_PIPELINE_ENGINE=spark``, ``orchestration.engines``).
+Every row of day D is stamped with the end of D (``lake.day_end``): it describes activity strictly
+before that instant, so a training row at time t only ever joins rows computed from events before t."""
 
 
 from collections.abc import Callable

@@ -66,7 +66,8 @@ def item_catalog_features(con, day: date, settings: Settings) -> pa.Table:
     sources.catalog(con, day, settings)
     table = lake.fetch(con, """
         SELECT c.item_id, $ts AS event_timestamp, c.category, c.media_type, c.creator_id, c.tags,
-               greatest(date_diff('microsecond', c.created_at, $ts) / 86400e6, 0)::DOUBLE AS item_age_days, c.created_at
+               greatest(date_diff('microsecond', c.created_at, $ts) / 86400e6, 0)::DOUBLE AS item_age_days,
+               c.created_at
         FROM catalog c ORDER BY c.item_id""", {"ts": lake.day_end(day)})
     return lake.conform(table, ITEM_CATALOG_FEATURES)
 
