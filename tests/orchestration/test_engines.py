@@ -1,5 +1,7 @@
 """The daily feature SQL, one definition, on DuckDB and on Spark (local mode): the same rows on the
-same inputs, the edge cases of ``assets/test_definitions.py`` and a few hundred random events."""
+same inputs, the edge cases of ``assets/test_definitions.py`` and a few hundred random events; then
+the catalog features, embeddings and candidates read from objects on S3 by each engine, as the
+assets read them (``engines.connect``)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from feedstore.contract.events import EVENT_SCHEMA
 from feedstore.contract.rules import CATEGORIES, EVENT_TYPES
 from orchestration.assets.features import item_engagement_table, user_activity_table, user_realtime_table
 from orchestration.engines import SparkRelations, spark_sql
-from orchestration.sources import CATALOG_SCHEMA, EMBEDDING_VERSION_SCHEMA, EMBEDDINGS_SCHEMA
+from orchestration.sources import CATALOG_SCHEMA, EMBEDDINGS_SCHEMA, EMBEDDING_VERSION_SCHEMA
 from tests.orchestration.assets.test_definitions import DAY, END, PROFILES, _events
 
 TABLES = {"user_activity_features": user_activity_table, "item_engagement_features": item_engagement_table,
@@ -256,7 +258,7 @@ def test_lake_tables_are_the_same_on_both_engines(lake_computed, view):
 
 
 def test_the_lake_edge_cases_are_in_the_compared_rows(lake_computed):
-    computed, facts = lake_computed
+    computed, _ = lake_computed
     catalog = {r["item_id"]: r for r in computed["item_catalog_features"][0].to_pylist()}
     assert LATE not in catalog and EDGE in catalog, "created at the day's end is after the day"
     assert (catalog[12]["category"], catalog[12]["media_type"]) == ("sports", "text"), "the latest change wins"
