@@ -12,9 +12,9 @@ import pytest
 pytestmark = pytest.mark.pure
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "feedstore.cli", *args], capture_output=True, text=True,
-                          timeout=120, check=False)
+                          timeout=120, check=False, env=env)
 
 
 def test_version():
@@ -57,7 +57,11 @@ def test_help_is_plain_text(path):
 
 
 def test_shell_completion_script():
-    out = _cli("--show-completion", "bash")
+    """The shell is named, not detected: detection walks the parent processes, which a test run
+    launched outside any shell does not have."""
+    import os
+
+    out = _cli("--show-completion", "bash", env={**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
     assert out.returncode == 0, out.stderr
     assert "_FEEDSTORE_COMPLETE" in out.stdout and "complete " in out.stdout
     help_text = _cli("--help").stdout
