@@ -415,15 +415,13 @@ class Settings(BaseModel):
         return ",".join(parts)
 
     def feast_env(self) -> dict[str, str]:
-        """What the ``feast`` CLI needs besides FEED_*: the names ``feature_store.yaml`` substitutes
-        (the offline store's type among them), the offline engine its definitions follow, and the S3
-        endpoint and credentials for the pyarrow checks ``feast apply`` runs on sources."""
+        """What the ``feast`` CLI needs besides FEED_*: the names ``feature_store.yaml`` substitutes,
+        the offline engine its store and definitions follow, and the S3 endpoint and credentials for the pyarrow checks ``feast apply`` runs on sources."""
         return {
             "FEED_FEAST_REGISTRY_URL": self.feast_registry_url,
             "FEED_FEAST_REDIS": self.feast_redis_connection,
             "FEED_FEAST_REDIS_TYPE": "redis_cluster" if self.redis.cluster else "redis",
             "FEED_FEAST_OFFLINE_ENGINE": self.feast.offline_engine,
-            "FEED_FEAST_OFFLINE_STORE": self.feast_offline_store,
             "AWS_ACCESS_KEY_ID": self.s3.access_key_id,
             "AWS_SECRET_ACCESS_KEY": self.s3.secret_access_key,
             "AWS_ENDPOINT_URL_S3": self.s3.endpoint,

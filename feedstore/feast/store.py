@@ -27,10 +27,11 @@ def repo_config(settings: Settings | None = None, repo_path: Path | None = None)
     path = Path(repo_path or s.feast.repo_path)
     text = (path / "feature_store.yaml").read_text()
     raw = yaml.safe_load(Template(text).safe_substitute({**os.environ, **s.feast_env()}))
+    raw["offline_store"] = {"type": s.feast_offline_store}
     if s.feast.offline_engine == "spark":
         from feedstore.spark import spark_conf
 
-        raw["offline_store"] = {"type": "spark", "spark_conf": spark_conf(s)}
+        raw["offline_store"]["spark_conf"] = spark_conf(s)
     return RepoConfig(repo_path=path, **raw)
 
 

@@ -7,7 +7,7 @@ backend), so the SDK and the ``feast`` CLI (``materialize``, ``materialize-incre
 work without any per-process setup.
 ``get_historical_features`` runs as one ASOF-join query (``feedstore.feast.offline.asof``), with
 stock Feast as the fallback for what that does not cover.
-Selected in ``feature_store.yaml`` with ``type: feedstore.feast.offline.store.S3DuckDBOfflineStore``.
+Selected by ``feedstore.feast.offline.engine`` (the default engine) or by its dotted path.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from feast import FeatureView, RepoConfig
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
 from feast.infra.offline_stores.offline_store import RetrievalJob
 from feast.infra.registry.base_registry import BaseRegistry
-from pydantic import StrictStr
+from pydantic import StrictStr, field_validator
 
 from feedstore.feast import private
 
@@ -49,8 +49,17 @@ def ensure_duckdb_s3() -> None:
         _configured.add(id(backend))
 
 
+TYPE = "feedstore.feast.offline.store.S3DuckDBOfflineStore"
+
+
 class S3DuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
-    type: StrictStr = "feedstore.feast.offline.store.S3DuckDBOfflineStore"
+    type: StrictStr = TYPE
+
+    @field_validator("type")
+    @classmethod
+    def _own_type(cls, value: str) -> str:
+        """Selected through ``feedstore.feast.offline.engine``, it still names the store it is."""
+        return TYPE
 
 
 def _configured_first(method):

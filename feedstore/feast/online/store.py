@@ -101,8 +101,12 @@ class TTLRedisOnlineStoreConfig(RedisOnlineStoreConfig):
 
 def unset_environment(value: str) -> NoReturn:
     """One line naming the unset variable (``value`` is the unexpanded ``${NAME}``)."""
-    message = (f"{value.strip('${}')} is not set: feature_store.yaml takes its endpoints from the environment. "
-               'Run `./run feast …` (or `feedstore feast …`), or eval "$(./run stack env)" first.')
+    cli_error(f"{value.strip('${}')} is not set: feature_store.yaml takes its endpoints from the environment. "
+              'Run `./run feast …` (or `feedstore feast …`), or eval "$(./run stack env)" first.')
+
+
+def cli_error(message: str) -> NoReturn:
+    """A configuration error as one line and exit 2 under the ``feast`` CLI, else ``ValueError``."""
     if Path(sys.argv[0]).name == "feast":
         # The feast CLI prints any exception as a traceback; a user who forgot the environment gets one line.
         print(f"error: {message}", file=sys.stderr)
