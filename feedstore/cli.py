@@ -593,19 +593,26 @@ def freshness(
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(6566, help="Port (feast serve's default); Prometheus metrics on GET /metrics."),
+    workers: int | None = typer.Option(None, "--workers", help="Processes sharing the port, each warmed up and GC "
+                                       "tuned, never recycled; /metrics sums them. Default FEED_SERVE_WORKERS (1)."),
     log_level: LogLevel = LOG_LEVEL,
 ) -> None:
-    """Feast's HTTP feature server (same API as 'feast serve') in one process, with Prometheus metrics."""
+    """Feast's HTTP feature server (same API as 'feast serve'), with Prometheus metrics."""
     if not 0 < port < 65536:
         fail(f"--port must be between 1 and 65535, got {port}")
+    if workers is not None and workers < 1:
+        fail(f"--workers must be at least 1, got {workers}")
     from feedstore.feast.serving import run
     from feedstore.logs import configure_logging
+    from feedstore.settings import get_settings
 
     configure_logging(log_level.value)
     try:
-        run(host, port, log_level=log_level.value)
+        code = run(host, port, log_level=log_level.value, workers=workers or get_settings().serve.workers)
     except OSError as exc:
         fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

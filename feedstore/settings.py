@@ -261,6 +261,11 @@ class ServeSettings(BaseSettings):
     admin_token: str | None = None
     """Bearer token for the write and admin endpoints (/push, /write-to-online-store,
     /materialize*); unset, they answer 403."""
+    workers: int = Field(1, ge=1)
+    """``feedstore serve`` processes sharing the port (SO_REUSEPORT): one Python process answers
+    one request at a time, so on N cores N workers answer up to N at once."""
+    shutdown_grace_seconds: float = 10.0
+    """After SIGTERM/SIGINT, how long the workers get to finish their requests before SIGKILL."""
 
 
 class PipelineSettings(BaseSettings):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import hmac
 import math
+import os
 import time
 from typing import Any
 
@@ -240,12 +241,17 @@ class ServeMetrics:
     """The feature server's request rate, latency and errors, on a registry of its own (Feast's
     ``feast.metrics`` may switch prometheus_client to multiprocess files); GET /metrics serves it.
     Endpoints are the app's own routes (anything else is ``other``), so label sets stay bounded
-    and every known endpoint's counters exist at 0 from the start."""
+    and every known endpoint's counters exist at 0 from the start.
 
-    def __init__(self, endpoints: list[str], registry=None) -> None:
+    With ``multiprocess`` (``feedstore serve --workers N``: PROMETHEUS_MULTIPROC_DIR set before
+    prometheus_client was imported) every worker writes its values to that directory, and
+    :attr:`exported` sums the files of all workers, so any worker's GET /metrics is the server's."""
+
+    def __init__(self, endpoints: list[str], registry=None, multiprocess: bool = False) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = registry or CollectorRegistry()
+        self.exported = _multiprocess_registry(SERVE_PREFIX) if multiprocess else self.registry
         r, p = self.registry, SERVE_PREFIX
         self.endpoints = frozenset(endpoints)
         self.requests = Counter(p + "requests", "HTTP requests answered, by endpoint and status code",
@@ -270,13 +276,41 @@ class ServeMetrics:
             self.errors.labels(endpoint, "5xx" if status >= 500 else "4xx").inc()
 
 
+class _Prefixed:
+    """A collector passing on only the families whose name starts with ``prefix``: Feast's own
+    metrics write to the same multiprocess directory, and /metrics serves ours only, as with one
+    worker."""
+
+    def __init__(self, collector, prefix: str) -> None:
+        self.collector = collector
+        self.prefix = prefix
+
+    def collect(self):
+        return (family for family in self.collector.collect() if family.name.startswith(self.prefix))
+
+
+def _multiprocess_registry(prefix: str):
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    registry.register(_Prefixed(MultiProcessCollector(None), prefix))
+    return registry
+
+
+WORKER_HEADER = b"x-feedstore-worker"
+"""Response header naming the process that answered (its pid): with several workers on one port,
+which one a connection landed on is otherwise invisible."""
+
+
 class MetricsMiddleware:
     """Outermost ASGI layer: times every HTTP request, counts its status (an exception that
-    escapes is a 500), and answers GET /metrics itself."""
+    escapes is a 500), adds :data:`WORKER_HEADER`, and answers GET /metrics itself."""
 
     def __init__(self, app, metrics: ServeMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self.worker = [(WORKER_HEADER, str(os.getpid()).encode())]
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -292,6 +326,7 @@ class MetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), *self.worker]
             await send(message)
         try:
             await self.app(scope, receive, send_status)
@@ -301,18 +336,18 @@ class MetricsMiddleware:
     async def _export(self, send) -> None:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        body = generate_latest(self.metrics.registry)
+        body = generate_latest(self.metrics.exported)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode()),
-                                (b"content-length", b"%d" % len(body))]})
+                                (b"content-length", b"%d" % len(body)), *self.worker]})
         await send({"type": "http.response.body", "body": body})
 
 
-def instrument(app, wrapped=None) -> MetricsMiddleware:
+def instrument(app, wrapped=None, multiprocess: bool = False) -> MetricsMiddleware:
     """Times ``wrapped`` (the app behind its guards; the app itself by default), labelled by the
-    app's own routes."""
+    app's own routes; ``multiprocess``: /metrics sums every worker's (see :class:`ServeMetrics`)."""
     paths = [path for r in app.router.routes if (path := getattr(r, "path", None)) and path != "/metrics"]
-    return MetricsMiddleware(wrapped or app, ServeMetrics(paths))
+    return MetricsMiddleware(wrapped or app, ServeMetrics(paths, multiprocess=multiprocess))
 
 
 def install_inline_online_route(app, fs) -> bool:
@@ -423,9 +458,9 @@ def harden(app, settings: Settings | None = None):
     return Guard(app, s.serve.max_body_bytes, s.serve.admin_token)
 
 
-def run(host: str, port: int, settings: Settings | None = None, registry_ttl_sec: int = 60,
-        log_level: str = "INFO") -> None:
-    import uvicorn
+def serving_app(settings: Settings, registry_ttl_sec: int = 60, multiprocess: bool = False):
+    """The ASGI app one serving process runs, warmed up and with the GC tuned: every worker calls
+    this itself, so each has its own registry cache, connections and frozen heap."""
     from feast.feature_server import get_app
     from feast.permissions.server.utils import (
         ServerType,
@@ -436,7 +471,6 @@ def run(host: str, port: int, settings: Settings | None = None, registry_ttl_sec
 
     from feedstore.feast.store import store
 
-    settings = (settings or get_settings()).as_component("serve")
     fs = store(settings)
     auth_type = str_to_auth_manager_type(fs.config.auth_config.type)
     init_security_manager(auth_type=auth_type, fs=fs)
@@ -445,12 +479,52 @@ def run(host: str, port: int, settings: Settings | None = None, registry_ttl_sec
     install_inline_online_route(app, fs)
     guarded = harden(app, settings)
     warm_up(fs)
+    served = instrument(app, guarded, multiprocess=multiprocess)
     tune_gc()
-    log.info("serve_started", host=host, port=port, metrics=f"http://{host}:{port}/metrics")
-    # log_config=None: uvicorn's records reach the root handler (feedstore.logs: JSON off a terminal).
-    uvicorn.run(instrument(app, guarded), host=host, port=port, access_log=False, log_config=None,
-                log_level=max(log_level.lower(), "warning", key=_LEVEL_ORDER.index),
-                timeout_keep_alive=300, http="httptools", loop="uvloop")
+    return served
+
+
+def uvicorn_config(app, log_level: str, settings: Settings, **kwargs: Any):
+    """One uvicorn server's settings; ``log_config=None``: uvicorn's records reach the root
+    handler (feedstore.logs: JSON off a terminal)."""
+    import uvicorn
+
+    return uvicorn.Config(app, access_log=False, log_config=None,
+                          log_level=max(log_level.lower(), "warning", key=_LEVEL_ORDER.index),
+                          timeout_keep_alive=300, timeout_graceful_shutdown=int(settings.serve.shutdown_grace_seconds),
+                          http="httptools", loop="uvloop", **kwargs)
+
+
+def run(host: str, port: int, settings: Settings | None = None, registry_ttl_sec: int = 60,
+        log_level: str = "INFO", workers: int = 1) -> int:
+    """Serves until SIGTERM/SIGINT; returns the exit code. One worker runs in this process; more
+    are child processes on the same port (:mod:`feedstore.feast.serve_workers`)."""
+    settings = (settings or get_settings()).as_component("serve")
+    if workers > 1:
+        from feedstore.feast.serve_workers import supervise
+
+        return supervise(host, port, workers, log_level, settings)
+    served = serving_app(settings, registry_ttl_sec)
+    log.info("serve_started", host=host, port=port, pid=os.getpid(), metrics=f"http://{host}:{port}/metrics")
+    serve_until_signalled(uvicorn_config(served, log_level, settings, host=host, port=port))
+    return 0
+
+
+def _exit_cleanly(*_: object) -> None:
+    raise SystemExit(0)
+
+
+def serve_until_signalled(config, sockets: list | None = None) -> None:
+    """Runs uvicorn until SIGTERM/SIGINT. Once it has shut down gracefully, uvicorn re-raises the
+    signal to the handler that was there before it; this one exits 0, so a clean stop is not
+    reported as killed by a signal."""
+    import signal
+
+    import uvicorn
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 _LEVEL_ORDER = ["debug", "info", "warning", "error"]

@@ -365,3 +365,183 @@ def test_real_server_logs_json_lines(served):
     records = [json.loads(line) for line in lines]
     assert any(r["event"] == "serve_started" for r in records)
     assert all(r["level"] in ("debug", "info", "warning", "error", "critical") for r in records)
+
+
+# ---- feedstore serve --workers N ------------------------------------------------------------
+
+def start_serve(settings, port: int, log: Path, *args: str) -> subprocess.Popen:
+    with log.open("wb") as out:
+        return subprocess.Popen([str(Path(sys.executable).parent / "feedstore"), "serve", "--port", str(port), *args],
+                                env={**os.environ, **settings.feast_env()}, stdout=out, stderr=subprocess.STDOUT)
+
+
+def log_records(log: Path) -> list[dict]:
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass  # a traceback's lines: the assertion that reads the log shows them
+    return out
+
+
+def wait_for_workers(proc: subprocess.Popen, port: int, log: Path, workers: int) -> list[int]:
+    """Until every worker has logged ``serve_started`` (each binds its socket only once warmed
+    up) and /health answers; returns the worker pids the parent logged."""
+    deadline = time.monotonic() + 180
+    while True:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        records = log_records(log)
+        if sum(r.get("event") == "serve_started" for r in records) == workers:
+            try:
+                if request(port, "GET", "/health")[0] == 200:
+                    return next(r["pids"] for r in records if r.get("event") == "serve.workers_started")
+            except OSError:
+                pass
+        assert time.monotonic() < deadline, "feedstore serve --workers did not start:\n" + log.read_text()[-3000:]
+        time.sleep(0.5)
+
+
+@dataclass(frozen=True)
+class ServedWorkers:
+    port: int
+    log: Path
+    pids: list[int]
+
+
+@pytest.fixture(scope="module")
+def served_workers(settings, served_rows, tmp_path_factory):
+    """``feedstore serve --workers 2``: two worker processes on one port."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve-workers.log"
+    proc = start_serve(settings, port, log, "--workers", "2", "--log-level", "info")
+    try:
+        yield ServedWorkers(port, log, wait_for_workers(proc, port, log, 2))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+class KeepAlive:
+    """One kept-alive connection; every answer with the pid of the worker that gave it."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def post(self, body: dict) -> tuple[int, bytes, int]:
+        self.conn.request("POST", "/get-online-features", json.dumps(body), {"Content-Type": "application/json"})
+        response = self.conn.getresponse()
+        return response.status, response.read(), int(response.getheader("x-feedstore-worker"))
+
+    def get(self, path: str) -> tuple[int, bytes, int]:
+        self.conn.request("GET", path)
+        response = self.conn.getresponse()
+        return response.status, response.read(), int(response.getheader("x-feedstore-worker"))
+
+
+def connections_to_every_worker(port: int, workers: int, at_least: int = 8) -> list[KeepAlive]:
+    """Kept-alive connections until every worker has one: SO_REUSEPORT hashes each connection
+    to a worker, so a few could all land on one (64 connections all on one of two: 2^-63)."""
+    conns: list[KeepAlive] = []
+    seen: set[int] = set()
+    while len(conns) < at_least or (len(seen) < workers and len(conns) < 64):
+        conns.append(KeepAlive(port))
+        seen.add(conns[-1].get("/health")[2])
+    return conns
+
+
+def _online_total(port: int) -> float:
+    samples = _scrape(port)
+    return samples.get(("feedstore_serve_requests_total", (("endpoint", "/get-online-features"), ("status", "200"))), 0)
+
+
+def test_workers_answer_like_one_worker_and_metrics_sum_over_them(served, served_workers):
+    bodies = [{"feature_service": "ranking", "entities": {"user_id": [u, u], "item_id": [i, 305]}}
+              for u in (301, 302, 303) for i in (302, 304)] + BODIES[:2]
+    expected = {}
+    for n, body in enumerate(bodies):  # the single-worker server's answers
+        status, raw = _get(served.port, "POST", "/get-online-features", body)
+        assert status == 200, raw[:300]
+        expected[n] = _by_name(json.loads(raw))
+    conns = connections_to_every_worker(served_workers.port, 2)
+    before = _online_total(served_workers.port)
+    answered_by: dict[int, int] = {}
+    sent = 0
+    for round_ in range(10):
+        for c, conn in enumerate(conns):
+            n = (round_ + c) % len(bodies)
+            status, raw, pid = conn.post(bodies[n])
+            sent += 1
+            assert status == 200, raw[:300]
+            assert _by_name(json.loads(raw)) == expected[n]
+            answered_by[pid] = answered_by.get(pid, 0) + 1
+    assert set(answered_by) == set(served_workers.pids), answered_by  # both workers answered, nobody else
+    totals = {}
+    for conn in conns:  # /metrics on every worker: the same sum over both
+        status, raw, pid = conn.get("/metrics")
+        assert status == 200
+        from prometheus_client.parser import text_string_to_metric_families
+
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for f in text_string_to_metric_families(raw.decode()) for s in f.samples}
+        totals[pid] = samples[("feedstore_serve_requests_total",
+                               (("endpoint", "/get-online-features"), ("status", "200")))]
+    assert set(totals) == set(served_workers.pids)
+    assert set(totals.values()) == {before + sent}, (before, sent, totals)
+    assert "Traceback" not in served_workers.log.read_text()
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_sigterm_stops_every_worker_and_exits_0(settings, served_rows, tmp_path):
+    port, log = free_port(), tmp_path / "serve.log"
+    proc = start_serve(settings, port, log, "--workers", "2")
+    try:
+        pids = wait_for_workers(proc, port, log, 2)
+        conns = connections_to_every_worker(port, 2)  # open keep-alive connections do not hold it up
+        assert conns[0].post(BODIES[0])[0] == 200
+        started = next(r for r in log_records(log) if r.get("event") == "serve.workers_started")
+        proc.terminate()
+        assert proc.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not [pid for pid in pids if _alive(pid)]
+    assert not Path(started["metrics_dir"]).exists()
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_dead_worker_is_logged_and_the_server_exits_1(settings, served_rows, tmp_path):
+    """A worker that dies is not replaced: the parent logs it, stops the others and exits 1,
+    for the process manager (systemd, Kubernetes) to restart the whole server."""
+    import signal
+
+    port, log = free_port(), tmp_path / "serve.log"
+    proc = start_serve(settings, port, log, "--workers", "2")
+    try:
+        pids = wait_for_workers(proc, port, log, 2)
+        os.kill(pids[0], signal.SIGKILL)
+        assert proc.wait(60) == 1, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    died = [r for r in log_records(log) if r.get("event") == "serve.worker_died"]
+    assert [(r["pid"], r["returncode"]) for r in died] == [(pids[0], -signal.SIGKILL)]
+    assert not _alive(pids[1])
+
+
+def test_workers_must_be_at_least_one():
+    out = subprocess.run([str(Path(sys.executable).parent / "feedstore"), "serve", "--workers", "0"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert lines == ["error: --workers must be at least 1, got 0"], out
