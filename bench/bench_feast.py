@@ -132,16 +132,17 @@ def open_store(which: str):
 def bench_view():
     from datetime import timedelta
 
-    from entities import item  # noqa: E402 - feature_repo on sys.path
     from feast import FeatureView, Field, FileSource
     from feast.data_format import ParquetFormat
     from feast.types import Array, Float32, Float64, Int64, String
 
+    from feedstore.contract.features import ITEM
+    from feedstore.feast.definitions import entity
     from feedstore.feast.sources import feature_glob
     from feedstore.settings import get_settings
 
     return FeatureView(
-        name=BENCH_VIEW, entities=[item], ttl=timedelta(days=7), online=True,
+        name=BENCH_VIEW, entities=[entity(ITEM)], ttl=timedelta(days=7), online=True,
         source=FileSource(name=f"{BENCH_VIEW}_source", path=feature_glob(BENCH_VIEW), file_format=ParquetFormat(),
                           s3_endpoint_override=get_settings().s3.endpoint, timestamp_field="event_timestamp"),
         schema=[Field(name="vec", dtype=Array(Float32)), Field(name="a", dtype=Int64), Field(name="b", dtype=Int64),
@@ -485,6 +486,19 @@ def main() -> None:
         redis_proc.wait(10)
 
 
+ONLINE_VIEWS = ["user_activity_features", "user_profile_features", "user_embedding", "user_candidates",
+                "user_realtime_features", "item_catalog_features", "item_embedding", "item_engagement_features"]
+"""The views the ``ranking`` feature service reads."""
+
+
+def materialize_online(console) -> None:
+    """The ranking service's views into both online stores (ours, stock), in child processes;
+    ``bench_serve.py`` reuses it after :func:`prepare_namespace` and :func:`setup_data`."""
+    for which in ("ours", "stock"):
+        with console.status(f"materializing online views ({which})…"):
+            run_child("materialize", which, ",".join(ONLINE_VIEWS))
+
+
 def _load() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__() if Path("/proc/loadavg").exists() else "?"
 
@@ -537,11 +551,7 @@ def run_all(args, skip, console) -> None:
         prepare_namespace(env)
         meta = setup_data(args, with_bench_view="materialize" not in skip)
     results: dict = {"args": vars(args), "machine_cpus": os.cpu_count(), "loadavg_start": _load()}
-    online_views = ["user_activity_features", "user_profile_features", "user_embedding", "user_candidates",
-                    "user_realtime_features", "item_catalog_features", "item_embedding", "item_engagement_features"]
-    for which in ("ours", "stock"):
-        with console.status(f"materializing online views ({which})…"):
-            run_child("materialize", which, ",".join(online_views))
+    materialize_online(console)
     if "materialize" not in skip:
         # each repetition rewrites every row: the bench view is dropped from both Redis dbs first
         variants = {w: ("materialize", w, BENCH_VIEW) for w in ("ours", "stock")}

@@ -43,6 +43,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "ingest": ["--events", "20000", "--repeats", "3", "--validator-events", "10000", "--batch-sizes", "5000",
                "--lag-seconds", "5"],
     "expectations": ["--events", "100000", "--items", "300000", "--repeat", "2"],
+    "serve": ["--seconds", "2", "--reps", "1"],
 }
 KNOWN_ORDER = ["generate", "ingest", "expectations", "feast", "serve", "pipeline"]
 
@@ -208,6 +209,18 @@ def feast_rows(d: dict) -> list[dict]:
     return out
 
 
+def serve_rows(d: dict) -> list[dict]:
+    """``feedstore serve --workers W`` against ``feast serve --workers W`` per client count."""
+    n = d["args"]["items_per_request"]
+    out = []
+    for r in d["table"]:
+        what = f"serve --workers {r['workers']}, {r['clients']} clients, 1 user × {n} items"
+        baseline = f"feast serve --workers {r['workers']}"
+        out.append(row(f"{what}, req/s", r["feedstore_rps"], "req/s", baseline, r["feast_rps"], better="higher"))
+        out.append(row(f"{what}, p99", r["feedstore_p99_ms"], "ms", baseline, r["feast_p99_ms"]))
+    return out
+
+
 def pipeline_rows(d: dict) -> list[dict]:
     t = d.get("targets", {})
     cold = d.get("cold_total_seconds") or sum(v["seconds"] for v in d["cold_day"].values())
@@ -244,7 +257,7 @@ def generic_rows(d: dict) -> list[dict]:
 
 NORMALISERS: dict[str, Callable[[dict], list[dict]]] = {
     "generate": generate_rows, "ingest": ingest_rows, "expectations": expectations_rows, "feast": feast_rows,
-    "pipeline": pipeline_rows,
+    "serve": serve_rows, "pipeline": pipeline_rows,
 }
 
 
