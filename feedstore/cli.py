@@ -589,6 +589,22 @@ def freshness(
             time.sleep(3600)
 
 
+def _serve_workers(option: int | None) -> int:
+    """``--workers``, else ``FEED_SERVE_WORKERS``; below 1, from either, is a one-line error."""
+    if option is not None:
+        if option < 1:
+            fail(f"--workers must be at least 1, got {option}")
+        return option
+    import pydantic
+
+    from feedstore.settings import get_settings
+
+    try:
+        return get_settings().serve.workers
+    except pydantic.ValidationError as exc:
+        fail("invalid settings: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+
+
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
@@ -600,15 +616,13 @@ def serve(
     """Feast's HTTP feature server (same API as 'feast serve'), with Prometheus metrics."""
     if not 0 < port < 65536:
         fail(f"--port must be between 1 and 65535, got {port}")
-    if workers is not None and workers < 1:
-        fail(f"--workers must be at least 1, got {workers}")
+    workers = _serve_workers(workers)
     from feedstore.feast.serving import run
     from feedstore.logs import configure_logging
-    from feedstore.settings import get_settings
 
     configure_logging(log_level.value)
     try:
-        code = run(host, port, log_level=log_level.value, workers=workers or get_settings().serve.workers)
+        code = run(host, port, log_level=log_level.value, workers=workers)
     except OSError as exc:
         fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
     if code:

@@ -24,7 +24,7 @@ def test_version():
 
 
 @pytest.mark.parametrize("args", [("ingest", "--metrics-port", "-5"), ("ingest", "--until-idle", "0"),
-                                  ("serve", "--port", "70000"), ("validate", "items", "postgres:x", "-p", "novalue"),
+                                  ("serve", "--port", "70000"), ("serve", "--workers", "0"), ("validate", "items", "postgres:x", "-p", "novalue"),
                                   ("produce", "--file", "/no/such/file")])
 def test_bad_arguments_get_one_line(args):
     out = _cli(*args)
