@@ -232,21 +232,43 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(port: int, clients: int, requests: list[bytes], seconds: float, warmup: float) -> dict:
-    """``warmup`` seconds discarded, then ``seconds`` measured, with ``clients`` connections."""
+def server_cpu_seconds(pid: int) -> float:
+    """CPU time of the server's whole process tree: the live processes' own, plus what the
+    parent's reaped children used (gunicorn's recycled workers), so a recycled worker's
+    requests are not free."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in (root, *root.children(recursive=True)):
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    times = root.cpu_times()
+    return total + times.children_user + times.children_system
+
+
+def measure(port: int, server_pid: int, clients: int, requests: list[bytes], seconds: float, warmup: float) -> dict:
+    """``warmup`` seconds discarded, then ``seconds`` measured, with ``clients`` connections.
+    Besides the rate (what the server got of a machine others may share too), the server's CPU
+    time per request: what an answer costs whatever else runs."""
     import numpy as np
     import uvloop
 
     uvloop.run(_run_clients(port, clients, requests, warmup))
-    cpu = _cpu_seconds()
+    cpu, server_cpu = _cpu_seconds(), server_cpu_seconds(server_pid)
     load, wall = uvloop.run(_run_clients(port, clients, requests, seconds))
     client_cpu = (_cpu_seconds() - cpu) / wall
+    server_cpu = server_cpu_seconds(server_pid) - server_cpu
     if load.errors:
         raise RuntimeError(f"{len(load.errors)} non-200 answers, first: {load.errors[0]}")
     ms = np.asarray(load.latencies_ns) / 1e6
     return {"requests": len(ms), "seconds": wall, "rps": len(ms) / wall, "p50_ms": float(np.percentile(ms, 50)),
             "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()), "reconnects": load.reconnects,
-            "client_cpu": client_cpu, "per_worker": dict(sorted(load.workers.items()))}
+            "client_cpu": client_cpu, "server_cpu_ms_per_request": server_cpu * 1000 / len(ms),
+            "server_cores": server_cpu / wall, "loadavg_1m": os.getloadavg()[0], "per_worker": dict(sorted(load.workers.items()))}
 
 
 async def _answer(port: int, request: bytes) -> dict:
@@ -270,7 +292,8 @@ def _by_name(body: bytes) -> dict:
 def _median_of(runs: list[dict]) -> dict:
     import numpy as np
 
-    keys = ("rps", "p50_ms", "p99_ms", "max_ms", "client_cpu", "reconnects", "requests")
+    keys = ("rps", "p50_ms", "p99_ms", "max_ms", "client_cpu", "server_cpu_ms_per_request", "server_cores",
+            "loadavg_1m", "reconnects", "requests")
     return {"reps": len(runs), **{k: float(np.median([r[k] for r in runs])) for k in keys},
             "runs": runs}
 
@@ -291,7 +314,8 @@ def run(args, console) -> dict:
 
                         answers[server] = [uvloop.run(_answer(PORTS[server], r)) for r in requests[:20]]
                         for clients in args.clients:
-                            got = measure(PORTS[server], clients, requests, args.seconds, args.warmup_seconds)
+                            got = measure(PORTS[server], proc.pid, clients, requests, args.seconds,
+                                          args.warmup_seconds)
                             runs.setdefault(f"{server}_w{workers}_c{clients}", []).append(got)
                     finally:
                         stop_server(proc)
@@ -308,7 +332,8 @@ def summary_rows(results: dict, args) -> list[dict]:
         for clients in args.clients:
             o, s = m[f"feedstore_w{workers}_c{clients}"], m[f"feast_w{workers}_c{clients}"]
             rows.append({"workers": workers, "clients": clients, "feedstore": o, "feast": s,
-                         "rps_ratio": o["rps"] / s["rps"], "p99_ratio": o["p99_ms"] / s["p99_ms"]})
+                         "rps_ratio": o["rps"] / s["rps"], "p99_ratio": o["p99_ms"] / s["p99_ms"],
+                         "cpu_per_request_ratio": o["server_cpu_ms_per_request"] / s["server_cpu_ms_per_request"]})
     return rows
 
 
@@ -316,12 +341,15 @@ def table(rows: list[dict], args):
     from rich.table import Table
 
     t = Table("workers", "clients", "feedstore req/s", "feast req/s", "req/s ratio", "feedstore p50/p99/max ms",
-              "feast p50/p99/max ms", "p99 ratio", "client CPU (cores)", "feast reconnects")
+              "feast p50/p99/max ms", "p99 ratio", "server CPU ms/request", "server cores used", "client cores",
+              "feast reconnects")
     for r in rows:
         o, s = r["feedstore"], r["feast"]
         t.add_row(str(r["workers"]), str(r["clients"]), f"{o['rps']:,.0f}", f"{s['rps']:,.0f}",
                   f"{r['rps_ratio']:.2f}x", f"{o['p50_ms']:.2f} / {o['p99_ms']:.2f} / {o['max_ms']:.0f}",
                   f"{s['p50_ms']:.2f} / {s['p99_ms']:.2f} / {s['max_ms']:.0f}", f"{r['p99_ratio']:.2f}x",
+                  f"{o['server_cpu_ms_per_request']:.2f} / {s['server_cpu_ms_per_request']:.2f}",
+                  f"{o['server_cores']:.2f} / {s['server_cores']:.2f}",
                   f"{o['client_cpu']:.2f} / {s['client_cpu']:.2f}", f"{s['reconnects']:.0f}")
     return t
 
@@ -358,7 +386,8 @@ def main() -> None:
            "loadavg_start": loadavg_start, "loadavg_end": bench_feast._load(), **results,
            "table": [{k: v for k, v in r.items() if k not in ("feedstore", "feast")} |
                      {f"{srv}_{q}": r[srv][q] for srv in ("feedstore", "feast")
-                      for q in ("rps", "p50_ms", "p99_ms", "max_ms", "client_cpu")} for r in rows]}
+                      for q in ("rps", "p50_ms", "p99_ms", "max_ms", "client_cpu", "server_cpu_ms_per_request",
+                                "server_cores")} for r in rows]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2))
     console.print(table(rows, args))

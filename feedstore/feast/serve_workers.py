@@ -72,7 +72,9 @@ def _die_with_parent(parent: int) -> None:
     import ctypes
 
     pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # Linux only
+    if prctl is not None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
     if os.getppid() != parent:  # it died before the line above
         os._exit(1)
 

@@ -24,6 +24,7 @@ import hmac
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -62,27 +63,50 @@ class OnlineRequest(msgspec.Struct):
 
 
 class FeatureServices:
-    """Feature services by name, rebuilt only when the registry cache refreshes: Feast's
-    ``get_feature_service(allow_cache=True)`` deserialises the service from the cached registry
-    proto on every call (3 ms here, five times the Redis read of a one-user request)."""
+    """Feature services and feature views by name, rebuilt only when the registry cache
+    refreshes: Feast's ``get_feature_service(allow_cache=True)`` and ``get_feature_view(
+    allow_registry_cache=True)`` deserialise the object from the cached registry proto on every
+    call (3 ms for the service; the eight views of ``ranking`` took 13 of a request's 15 ms under
+    the profiler, typeguard checking every field)."""
 
     def __init__(self, fs) -> None:
         self._fs = fs
-        self._cache: dict[str, Any] = {}
+        self._cache: dict[tuple[str, str], Any] = {}
         self._stamp: object = None
 
-    def get(self, name: str):
+    def _cached(self, key: tuple[str, str], load: Callable[[], Any]) -> Any:
         registry = self._fs.registry
         stamp = getattr(registry, "cached_registry_proto_created", None)
         is_valid = getattr(registry, "is_cache_valid", None)
         if stamp is None or not (callable(is_valid) and is_valid()):
-            return self._fs.get_feature_service(name, allow_cache=True)  # refreshes; the next call caches
+            return load()  # refreshes the registry cache; the next call caches
         if stamp != self._stamp:
             self._cache, self._stamp = {}, stamp
-        service = self._cache.get(name)
-        if service is None:
-            service = self._cache[name] = self._fs.get_feature_service(name, allow_cache=True)
-        return service
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = load()
+        return found
+
+    def get(self, name: str):
+        return self._cached(("service", name), lambda: self._fs.get_feature_service(name, allow_cache=True))
+
+    def view(self, name: str):
+        """The feature view, or ``None`` for an on-demand view (it takes request data: Feast
+        checks those); a name that is neither is a 404 (not cached)."""
+        return self._cached(("view", name), lambda: _view_or_on_demand(self._fs, name)) or None
+
+
+def _view_or_on_demand(fs, name: str):
+    from feast.errors import FeastObjectNotFoundException
+
+    try:
+        return fs.get_feature_view(name, allow_registry_cache=True)
+    except FeastObjectNotFoundException:
+        try:
+            fs.get_on_demand_feature_view(name, allow_registry_cache=True)
+            return False  # cached as "on demand"; ``view`` answers None
+        except FeastObjectNotFoundException:
+            raise ClientError(404, f"no feature view {name!r}") from None
 
 
 INT64 = 2 ** 63
@@ -124,25 +148,20 @@ def check_entities(entities: Any, max_entities: int) -> int:
     return rows
 
 
-def check_join_keys(fs, features, entities: dict) -> None:
+def check_join_keys(fs, features, entities: dict, services: FeatureServices | None = None) -> None:
     """Every join key the requested views need is given, and no other: Feast's message for a
-    wrong key names every key of the project instead of the one that is wrong."""
-    from feast.errors import FeastObjectNotFoundException
-
+    wrong key names every key of the project instead of the one that is wrong. ``services``
+    caches the views between registry refreshes."""
     from feedstore.feast.online.requests import join_key_problem
 
+    lookup = (services or FeatureServices(fs)).view
     views = ([p.name for p in features.feature_view_projections] if not isinstance(features, list)
              else list(dict.fromkeys(ref.split(":", 1)[0] for ref in features)))
     needed: set[str] = set()
     for name in views:
-        try:
-            view = fs.get_feature_view(name, allow_registry_cache=True)
-        except FeastObjectNotFoundException:
-            try:
-                fs.get_on_demand_feature_view(name, allow_registry_cache=True)
-                return  # on-demand views take request data: Feast checks those
-            except FeastObjectNotFoundException:
-                raise ClientError(404, f"no feature view {name!r}") from None
+        view = lookup(name)
+        if view is None:
+            return  # on-demand views take request data: Feast checks those
         needed.update(c.name for c in view.entity_columns)
         if isinstance(features, list):
             known = {f.name for f in view.features}
@@ -220,7 +239,7 @@ class OnlineFeaturesEndpoint:
             if not request.feature_service and not request.features:
                 raise ClientError(400, "name a feature_service or a list of features")
             features = self.services.get(request.feature_service) if request.feature_service else request.features
-            check_join_keys(self.fs, features, request.entities)
+            check_join_keys(self.fs, features, request.entities, self.services)
             feat_count, ctx.feature_view_count = private.resolve_feature_counts(features)
             ctx.feature_count = bin_feature_count(int(feat_count), self.bins)
             feast_metrics.track_online_features_entities(len(next(iter(request.entities.values()), [])))

@@ -123,6 +123,10 @@ def test_feature_services_are_cached_until_the_registry_refreshes(fs):
     fs.refresh_registry()
     again = services.get("ranking")
     assert again is not first and again == first
+    view = services.view("user_embedding")  # check_join_keys' lookups, likewise
+    assert services.view("user_embedding") is view
+    fs.refresh_registry()
+    assert services.view("user_embedding") == view
 
 
 
