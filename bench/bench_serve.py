@@ -7,8 +7,9 @@ Closed-loop keep-alive clients (each sends its next request when the previous an
 POST /get-online-features for the ``ranking`` service, 1 user × ``--items-per-request`` items.
 Same data, namespace and Redis as bench_feast.py (its setup is reused, not copied): ours reads
 the bench Redis db 0, stock Feast db 1, both materialised from the same files. Both servers run
-with their defaults apart from the worker count (stock: gunicorn, a worker recycled every
-~1000 requests, keep-alive 30 s; a dropped connection is reopened and counted).
+with their defaults apart from the worker count and, for stock, ``--feast-max-requests`` (0:
+gunicorn recycles no worker; see that option for why its default 1000 could not be measured;
+keep-alive 30 s; a dropped connection is reopened and counted).
 
 The clients are one asyncio (uvloop) process with a minimal HTTP/1.1 client, not one process per
 client: on two cores, 16 client processes would compete with the servers for the CPU. Its own CPU
@@ -62,12 +63,12 @@ def namespace(console) -> Iterator[None]:
 
 # ---- servers ----------------------------------------------------------------------------------
 
-def server_command(server: str, workers: int) -> list[str]:
+def server_command(server: str, workers: int, feast_max_requests: int) -> list[str]:
     bin_dir = Path(sys.executable).parent
     if server == "feedstore":
         return [str(bin_dir / "feedstore"), "serve", "--port", str(PORTS[server]), "--workers", str(workers)]
     return [str(bin_dir / "feast"), "-c", str(bench_feast.stock_repo_dir()), "serve", "-p", str(PORTS[server]),
-            "--no-access-log", "--workers", str(workers)]
+            "--no-access-log", "--workers", str(workers), "--max-requests", str(feast_max_requests)]
 
 
 def _ready(server: str, workers: int, log: Path) -> bool:
@@ -87,28 +88,39 @@ def _ready(server: str, workers: int, log: Path) -> bool:
         return False
 
 
-def start_server(server: str, workers: int, log: Path) -> subprocess.Popen:
+def start_server(server: str, workers: int, log: Path, feast_max_requests: int) -> subprocess.Popen:
+    """In a session of its own, so :func:`stop_server` can end every process of it."""
     from feedstore.settings import get_settings
 
     env = {**os.environ, **get_settings().feast_env()}
     with log.open("wb") as out:
-        proc = subprocess.Popen(server_command(server, workers), env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(server_command(server, workers, feast_max_requests), env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 180
     while not _ready(server, workers, log):
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
+            stop_server(proc, grace=0)
             raise RuntimeError(f"{server} serve --workers {workers} did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.3)
     return proc
 
 
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
+def stop_server(proc: subprocess.Popen, grace: float = 60) -> None:
+    """SIGTERM to the server, then SIGKILL to its whole session: gunicorn's master waits 30 s
+    for a worker stuck in start-up, and killing only the master left that worker on the port."""
+    import signal
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
     try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 # ---- load -------------------------------------------------------------------------------------
@@ -308,7 +320,8 @@ def run(args, console) -> dict:
             order = SERVERS if rep % 2 == 0 else SERVERS[::-1]  # neither always goes first
             for server in order:
                 with console.status(f"{server} serve --workers {workers} ({rep + 1}/{args.reps})…"):
-                    proc = start_server(server, workers, logs / f"{server}-{workers}-{rep}.log")
+                    proc = start_server(server, workers, logs / f"{server}-{workers}-{rep}.log",
+                                        args.feast_max_requests)
                     try:
                         import uvloop
 
@@ -365,6 +378,11 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per client count")
     p.add_argument("--warmup-seconds", type=float, default=1.0)
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions (a fresh server each)")
+    p.add_argument("--feast-max-requests", type=int, default=0,
+                   help="feast serve --max-requests (its default 1000 recycles workers; with --workers 2 and the "
+                   "SQL registry a recycled worker, forked with the master's registry connection, failed to boot "
+                   "('lost synchronization with server') and gunicorn shut the whole server down, in two of two "
+                   "runs here; 0: no recycling, stock's best case)")
     args = p.parse_args()
     from rich.console import Console
 

@@ -5,7 +5,8 @@ calls, and a full collection walks every object Feast and its imports created (p
 instead of 17 ms). After start-up we collect once, ``gc.freeze()`` the survivors (they are
 never scanned again) and raise the young-generation threshold. ``feast serve`` additionally
 recycles its gunicorn worker every ~1000 requests (a ~0.5 s stall); this server runs Feast's
-own FastAPI app (same endpoints and payloads) in one long-lived uvicorn process.
+own FastAPI app (same endpoints and payloads) in long-lived uvicorn processes: one by default,
+``--workers N`` on one port (:mod:`feedstore.feast.serve_workers`).
 
 Feast's ``/get-online-features`` handler hops to a worker thread up to three times per request
 (feature service lookup, read, JSON conversion); on a busy two-core machine each hop can wait
