@@ -329,10 +329,10 @@ def _row_count_expectation(params: dict[str, Any]):
 ENGINES = ("gx", "duckdb")
 
 
-def choose_engine(suite: str, engine: str | None, with_rows: bool) -> str:
+def choose_engine(suite: str, engine: str | None, with_rows: bool, docs: bool = False) -> str:
     """``gx`` (GX on a pandas frame or Postgres) or ``duckdb`` (``expectations.sql``). Unasked,
     a suite the SQL compiler covers runs where ``FEED_PIPELINE_CHECKS_ENGINE`` says, unless
-    row positions are wanted (only GX's frames have them)."""
+    row positions or Data Docs are wanted (only GX has them)."""
     from expectations import sql as duck
 
     if engine is not None and engine not in ENGINES:
@@ -341,7 +341,7 @@ def choose_engine(suite: str, engine: str | None, with_rows: bool) -> str:
         why = "row positions" if with_rows else suite
         raise ValidationError(f"the duckdb engine cannot give {why} (it runs {', '.join(sorted(duck.SUITES))})")
     if engine is None:
-        engine = get_settings().pipeline.checks_engine if suite in duck.SUITES and not with_rows else "gx"
+        engine = get_settings().pipeline.checks_engine if suite in duck.SUITES and not (with_rows or docs) else "gx"
     return engine
 
 
@@ -354,7 +354,7 @@ def validate(suite: str, data: Any, *, docs_dir: str | Path | None = None, docs_
     ``choose_engine``; DuckDB writes no Data Docs (they are GX's renderings of its own results)."""
     started = time.perf_counter()
     params = _check_params(suite, params)
-    if choose_engine(suite, engine, with_rows) == "duckdb":
+    if choose_engine(suite, engine, with_rows, docs=bool(docs_dir or docs_s3_prefix)) == "duckdb":
         return _duckdb(suite, data, params, started, docs_requested=bool(docs_dir or docs_s3_prefix))
     target = data if isinstance(data, str) else f"<{type(data).__name__}>"
     source = parse_target(data) if isinstance(data, str) else data
