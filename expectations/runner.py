@@ -72,6 +72,8 @@ class ValidationSummary:
     failures: list[Failure]
     seconds: float
     docs: str | None = None
+    engine: str = "gx"
+    """What ran the suite: ``gx`` (Great Expectations) or ``duckdb`` (``expectations.sql``)."""
 
     @property
     def failed_rules(self) -> set[str]:
@@ -85,7 +87,7 @@ class ValidationSummary:
         meta: dict[str, Any] = {
             "suite": self.suite, "target": self.target, "row_count": self.row_count,
             "expectations_evaluated": self.evaluated, "expectations_failed": len(self.failures),
-            "seconds": round(self.seconds, 3),
+            "seconds": round(self.seconds, 3), "engine": self.engine,
         }
         for f in self.failures:
             key = f"{f.rule}:{f.column}" if f.column else f.rule
@@ -329,10 +331,10 @@ def _row_count_expectation(params: dict[str, Any]):
 ENGINES = ("gx", "duckdb")
 
 
-def choose_engine(suite: str, engine: str | None, with_rows: bool, docs: bool = False) -> str:
+def choose_engine(suite: str, engine: str | None, with_rows: bool, docs: bool = False, postgres: bool = False) -> str:
     """``gx`` (GX on a pandas frame or Postgres) or ``duckdb`` (``expectations.sql``). Unasked,
     a suite the SQL compiler covers runs where ``FEED_PIPELINE_CHECKS_ENGINE`` says, unless
-    row positions or Data Docs are wanted (only GX has them)."""
+    row positions or Data Docs are wanted or the target is a Postgres table (only GX does those)."""
     from expectations import sql as duck
 
     if engine is not None and engine not in ENGINES:
@@ -341,7 +343,8 @@ def choose_engine(suite: str, engine: str | None, with_rows: bool, docs: bool = 
         why = "row positions" if with_rows else suite
         raise ValidationError(f"the duckdb engine cannot give {why} (it runs {', '.join(sorted(duck.SUITES))})")
     if engine is None:
-        engine = get_settings().pipeline.checks_engine if suite in duck.SUITES and not (with_rows or docs) else "gx"
+        plain = suite in duck.SUITES and not (with_rows or docs or postgres)
+        engine = get_settings().pipeline.checks_engine if plain else "gx"
     return engine
 
 
@@ -354,7 +357,8 @@ def validate(suite: str, data: Any, *, docs_dir: str | Path | None = None, docs_
     ``choose_engine``; DuckDB writes no Data Docs (they are GX's renderings of its own results)."""
     started = time.perf_counter()
     params = _check_params(suite, params)
-    if choose_engine(suite, engine, with_rows, docs=bool(docs_dir or docs_s3_prefix)) == "duckdb":
+    postgres = isinstance(data, str) and data.startswith("postgres:")
+    if choose_engine(suite, engine, with_rows, docs=bool(docs_dir or docs_s3_prefix), postgres=postgres) == "duckdb":
         return _duckdb(suite, data, params, started, docs_requested=bool(docs_dir or docs_s3_prefix))
     target = data if isinstance(data, str) else f"<{type(data).__name__}>"
     source = parse_target(data) if isinstance(data, str) else data
@@ -419,7 +423,7 @@ def summarise_outcomes(suite: str, target: str, found: list, seconds: float) -> 
             examples=[_clip(v) for v in _jsonable(o.examples[:EXAMPLES])], observed=_jsonable(o.observed),
             error=o.error))
     return ValidationSummary(suite=suite, target=target, success=not failures, row_count=row_count,
-                             evaluated=len(found), failures=failures, seconds=seconds)
+                             evaluated=len(found), failures=failures, seconds=seconds, engine="duckdb")
 
 
 def _tempdir() -> str:

@@ -349,6 +349,10 @@ def parquet_files(target: str) -> list[str]:
             keys.extend(o["Key"] for o in page.get("Contents", []))
         return [f"s3://{bucket}/{k}" for k in sorted(keys) if wanted(k)]
     path = Path(target)
+    if not path.exists():
+        from expectations.runner import ValidationError
+
+        raise ValidationError(f"no such file or directory: {target}")
     if path.is_file():
         return [str(path)]
     return [str(p) for p in sorted(path.rglob("*.parquet")) if wanted(p.as_posix())]

@@ -189,7 +189,7 @@ TRAINING_SETS: dict[str, Training] = {
     "label as text": lambda t: cast(t, "label", pa.string()),
     "user id as int16": lambda t: cast(t, "user_id", pa.int16()),
     "short embedding": lambda t: _vector(t, "user_embedding", 3, [0.1] * (rules.EMBEDDING_DIM - 1)),
-    "NaN and inf in embeddings": lambda t: _vector(_vector(t, "item_embedding", 3, [float("nan")] * rules.EMBEDDING_DIM),
+    "NaN and inf in embeddings": lambda t: _vector(_vector(t, "item_embedding", 3, [float("nan")] * 32),
                                                    "user_embedding", 4, [float("inf")] + [0.0] * 31),
     "null element in embedding": lambda t: _vector(t, "item_embedding", 5, [None] + [0.0] * 31),
     "missing embedding (a legitimate null)": lambda t: _vector(t, "item_embedding", 3, None),
@@ -281,6 +281,31 @@ def test_duckdb_engine_refuses_what_it_cannot_do() -> None:
         validate("training_dataset", make_training(9), engine="duckdb", with_rows=True, ds=NOW.date())
     with pytest.raises(ValidationError, match="unknown engine"):
         validate("training_dataset", make_training(9), engine="spark", ds=NOW.date())
+    with pytest.raises(ValidationError, match="no such file"):
+        validate("training_dataset", "/no/such/dir", engine="duckdb", ds=NOW.date())
+
+
+@pytest.mark.pure
+def test_engine_unasked(monkeypatch) -> None:
+    """The setting decides for the suites DuckDB covers, unless only GX can do what is asked."""
+    from expectations.runner import choose_engine
+    from feedstore.settings import reset_settings_cache
+
+    assert choose_engine("training_dataset", None, with_rows=False) == "duckdb"
+    assert choose_engine("training_dataset", None, with_rows=False, docs=True) == "gx"
+    assert choose_engine("training_dataset", None, with_rows=False, postgres=True) == "gx"
+    assert choose_engine("training_dataset", None, with_rows=True) == "gx"
+    assert choose_engine("items", None, with_rows=False) == "gx"
+    assert choose_engine("training_dataset", "duckdb", with_rows=False, docs=True) == "duckdb"
+    monkeypatch.setenv("FEED_PIPELINE_CHECKS_ENGINE", "gx")
+    reset_settings_cache()
+    try:
+        assert choose_engine("training_dataset", None, with_rows=False) == "gx"
+        assert validate("training_dataset", make_training(90), ds=NOW.date()).engine == "gx"
+    finally:
+        monkeypatch.delenv("FEED_PIPELINE_CHECKS_ENGINE")
+        reset_settings_cache()
+    assert validate("training_dataset", make_training(90), ds=NOW.date()).engine == "duckdb"
 
 
 @pytest.mark.pure
