@@ -293,11 +293,11 @@ def check_batch(con, suite: str, source: str, params: dict[str, Any]) -> list[Ou
     q = Query()
     derived = derived_columns(suite, types, q)
     select = ", ".join(["*", *(f"{expr} AS {quote(name)}" for name, expr in derived.items())])
-    columns = {**types, **{name: "DERIVED" for name in derived}}
+    batch_types = {**types, **{name: _derived_type(name) for name in derived}}
     lists = frozenset(n for n, t in types.items() if element_type(t) is not None)
-    spec = suites.SuiteSpec(engine="duckdb", columns=frozenset(columns), list_columns=lists, params=params)
+    spec = suites.SuiteSpec(engine="duckdb", columns=frozenset(batch_types), list_columns=lists, params=params)
     expectations = [_row_count_expectation(params), *suites.build_expectations(suite, spec)]
-    checks = [compile_expectation(e, {**types, **{n: _derived_type(n) for n in derived}}, q) for e in expectations]
+    checks = [compile_expectation(e, batch_types, q) for e in expectations]
     text, slots = aggregate_sql(checks)
     query = f"WITH {quote(BATCH)} AS (SELECT {select} FROM {quote(source)}) {text}"
     row = con.execute(query, q.params).fetchone()
