@@ -132,14 +132,15 @@ def open_store(which: str):
 def bench_view():
     from datetime import timedelta
 
-    from entities import item  # noqa: E402 - feature_repo on sys.path
     from feast import FeatureView, Field, FileSource
     from feast.data_format import ParquetFormat
     from feast.types import Array, Float32, Float64, Int64, String
 
+    from feedstore.feast.definitions import repository
     from feedstore.feast.sources import feature_glob
     from feedstore.settings import get_settings
 
+    item = repository()["item"]
     return FeatureView(
         name=BENCH_VIEW, entities=[item], ttl=timedelta(days=7), online=True,
         source=FileSource(name=f"{BENCH_VIEW}_source", path=feature_glob(BENCH_VIEW), file_format=ParquetFormat(),
@@ -292,6 +293,131 @@ def child_online(which: str, items_per_call: int, calls: int, users: int, online
     nfeat = len(result) - 2
     assert result["item_embedding"][0] is not None and result["user_embedding"][0] is not None
     return {**_percentiles(samples, queued), "features": nfeat, "views": len(svc.feature_view_projections)}
+
+
+def _bare_plan(fs, svc) -> list[tuple[str, str, list[bytes]]]:
+    """Per view of the service, in the order our store sends them: (join key, view, fields)."""
+    from feedstore.feast import private
+    from feedstore.feast.online import layout
+
+    ctx = private.request_context(fs.registry, fs.project, svc, False)
+    return [(table.entity_columns[0].name, layout.view_name(table, fs.config),
+             [n.encode() for n in requested] + [layout.TS_FIELD]) for table, requested in ctx.grouped_refs]
+
+
+def _bare_payload(project: str, plan: list[tuple[str, str, list[bytes]]], ids: dict[str, list[int]]) -> tuple[bytes, int]:
+    """HMGET key *fields for every distinct id of every view, packed as one RESP buffer (what
+    any client must send: the keys follow ``layout``'s ``<project>:{<key>=<id>}:<view>``)."""
+    parts: list[bytes] = []
+    for join_key, view, fields in plan:
+        head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
+        tail = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in fields)
+        for i in dict.fromkeys(ids[join_key]):
+            key = b"%s:{%s=%d}:%s" % (project.encode(), join_key.encode(), i, view.encode())
+            parts.append(head + b"$%d\r\n%s\r\n" % (len(key), key) + tail)
+    return b"".join(parts), len(parts)
+
+
+class _BareRedis:
+    """One socket and a hiredis reader: the round trip with nothing of ours around it; replies
+    are parsed by hiredis into Python bytes and not decoded further."""
+
+    def __init__(self, url: str) -> None:
+        import socket
+        from urllib.parse import urlsplit
+
+        import hiredis
+
+        u = urlsplit(url)
+        self.sock = socket.create_connection((u.hostname, u.port or 6379))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = hiredis.Reader()
+        db = u.path.lstrip("/") or "0"
+        self.call(b"*2\r\n$6\r\nSELECT\r\n$%d\r\n%s\r\n" % (len(db), db.encode()), 1)
+
+    def call(self, payload: bytes, count: int) -> list:
+        self.sock.sendall(payload)
+        replies, gets, recv, feed = [], self.reader.gets, self.sock.recv, self.reader.feed
+        while len(replies) < count:
+            reply = gets()
+            if reply is False:
+                feed(recv(1 << 20))
+            else:
+                replies.append(reply)
+        return replies
+
+
+def _captured_payload(fs, svc, rows: list[dict]) -> bytes:
+    """The buffer our store sends for ``rows`` (to check the bare read sends the same)."""
+    from feedstore.feast.online import wire
+
+    sent: list[bytes] = []
+    original = wire.execute_packed
+
+    def capture(client, payload: bytes, count: int) -> list:
+        sent.append(payload)
+        return original(client, payload, count)
+
+    wire.execute_packed = capture
+    try:
+        fs.get_online_features(features=svc, entity_rows=rows).to_dict()
+    finally:
+        wire.execute_packed = original
+    return b"".join(sent)
+
+
+def child_reads(items_per_call: int, calls: int, users: int, online_items: int) -> dict:
+    """One user × ``items_per_call`` items over ``ranking``, GC tuned: per call, in alternating
+    order, our ``get_online_features(...).to_dict()``, the serve fast path's conversion (the
+    same read, then ``convert_response_to_dict`` of the proto, as ``feedstore serve`` answers),
+    and the bare read of the same keys (packing the commands + one round trip). The bare
+    buffer is checked byte for byte against the one our store sends."""
+    import numpy as np
+    import msgspec
+    from feast.feature_server_utils import convert_response_to_dict
+
+    from feedstore.feast.serving import tune_gc, warm_up
+    from feedstore.settings import get_settings
+
+    fs = open_store("ours")
+    svc = fs.get_feature_service("ranking")
+    warm_up(fs)
+    plan = _bare_plan(fs, svc)
+    bare = _BareRedis(get_settings().redis.url)
+    tune_gc()
+    rng = np.random.default_rng(0)
+    requests = []
+    for _ in range(calls):
+        u = int(rng.integers(1, users + 1))
+        items = [int(i) for i in rng.integers(1, online_items + 1, items_per_call)]
+        requests.append((u, items))
+    u, items = requests[0]
+    rows = [{"user_id": u, "item_id": i} for i in items]
+    payload, count = _bare_payload(fs.project, plan, {"user_id": [u] * len(items), "item_id": items})
+    if _captured_payload(fs, svc, rows) != payload:
+        raise AssertionError("the bare read does not send the bytes our store sends")
+
+    def ours(u: int, items: list[int]) -> None:
+        fs.get_online_features(features=svc, entity_rows=[{"user_id": u, "item_id": i} for i in items]).to_dict()
+
+    encode = msgspec.json.Encoder().encode
+
+    def serve(u: int, items: list[int]) -> None:  # OnlineFeaturesEndpoint's read and encoding
+        encode(convert_response_to_dict(fs.get_online_features(features=svc, entity_rows={"user_id": [u] * len(items),
+                                                                                   "item_id": items}).proto))
+
+    def bare_read(u: int, items: list[int]) -> None:
+        bare.call(*_bare_payload(fs.project, plan, {"user_id": [u] * len(items), "item_id": items}))
+
+    variants = {"ours": ours, "serve": serve, "bare": bare_read}
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for n, (u, items) in enumerate(requests):
+        for name in names[n % 3:] + names[:n % 3]:  # rotate which goes first
+            t0 = time.perf_counter()
+            variants[name](u, items)
+            samples[name].append((time.perf_counter() - t0) * 1000)
+    return {**{name: _percentiles(s) for name, s in samples.items()}, "commands": count}
 
 
 def child_http(which: str, requests_n: int, users: int, online_items: int, port: int) -> dict:
@@ -447,6 +573,8 @@ def child_main(argv: list[str]) -> None:
         result = child_materialize(rest[0], rest[1].split(","))
     elif kind == "online":
         result = child_online(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), int(rest[4]), rest[5] == "1")
+    elif kind == "reads":
+        result = child_reads(int(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]))
     elif kind == "http":
         result = child_http(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), int(rest[4]))
     else:
@@ -470,6 +598,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions (online, historical)")
     p.add_argument("--materialize-reps", type=int, default=2)
     p.add_argument("--http-reps", type=int, default=2)
+    p.add_argument("--only", choices=["reads"], help="reads: one user × 500 items, ours beside the bare Redis read")
     p.add_argument("--skip", default="", help="comma list of: materialize,online,http,historical")
     args = p.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -530,15 +659,55 @@ def _interleaved(console, label: str, variants: dict[str, tuple], reps: int) -> 
     return {name: _median_of(r) for name, r in runs.items()}
 
 
+def run_reads(args, console) -> None:
+    """``--only reads``: our 500-item read, the serve path's and the bare read, interleaved."""
+    with console.status("preparing namespace and data…"):
+        prepare_namespace(namespace_env())
+        setup_data(args, with_bench_view=False)
+    results: dict = {"args": vars(args), "machine_cpus": os.cpu_count(), "loadavg_start": _load()}
+    with console.status("materializing online views (ours)…"):
+        run_child("materialize", "ours", ",".join(ONLINE_VIEWS))
+    calls = str(max(200, args.online_calls // 4))
+    variants = {"reads_500": ("reads", "500", calls, str(args.users), str(args.online_items))}
+    got = _interleaved(console, "reads 1 user × 500", variants, args.reps)["reads_500"]
+    results["reads_500"] = {name: _median_of([r[name] for r in got["runs"]]) if isinstance(got["runs"][0][name], dict)
+                            else got[name] for name in got["runs"][0]}
+    results["loadavg_end"] = _load()
+    _save(results)
+    console.print(reads_table(results["reads_500"], args.reps))
+    console.print(f"load average {results['loadavg_start']} → {results['loadavg_end']}; results: {RESULTS}")
+
+
+def reads_table(r: dict, reps: int):
+    """Ours and the serve path beside the bare read of the same keys (medians over ``reps``)."""
+    from rich.table import Table
+
+    bare = r["bare"]
+    table = Table("1 user × 500 items", "p50 ms", "p99 ms", "p50 / bare", "p99 / bare", "target",
+                  caption=f"{r['commands']:.0f} HMGETs per call, gc tuned, medians of {reps} runs. ours: "
+                          "get_online_features().to_dict(); serve: the same read, then the JSON feedstore serve "
+                          "answers; bare: packing + one round trip, hiredis, replies not decoded")
+    for name, label in (("ours", "ours"), ("serve", "serve"), ("bare", "bare")):
+        x = r[name]
+        table.add_row(label, f"{x['p50_ms']:.2f}", f"{x['p99_ms']:.2f}", f"{x['p50_ms'] / bare['p50_ms']:.2f}x",
+                      f"{x['p99_ms'] / bare['p99_ms']:.2f}x", "≤1.5x" if name == "ours" else "")
+    return table
+
+
+ONLINE_VIEWS = ["user_activity_features", "user_profile_features", "user_embedding", "user_candidates",
+                "user_realtime_features", "item_catalog_features", "item_embedding", "item_engagement_features"]
+
+
 def run_all(args, skip, console) -> None:
+    if args.only == "reads":
+        return run_reads(args, console)
 
     env = namespace_env()
     with console.status("preparing namespace and data…"):
         prepare_namespace(env)
         meta = setup_data(args, with_bench_view="materialize" not in skip)
     results: dict = {"args": vars(args), "machine_cpus": os.cpu_count(), "loadavg_start": _load()}
-    online_views = ["user_activity_features", "user_profile_features", "user_embedding", "user_candidates",
-                    "user_realtime_features", "item_catalog_features", "item_embedding", "item_engagement_features"]
+    online_views = ONLINE_VIEWS
     for which in ("ours", "stock"):
         with console.status(f"materializing online views ({which})…"):
             run_child("materialize", which, ",".join(online_views))
