@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from feast import FeatureView, RepoConfig
 from feast.online_response import OnlineResponse
@@ -42,7 +41,8 @@ except ImportError:  # metrics are optional in Feast
 PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE = FieldStatus.PRESENT, FieldStatus.NOT_FOUND, FieldStatus.OUTSIDE_MAX_AGE
 
 GroupedRefs = list[tuple[FeatureView, list[str]]]
-KeyPart = Callable[[Any], str]
+KeyParts = Callable[[list], list[str]]
+"""The key texts of one join-key column's values."""
 
 _collector = threading.local()
 """While Feast's path runs in our ``get_online_features``: the views read, for ``to_dict``."""
@@ -121,7 +121,7 @@ class TTLRedisReads:
         """Feast's hook for its path (entity values as protos): the same pipelined read, the
         vectors appended to Feast's response as protobuf bytes."""
         views = read_views(private.redis_client(self, config), config, grouped_refs, join_key_values,
-                           entity_name_to_join_key_map, _proto_key_part, full_feature_names)
+                           entity_name_to_join_key_map, _proto_key_parts, full_feature_names)
         for view in views:
             append_view(online_features_response, view, include_feature_view_version_metadata)
         collector = getattr(_collector, "views", None)
@@ -153,7 +153,7 @@ def read_plain(client, config: RepoConfig, columns: dict[str, list], plan: Plain
     """The direct path: keys from the Python values, one round trip, the raw cells kept."""
     started = time.monotonic()
     views = read_views(client, config, plan.grouped_refs, columns, plan.entity_name_to_join_key_map,
-                       layout.key_part, full_feature_names)
+                       layout.key_parts, full_feature_names)
     _track_read(started)
     entities = {k: (v, plan.entity_type_map[k]) for k, v in columns.items()}
     return CellOnlineResponse(private.build_feature_types(plan.grouped_refs), views, entities=entities,
@@ -166,9 +166,9 @@ _INT64 = (-(2**63), 2**63 - 1)
 def _plain_column(values: list, value_type: ValueType | None) -> bool:
     """Values the direct path keys exactly as Feast's proto conversion would (else Feast's path)."""
     if value_type == ValueType.INT64:
-        return all(type(v) is int for v in values) and _INT64[0] <= min(values) and max(values) <= _INT64[1]
+        return set(map(type, values)) == {int} and _INT64[0] <= min(values) and max(values) <= _INT64[1]
     if value_type == ValueType.STRING:
-        return all(type(v) is str for v in values)
+        return set(map(type, values)) == {str}
     return False
 
 
@@ -224,7 +224,7 @@ class _ViewRead:
 
 
 def read_views(client, config: RepoConfig, grouped_refs, join_key_values, entity_name_to_join_key_map,
-               key_part: KeyPart, full_feature_names: bool) -> list[ViewCells]:
+               key_parts: KeyParts, full_feature_names: bool) -> list[ViewCells]:
     """Every view's HMGETs in one pipeline; per view the raw cells of each distinct entity."""
     work: list[_ViewRead] = []
     keys: list[bytes] = []
@@ -232,7 +232,7 @@ def read_views(client, config: RepoConfig, grouped_refs, join_key_values, entity
     prefix = layout.key_prefix(config.project)
     for table, requested in grouped_refs:
         entities, order, output_len = _unique_entities(
-            table, join_key_values, entity_name_to_join_key_map, texts, key_part)
+            table, join_key_values, entity_name_to_join_key_map, texts, key_parts)
         suffix = layout.key_suffix(layout.view_name(table, config))
         work.append(_ViewRead(table, list(requested), order, output_len, len(keys), len(entities)))
         keys.extend([f"{prefix}{e}{suffix}".encode() for e in entities])
@@ -246,8 +246,8 @@ def read_views(client, config: RepoConfig, grouped_refs, join_key_values, entity
             for w in work]
 
 
-def _proto_key_part(value: ValueProto) -> str:
-    return layout.key_part(layout.proto_value(value))
+def _proto_key_parts(values: list[ValueProto]) -> list[str]:
+    return [layout.key_part(layout.proto_value(v)) for v in values]
 
 
 def _view_cells(table: FeatureView, requested: list[str], replies: list, order: list[int] | None,
@@ -256,21 +256,7 @@ def _view_cells(table: FeatureView, requested: list[str], replies: list, order: 
     times; a value past the view's TTL is ``OUTSIDE_MAX_AGE`` and its cells are dropped."""
     ttl = layout.ttl_micros(table)
     cutoff = now - ttl if ttl else None
-    status = [NOT_FOUND] * len(replies)
-    ts = [0] * len(replies)
-    absent = (None,) * (len(requested) + 1)
-    live = list(replies)
-    for u, reply in enumerate(replies):
-        raw_ts = reply[-1]
-        if raw_ts is None:
-            continue
-        t = int(raw_ts)
-        if cutoff is not None and t <= cutoff:
-            status[u] = OUTSIDE_MAX_AGE
-            live[u] = absent
-            continue
-        status[u] = PRESENT
-        ts[u] = t
+    status, ts, live = _all_live(replies, cutoff) or _sorted_out(replies, cutoff, len(requested))
     columns = list(zip(*live))[:-1] if live else [()] * len(requested)
     table_name = table.projection.name_to_use()
     names = [f"{table_name}__{f}" if full_feature_names else f for f in requested]
@@ -283,8 +269,41 @@ def _view_cells(table: FeatureView, requested: list[str], replies: list, order: 
         version=getattr(table, "current_version_number", 0) or 0)
 
 
+def _all_live(replies: list, cutoff: int | None) -> tuple[list[int], list[int], list] | None:
+    """Statuses, event times and replies when every entity was found within the TTL (the common
+    case, checked per column rather than per reply), else ``None``."""
+    raw = [reply[-1] for reply in replies]
+    if None in raw:
+        return None
+    ts = list(map(int, raw))
+    if cutoff is not None and ts and min(ts) <= cutoff:
+        return None
+    return [PRESENT] * len(replies), ts, replies
+
+
+def _sorted_out(replies: list, cutoff: int | None, n_features: int) -> tuple[list[int], list[int], list]:
+    """Per reply: ``NOT_FOUND`` without an event time, ``OUTSIDE_MAX_AGE`` (cells dropped) at or
+    past the cutoff, else ``PRESENT`` with its event time (0 when not present)."""
+    status = [NOT_FOUND] * len(replies)
+    ts = [0] * len(replies)
+    absent = (None,) * (n_features + 1)
+    live = list(replies)
+    for u, reply in enumerate(replies):
+        raw_ts = reply[-1]
+        if raw_ts is None:
+            continue
+        t = int(raw_ts)
+        if cutoff is not None and t <= cutoff:
+            status[u] = OUTSIDE_MAX_AGE
+            live[u] = absent
+            continue
+        status[u] = PRESENT
+        ts[u] = t
+    return status, ts, live
+
+
 def _unique_entities(table: FeatureView, join_key_values, entity_name_to_join_key_map,
-                     texts: dict, key_part: KeyPart = _proto_key_part,
+                     texts: dict, key_parts: KeyParts = _proto_key_parts,
                      ) -> tuple[list[str], list[int] | None, int]:
     """Feast's ``_get_unique_entities`` as entity texts: the distinct entities of a view, and for
     each output row the index of its entity (``None`` when every row is distinct). ``texts``
@@ -300,18 +319,18 @@ def _unique_entities(table: FeatureView, join_key_values, entity_name_to_join_ke
     done_key = (tuple(names), tuple(id(values[n]) for n in names))
     done = texts.get(done_key)
     if done is None:
-        done = texts[done_key] = _distinct(names, values, texts, key_part)
+        done = texts[done_key] = _distinct(names, values, texts, key_parts)
     return done
 
 
 def _distinct(names: list[str], values: dict, texts: dict,
-              key_part: KeyPart) -> tuple[list[str], list[int] | None, int]:
+              key_parts: KeyParts) -> tuple[list[str], list[int] | None, int]:
     columns = []
     for name in names:
         column = values[name]
         cached = texts.get(id(column))
         if cached is None:
-            cached = texts[id(column)] = [key_part(v) for v in column]
+            cached = texts[id(column)] = key_parts(column)
         columns.append(cached)
     if len(names) == 1:
         head = names[0] + "="

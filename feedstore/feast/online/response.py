@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 from feast.online_response import TIMESTAMP_POSTFIX, OnlineResponse
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnlineFeaturesResponse
-from feast.protos.feast.types.Value_pb2 import BoolList, BytesList, Int32List, Int64List, StringList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 from feast.value_type import ValueType
@@ -53,85 +52,83 @@ def python_value(v: ValueProto, feature_type: ValueType | None) -> Any:
     return feast_value_type_to_python_type(v, feature_type)
 
 
-def _packed(tag: int, message) -> Callable[[list[bytes]], list | None]:
-    """Scalars whose cells are ``tag + varint``: the payloads concatenated are a packed list."""
+def _value_column_class():
+    """A message with every ``Value`` field, repeated and outside the oneof: the concatenation of
+    a column's serialised ``Value`` cells parses as one of these in a single call, each cell
+    adding one element to the field of its kind (a parse per column instead of per cell)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    name = "feedstore.online.ValueColumn"
+    pool = descriptor_pool.Default()
+    try:
+        return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+    except KeyError:
+        pass
+    message = descriptor_pb2.DescriptorProto()
+    ValueProto.DESCRIPTOR.CopyToProto(message)
+    message.name = "ValueColumn"
+    message.ClearField("oneof_decl")
+    for field in message.field:
+        field.label = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+        field.ClearField("oneof_index")
+        field.ClearField("proto3_optional")
+    pool.Add(descriptor_pb2.FileDescriptorProto(
+        name="feedstore/online/value_column.proto", package="feedstore.online", syntax="proto3",
+        dependency=[ValueProto.DESCRIPTOR.file.name], message_type=[message]))
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+
+
+ValueColumn = _value_column_class()
+
+
+def _column_of(kind: str, lists: bool = False) -> Callable[[list[bytes]], list | None]:
+    """Cells of one ``Value`` kind, parsed as one ``ValueColumn``; ``None`` (so each cell is
+    converted as Feast does) unless every cell added exactly one element of that kind."""
     def decode(cells: list[bytes]) -> list | None:
-        if any(c[0] != tag for c in cells):
+        values = getattr(ValueColumn.FromString(b"".join(cells)), kind)
+        if len(values) != len(cells):
             return None
-        body = b"".join([c[1:] for c in cells])
-        return list(message.FromString(b"\x0a" + len_prefix(len(body)) + body).val)
+        return [list(v.val) for v in values] if lists else list(values)
     return decode
 
 
-def _fixed(tag: int, dtype: str) -> Callable[[list[bytes]], list | None]:
-    """Scalars whose cells are ``tag + fixed-width little-endian``."""
-    size = 1 + np.dtype(dtype).itemsize
-
-    def decode(cells: list[bytes]) -> list | None:
-        if any(len(c) != size or c[0] != tag for c in cells):
-            return None
-        return np.frombuffer(b"".join([c[1:] for c in cells]), dtype).tolist()
-    return decode
-
-
-def _length_delimited(tag: int, message) -> Callable[[list[bytes]], list | None]:
-    """Strings/bytes: ``tag + len + payload`` re-tagged as field 1 of a ``StringList``/``BytesList``."""
-    def decode(cells: list[bytes]) -> list | None:
-        if any(c[0] != tag for c in cells):
-            return None
-        return list(message.FromString(b"".join([b"\x0a" + c[1:] for c in cells])).val)
-    return decode
-
-
-def _numeric_list(tag: bytes, dtype: str) -> Callable[[list[bytes]], list | None]:
-    """Float/double lists of one length (embeddings): one matrix; other shapes: per cell."""
+def _numeric_list(tag: bytes, dtype: str, kind: str) -> Callable[[list[bytes]], list | None]:
+    """Float/double lists of one length (embeddings): one matrix; other shapes: one column parse."""
     width = np.dtype(dtype).itemsize
+    fallback = _column_of(kind, lists=True)
 
     def decode(cells: list[bytes]) -> list | None:
         first = cells[0]
         if not first.startswith(tag):
-            return None
+            return fallback(cells)
         _, pos = read_varint(first, len(tag))
         if pos < len(first):
             _, pos = read_varint(first, pos + 1)  # FloatList/DoubleList field 1 (packed)
         header, size = first[:pos], len(first)
-        if (size - pos) % width or any(len(c) != size or not c.startswith(header) for c in cells):
-            return None
-        flat = np.frombuffer(b"".join([c[pos:] for c in cells]), dtype)
-        return flat.reshape(len(cells), (size - pos) // width).tolist()
-    return decode
-
-
-def _lists(kind: str) -> Callable[[list[bytes]], list | None]:
-    """List values of any length (tags, candidate ids): every cell framed as a ``Value`` of one
-    ``FeatureVector`` and parsed in one call, instead of one parse per cell."""
-    def decode(cells: list[bytes]) -> list | None:
-        body = b"".join([b"\x0a" + len_prefix(len(c)) + c for c in cells])
-        values = GetOnlineFeaturesResponse.FeatureVector.FromString(body).values
-        out = []
-        for v in values:
-            if v.WhichOneof("val") != kind:
-                return None
-            out.append(list(getattr(v, kind).val))
-        return out
+        if (size - pos) % width or set(map(len, cells)) != {size}:
+            return fallback(cells)
+        rows = np.frombuffer(b"".join(cells), np.uint8).reshape(len(cells), size)
+        if not (rows[:, :pos] == np.frombuffer(header, np.uint8)).all():
+            return fallback(cells)
+        return np.ascontiguousarray(rows[:, pos:]).view(dtype).tolist()
     return decode
 
 
 _BULK: dict[ValueType, Callable[[list[bytes]], list | None]] = {
-    ValueType.INT64: _packed(0x20, Int64List),
-    ValueType.INT32: _packed(0x18, Int32List),
-    ValueType.BOOL: _packed(0x38, BoolList),
-    ValueType.DOUBLE: _fixed(0x29, "<f8"),
-    ValueType.FLOAT: _fixed(0x35, "<f4"),
-    ValueType.STRING: _length_delimited(0x12, StringList),
-    ValueType.BYTES: _length_delimited(0x0A, BytesList),
-    ValueType.FLOAT_LIST: _numeric_list(b"\x82\x01", "<f4"),
-    ValueType.DOUBLE_LIST: _numeric_list(b"\x7a", "<f8"),
-    ValueType.STRING_LIST: _lists("string_list_val"),
-    ValueType.BYTES_LIST: _lists("bytes_list_val"),
-    ValueType.INT64_LIST: _lists("int64_list_val"),
-    ValueType.INT32_LIST: _lists("int32_list_val"),
-    ValueType.BOOL_LIST: _lists("bool_list_val"),
+    ValueType.INT64: _column_of("int64_val"),
+    ValueType.INT32: _column_of("int32_val"),
+    ValueType.BOOL: _column_of("bool_val"),
+    ValueType.DOUBLE: _column_of("double_val"),
+    ValueType.FLOAT: _column_of("float_val"),
+    ValueType.STRING: _column_of("string_val"),
+    ValueType.BYTES: _column_of("bytes_val"),
+    ValueType.FLOAT_LIST: _numeric_list(b"\x82\x01", "<f4", "float_list_val"),
+    ValueType.DOUBLE_LIST: _numeric_list(b"\x7a", "<f8", "double_list_val"),
+    ValueType.STRING_LIST: _column_of("string_list_val", lists=True),
+    ValueType.BYTES_LIST: _column_of("bytes_list_val", lists=True),
+    ValueType.INT64_LIST: _column_of("int64_list_val", lists=True),
+    ValueType.INT32_LIST: _column_of("int32_list_val", lists=True),
+    ValueType.BOOL_LIST: _column_of("bool_list_val", lists=True),
 }
 
 
