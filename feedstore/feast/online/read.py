@@ -152,12 +152,12 @@ def read_plain(client, config: RepoConfig, columns: dict[str, list], plan: Plain
                include_version: bool) -> OnlineResponse:
     """The direct path: keys from the Python values, one round trip, the raw cells kept."""
     started = time.monotonic()
+    feature_types = private.build_feature_types(plan.grouped_refs)
     views = read_views(client, config, plan.grouped_refs, columns, plan.entity_name_to_join_key_map,
-                       layout.key_parts, full_feature_names)
+                       layout.key_parts, full_feature_names, feature_types)
     _track_read(started)
     entities = {k: (v, plan.entity_type_map[k]) for k, v in columns.items()}
-    return CellOnlineResponse(private.build_feature_types(plan.grouped_refs), views, entities=entities,
-                              include_version=include_version)
+    return CellOnlineResponse(feature_types, views, entities=entities, include_version=include_version)
 
 
 _INT64 = (-(2**63), 2**63 - 1)
@@ -224,8 +224,10 @@ class _ViewRead:
 
 
 def read_views(client, config: RepoConfig, grouped_refs, join_key_values, entity_name_to_join_key_map,
-               key_parts: KeyParts, full_feature_names: bool) -> list[ViewCells]:
-    """Every view's HMGETs in one pipeline; per view the raw cells of each distinct entity."""
+               key_parts: KeyParts, full_feature_names: bool,
+               decode_types: dict[str, ValueType] | None = None) -> list[ViewCells]:
+    """Every view's HMGETs in one pipeline; per view the raw cells of each distinct entity, and
+    with ``decode_types`` their Python values too, converted while later views are in flight."""
     work: list[_ViewRead] = []
     keys: list[bytes] = []
     texts: dict = {}
@@ -238,12 +240,16 @@ def read_views(client, config: RepoConfig, grouped_refs, join_key_values, entity
         keys.extend([f"{prefix}{e}{suffix}".encode() for e in entities])
     if not work:
         return []
-    replies = wire.hmget(client, [([n.encode() for n in w.requested] + [layout.TS_FIELD],
-                                   keys[w.start:w.start + w.count]) for w in work])
+    groups = wire.hmget_groups(client, [([n.encode() for n in w.requested] + [layout.TS_FIELD],
+                                         keys[w.start:w.start + w.count]) for w in work])
     now = layout.now_micros()
-    return [_view_cells(w.table, w.requested, replies[w.start:w.start + w.count], w.order, w.output_len, now,
-                        full_feature_names)
-            for w in work]
+    views = []
+    for w, replies in zip(work, groups):  # each view's cells while Redis answers the next view
+        view = _view_cells(w.table, w.requested, replies, w.order, w.output_len, now, full_feature_names)
+        if decode_types is not None:
+            view.decode(decode_types)
+        views.append(view)
+    return views
 
 
 def _proto_key_parts(values: list[ValueProto]) -> list[str]:
@@ -261,7 +267,11 @@ def _view_cells(table: FeatureView, requested: list[str], replies: list, order: 
     table_name = table.projection.name_to_use()
     names = [f"{table_name}__{f}" if full_feature_names else f for f in requested]
     if _track_feature_statuses is not None:
-        present = status.count(PRESENT) if order is None else sum(status[u] == PRESENT for u in order)
+        present = status.count(PRESENT)
+        if order is not None and present != len(status):  # rows, not distinct entities
+            present = sum(status[u] == PRESENT for u in order)
+        elif order is not None:
+            present = output_len
         _track_feature_statuses(table.name, present * len(requested), len(requested) * (output_len - present))
     return ViewCells(
         names=names, columns=columns, status=status, ts=ts, order=order, output_len=output_len,

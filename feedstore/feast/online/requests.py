@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -84,6 +85,10 @@ def entity_columns(entity_rows: Any) -> dict[str, list]:
 def _rows_as_columns(rows: list) -> dict[str, list]:
     if not rows:
         raise RequestError("entity_rows is empty: give at least one row of join key -> value")
+    if set(map(type, rows)) == {dict} and rows[0]:
+        first = rows[0].keys()
+        if all(map(first.__eq__, map(dict.keys, rows))):  # plain dicts of one key set: checked in C
+            return {k: list(map(itemgetter(k), rows)) for k in first}
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise RequestError(f"entity_rows[{i}] must be a dict of join key -> value, got {type(row).__name__}")

@@ -135,7 +135,7 @@ _BULK: dict[ValueType, Callable[[list[bytes]], list | None]] = {
 def decode_cells(column: Sequence[bytes | None], feature_type: ValueType | None) -> list:
     """Python values of serialised ``Value`` cells (``None`` or empty for a missing one), converted
     in bulk when every cell has the declared type's exact shape, else one by one as Feast does."""
-    present = [c for c in column if c]
+    present = list(filter(None, column))
     bulk = _BULK.get(feature_type) if present else None
     values = bulk(present) if bulk is not None else None
     if values is None:
@@ -147,13 +147,31 @@ def decode_cells(column: Sequence[bytes | None], feature_type: ValueType | None)
     return [next(it) if c else None for c in column]
 
 
-def _expand(values: list, order: list[int] | None) -> list:
+def repeated_rows(order: list[int] | None) -> list[int]:
+    """The output rows whose entity an earlier row already has: the only rows whose list values
+    need a copy of their own (the first row of an entity takes the decoded list itself)."""
+    if order is None:
+        return []
+    seen: set[int] = set()
+    add = seen.add
+    return [r for r, u in enumerate(order) if u in seen or add(u)]
+
+
+def _expand(values: list, order: list[int] | None, repeats: list[int] | None = None) -> list:
+    """One value per output row; rows never share a list (callers may mutate one row's).
+    ``repeats``: ``repeated_rows(order)``, computed once per view by callers expanding many."""
     if order is None:
         return values
+    if repeats is None:
+        repeats = repeated_rows(order)
+    out = list(map(values.__getitem__, order))
     first = next((v for v in values if v is not None), None)
     if isinstance(first, list):
-        return [list(v) if isinstance(v, list) else v for v in map(values.__getitem__, order)]
-    return list(map(values.__getitem__, order))
+        for r in repeats:
+            v = out[r]
+            if v is not None:
+                out[r] = list(v)
+    return out
 
 
 @dataclass(slots=True)
@@ -170,6 +188,21 @@ class ViewCells:
     output_len: int
     meta_name: str
     version: int
+    decoded: list[list] | None = None
+    """Per feature, its Python value per distinct entity (``decode``), once converted."""
+
+    def decode(self, feature_types: dict[str, ValueType]) -> None:
+        """Converts the cells now: the direct read calls this for each view while Redis is still
+        answering the next one's commands, so ``to_dict`` only expands rows."""
+        self.decoded = [decode_cells(column, feature_types.get(name)) for name, column in zip(self.names, self.columns)]
+
+    def take_values(self, feature_types: dict[str, ValueType]) -> list[list]:
+        """Per feature, the Python value of each distinct entity: the values ``decode`` made,
+        handed over once (the caller's result owns them), else converted afresh."""
+        decoded, self.decoded = self.decoded, None
+        if decoded is None:
+            return [decode_cells(column, feature_types.get(name)) for name, column in zip(self.names, self.columns)]
+        return decoded
 
 
 def append_view(response: GetOnlineFeaturesResponse, view: ViewCells, include_version: bool) -> None:
@@ -247,14 +280,16 @@ class CellOnlineResponse(OnlineResponse):
                 out[name + TIMESTAMP_POSTFIX] = [0] * len(values)
         for view in self._views:
             seconds = [t // 1_000_000 for t in view.ts] if include_event_timestamps else None
-            for name, column in zip(view.names, view.columns):
-                out[name] = _expand(decode_cells(column, feature_types.get(name)), view.order)
+            repeats = repeated_rows(view.order)
+            for name, values in zip(view.names, view.take_values(feature_types)):
+                out[name] = _expand(values, view.order, repeats)
                 if seconds is not None:
-                    out[name + TIMESTAMP_POSTFIX] = _expand(seconds, view.order)
+                    out[name + TIMESTAMP_POSTFIX] = _expand(seconds, view.order, repeats)
         return out
 
     def _to_dict_along_proto(self, include_event_timestamps: bool) -> dict[str, Any]:
-        cells = {name: (column, view.order) for view in self._views for name, column in zip(view.names, view.columns)}
+        cells = {name: (column, view.order, repeated_rows(view.order))
+                 for view in self._views for name, column in zip(view.names, view.columns)}
         feature_types = private.response_feature_types(self)
         out: dict[str, list[Any]] = {}
         for name, vector in zip(self.proto.metadata.feature_names.val, self.proto.results):
@@ -263,7 +298,7 @@ class CellOnlineResponse(OnlineResponse):
             if found is None:
                 out[name] = [python_value(v, feature_type) for v in vector.values]
             else:
-                out[name] = _expand(decode_cells(found[0], feature_type), found[1])
+                out[name] = _expand(decode_cells(found[0], feature_type), found[1], found[2])
             if include_event_timestamps:
                 out[name + TIMESTAMP_POSTFIX] = [ts.seconds for ts in vector.event_timestamps]
         return out

@@ -116,3 +116,60 @@ def test_a_wrong_join_key_through_the_sdk_names_it_and_the_expected_ones(fs, onl
         asyncio.run(fs.get_online_features_async(features=features, entity_rows=rows))
     assert str(caught.value) == words
     assert fs.get_online_features(features=features, entity_rows=right).to_dict()["user_id"] == [1]
+
+
+def test_a_500_row_read_returns_what_was_written(fs, online_tables, redis_client):
+    """The direct path's per-column decoding, decoding during the read and row expansion, over
+    every view of ``ranking``: repeated items, an unknown user and item, a view missing for one
+    item and a value past its TTL all come back as written (or null)."""
+    from tests.feedstore.feast.online.conftest import ITEM_VIEWS, USER_VIEWS, write_at
+
+    ids = np.arange(3001, 3041)
+    written = {name: write_at(fs, name, ids, now_us() - 5 * 60_000_000, seed=300 + k)
+               for k, name in enumerate(ITEM_VIEWS)}
+    ttl_us = int(fs.get_feature_view("item_embedding").ttl.total_seconds() * 1_000_000)
+    redis_client.hset("feed_ranking:{item_id=3001}:item_embedding", "_ts", str(now_us() - ttl_us - HOUR_US))
+    redis_client.delete("feed_ranking:{item_id=3002}:item_catalog_features")
+    items = [int(i) for i in ids] * 12 + [3001, 3002, 424242] * 6 + [3040, 3039]
+    assert len(items) == 500
+    ranking = {v.name for v in fs.get_feature_service("ranking").feature_view_projections}
+    tables = {n: t for n, t in {**{n: online_tables[n] for n in USER_VIEWS}, **written}.items() if n in ranking}
+    assert set(ITEM_VIEWS) <= set(tables)
+    for user in (5, 999):  # 999: no user features at all
+        response = fs.get_online_features(features=fs.get_feature_service("ranking"),
+                                          entity_rows=[{"user_id": user, "item_id": i} for i in items])
+        got = response.to_dict()
+        expected = expected_rows(tables, [user] * len(items), items)
+        for row in expected:
+            gone = {3001: "item_embedding", 3002: "item_catalog_features"}.get(row["item_id"])
+            for col in written[gone].column_names if gone else []:
+                if col not in ("item_id", "event_timestamp"):
+                    row[col] = None
+        assert sorted(got) == sorted(expected[0])
+        for col in expected[0]:
+            assert got[col] == [row[col] for row in expected], col
+        emb = list(response.proto.metadata.feature_names.val).index("item_embedding")
+        assert {s for i, s in zip(items, response.proto.results[emb].statuses) if i == 3001} == {4}  # OUTSIDE_MAX_AGE
+        again = response.to_dict()
+        assert again == got and again["item_embedding"][2] is not got["item_embedding"][2]
+        got["tags"][2].append("mutated")  # rows of one entity never share a list
+        assert got["tags"][42] == again["tags"][42] != got["tags"][2]
+
+
+def test_an_error_reply_mid_read_raises_and_the_next_read_is_answered(fs, online_tables, redis_client):
+    """Replies are consumed view by view; an error reply stops the read, and the connection it
+    leaves with unread replies must not answer the next request."""
+    from redis.exceptions import ResponseError
+
+    key = "feed_ranking:{item_id=4444}:item_catalog_features"
+    redis_client.set(key, "not a hash")
+    try:
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            fs.get_online_features(features=fs.get_feature_service("ranking"),
+                                   entity_rows=[{"user_id": 1, "item_id": i} for i in (1001, 4444, 1002)])
+    finally:
+        redis_client.delete(key)
+    for _ in range(3):
+        got = fs.get_online_features(features=["item_embedding:item_embedding"],
+                                     entity_rows=[{"item_id": 1001}]).to_dict()
+        assert got["item_embedding"] == [latest(online_tables["item_embedding"], "item_id")[1001]["item_embedding"]]
