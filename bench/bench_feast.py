@@ -368,13 +368,14 @@ def _captured_payload(fs, svc, rows: list[dict]) -> bytes:
 
 def child_reads(items_per_call: int, calls: int, users: int, online_items: int) -> dict:
     """One user × ``items_per_call`` items over ``ranking``, GC tuned: per call, in alternating
-    order, our ``get_online_features(...).to_dict()``, the serve fast path's conversion (the
-    same read, then ``convert_response_to_dict`` of the proto, as ``feedstore serve`` answers),
+    order, our ``get_online_features(...).to_dict()``, the serve fast path's answer (the same
+    read, then ``response_dict`` and msgspec's JSON, as ``feedstore serve`` answers, no HTTP),
     and the bare read of the same keys (packing the commands + one round trip). The bare
     buffer is checked byte for byte against the one our store sends."""
-    import numpy as np
     import msgspec
-    from feast.feature_server_utils import convert_response_to_dict
+    import numpy as np
+
+    from feedstore.feast.online.response import response_dict
 
     from feedstore.feast.serving import tune_gc, warm_up
     from feedstore.settings import get_settings
@@ -403,8 +404,8 @@ def child_reads(items_per_call: int, calls: int, users: int, online_items: int) 
     encode = msgspec.json.Encoder().encode
 
     def serve(u: int, items: list[int]) -> None:  # OnlineFeaturesEndpoint's read and encoding
-        encode(convert_response_to_dict(fs.get_online_features(features=svc, entity_rows={"user_id": [u] * len(items),
-                                                                                   "item_id": items}).proto))
+        encode(response_dict(fs.get_online_features(features=svc, entity_rows={"user_id": [u] * len(items),
+                                                                         "item_id": items})))
 
     def bare_read(u: int, items: list[int]) -> None:
         bare.call(*_bare_payload(fs.project, plan, {"user_id": [u] * len(items), "item_id": items}))

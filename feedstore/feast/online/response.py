@@ -12,6 +12,9 @@ maps, JSON, timestamps...) go through Feast's converter, so the result is the sa
 
 from __future__ import annotations
 
+import math
+import time
+from itertools import chain
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -302,3 +305,118 @@ class CellOnlineResponse(OnlineResponse):
             if include_event_timestamps:
                 out[name + TIMESTAMP_POSTFIX] = [ts.seconds for ts in vector.event_timestamps]
         return out
+
+
+# ---- the feature server's JSON ------------------------------------------------------------
+
+_STATUS_NAMES = {0: "INVALID", 1: "PRESENT", 2: "NULL_VALUE", 3: "NOT_FOUND", 4: "OUTSIDE_MAX_AGE"}
+_EPOCH = "1970-01-01T00:00:00Z"
+_JSON_PLAIN = frozenset({ValueType.INT64, ValueType.INT32, ValueType.BOOL, ValueType.DOUBLE, ValueType.FLOAT,
+                         ValueType.STRING, ValueType.INT64_LIST, ValueType.INT32_LIST, ValueType.BOOL_LIST,
+                         ValueType.DOUBLE_LIST, ValueType.FLOAT_LIST, ValueType.STRING_LIST})
+"""Types whose Python values are already what Feast's JSON conversion gives (bar non-finite floats)."""
+
+
+def response_dict(response: OnlineResponse) -> dict[str, Any]:
+    """``feast.feature_server_utils.convert_response_to_dict(response.proto)``, what the feature
+    server answers. For the direct path's response it is built from the cells: each distinct
+    entity's value and timestamp converted once, not a ``Value`` per cell (for 1 user × 500 items,
+    ~60 ms of the ~70 ms the conversion of the proto takes); anything else converts the proto."""
+    from feast.feature_server_utils import convert_response_to_dict
+
+    if isinstance(response, CellOnlineResponse) and response._entities is not None:
+        found = _cells_json(response)
+        if found is not None:
+            return found
+    return convert_response_to_dict(response.proto)
+
+
+def _timestamp_text(us: int) -> str:
+    """``_timestamp_to_str`` of the ``Timestamp`` built from epoch µs (adaptive precision)."""
+    if us == 0:
+        return _EPOCH
+    seconds, micros = divmod(us, 1_000_000)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    if micros == 0:
+        return base + "Z"
+    if micros % 1000 == 0:
+        return base + ".%03dZ" % (micros // 1000)
+    return base + ".%06dZ" % micros
+
+
+def _json_safe(values: list) -> list | None:
+    """The values as Feast's JSON conversion gives them: non-finite floats as protobuf JSON's
+    strings ("NaN", "Infinity"); ``None`` when a value is bytes (base64 there: Feast's to do)."""
+    from feast.feature_server_utils import _float_to_native
+
+    kinds = set(map(type, values))
+    if bytes in kinds:
+        return None
+    if float in kinds and not all(math.isfinite(v) for v in values if type(v) is float):
+        values = [_float_to_native(v) if type(v) is float else v for v in values]
+    if list in kinds:
+        lists = [v for v in values if type(v) is list]
+        inner = set(map(type, chain.from_iterable(lists)))
+        if bytes in inner:
+            return None
+        finite = all(map(math.isfinite, chain.from_iterable(lists))) if inner == {float} else \
+            all(math.isfinite(x) for v in lists for x in v if type(x) is float)
+        if not finite:
+            values = [[_float_to_native(x) if type(x) is float else x for x in v] if type(v) is list else v
+                      for v in values]
+    return values
+
+
+def _json_vectors(view: ViewCells, feature_types: dict[str, ValueType]) -> list[dict[str, Any]] | None:
+    """One view's ``results`` entries, or ``None`` when a type needs Feast's converter."""
+    types = [feature_types.get(name) for name in view.names]
+    if any(t not in _JSON_PLAIN for t in types):
+        return None
+    repeats = repeated_rows(view.order)
+    statuses = _expand([_STATUS_NAMES.get(s, "INVALID") for s in view.status], view.order, repeats)
+    stamps = _expand([_timestamp_text(t) if s == PRESENT else _EPOCH for s, t in zip(view.status, view.ts)],
+                     view.order, repeats)
+    vectors = []
+    for values in view.take_values(feature_types):
+        safe = _json_safe(values)
+        if safe is None:
+            return None
+        vectors.append({"values": _expand(safe, view.order, repeats), "statuses": list(statuses),
+                        "event_timestamps": list(stamps)})
+    return vectors
+
+
+def _json_metadata(names: list[str], views: list[ViewCells], include_version: bool) -> dict[str, Any]:
+    meta: dict[str, Any] = {"feature_names": names}
+    if include_version:
+        entries = {}
+        for view in views:
+            entry = {"name": view.meta_name} if view.meta_name else {}
+            if view.version:
+                entry["version"] = view.version
+            entries.setdefault(view.meta_name, entry)
+        if entries:
+            meta["feature_view_metadata"] = list(entries.values())
+    return meta
+
+
+def _cells_json(self: CellOnlineResponse) -> dict[str, Any] | None:
+    """``response_dict`` from the cells (entity columns given), or ``None`` to convert the proto.
+    Rows of one entity share its status and timestamp strings (immutable), never a list."""
+    feature_types = private.response_feature_types(self)
+    results: list[dict[str, Any]] = []
+    names: list[str] = []
+    for name, (values, value_type) in (self._entities or {}).items():
+        if value_type not in (ValueType.INT64, ValueType.STRING):
+            return None
+        names.append(name)
+        results.append({"values": list(values), "statuses": ["PRESENT"] * len(values),
+                        "event_timestamps": [_EPOCH] * len(values)})
+    for view in self._views:
+        vectors = _json_vectors(view, feature_types)
+        if vectors is None:
+            return None
+        names.extend(view.names)
+        results.extend(vectors)
+    return {"results": results, "metadata": _json_metadata(names, self._views, self._include_version)}
+

@@ -173,3 +173,38 @@ def test_an_error_reply_mid_read_raises_and_the_next_read_is_answered(fs, online
         got = fs.get_online_features(features=["item_embedding:item_embedding"],
                                      entity_rows=[{"item_id": 1001}]).to_dict()
         assert got["item_embedding"] == [latest(online_tables["item_embedding"], "item_id")[1001]["item_embedding"]]
+
+
+@pytest.mark.parametrize("full_names", [False, True])
+def test_the_servers_json_from_the_cells_is_feasts_conversion_of_the_proto(fs, online_tables, redis_client,
+                                                                             full_names):
+    """``response_dict`` builds the feature server's answer from the cells; it must be what
+    Feast's ``convert_response_to_dict`` makes of the proto: statuses, timestamps, nulls, and
+    non-finite floats as protobuf JSON's strings."""
+    from feast.feature_server_utils import convert_response_to_dict
+    from feast.protos.feast.types.Value_pb2 import FloatList, Value
+
+    from feedstore.feast.online.response import _cells_json, response_dict
+    from tests.feedstore.feast.online.conftest import write_at
+
+    for seed, name in enumerate(("item_embedding", "item_engagement_features")):
+        write_at(fs, name, [3041, 3042], now_us() - 7 * 60_000_000, seed=400 + seed)
+    redis_client.hset("feed_ranking:{item_id=3041}:item_engagement_features", "freshness_score",
+                      Value(double_val=float("nan")).SerializeToString())
+    vec = Value(float_list_val=FloatList(val=[float("inf")] + [0.5] * 31)).SerializeToString()
+    redis_client.hset("feed_ranking:{item_id=3042}:item_embedding", "item_embedding", vec)
+    redis_client.hset("feed_ranking:{user_id=13}:user_embedding", "_ts", str(now_us() - 31 * HOUR_US))
+    users, items = [13, 13, 999, 4, 4, 4], [1001, 1001, 1002, 77777, 3041, 3042]
+    response = fs.get_online_features(
+        features=fs.get_feature_service("ranking"), full_feature_names=full_names,
+        include_feature_view_version_metadata=full_names,
+        entity_rows=[{"user_id": u, "item_id": i} for u, i in zip(users, items)])
+    assert response._entities is not None and _cells_json(response) is not None  # built from the cells
+    got = response_dict(response)
+    assert got == convert_response_to_dict(response.proto)
+    names = got["metadata"]["feature_names"]
+    freshness = "item_engagement_features__freshness_score" if full_names else "freshness_score"
+    assert got["results"][names.index(freshness)]["values"][4] == "NaN"
+    emb = "item_embedding__item_embedding" if full_names else "item_embedding"
+    assert got["results"][names.index(emb)]["values"][5][0] == "Infinity"
+    assert response_dict(response) == got  # again, after the decoded values were handed over
