@@ -186,11 +186,11 @@ def hmget_groups(client, groups: Iterable[tuple[Sequence[bytes], Sequence[bytes]
     in_step = False
     try:
         conn.send_packed_command([b"".join(parts)], check_health=False)
-        for _, keys in groups:
+        for i, (_, keys) in enumerate(groups):
             replies = _read_replies(conn, len(keys))
-            raise_first_error(replies)
+            in_step = i == len(groups) - 1  # every reply read: the connection can serve the next call,
+            raise_first_error(replies)      # even when the caller closes this generator without resuming it
             yield replies
-        in_step = True
     finally:
         if not in_step:
             conn.disconnect()

@@ -208,3 +208,16 @@ def test_the_servers_json_from_the_cells_is_feasts_conversion_of_the_proto(fs, o
     emb = "item_embedding__item_embedding" if full_names else "item_embedding"
     assert got["results"][names.index(emb)]["values"][5][0] == "Infinity"
     assert response_dict(response) == got  # again, after the decoded values were handed over
+
+
+def test_reads_reuse_one_pooled_connection(fs, online_tables):
+    """The read hands each view's replies over as they arrive; once every reply is read the
+    connection goes back to the pool in step, whether or not the consumer resumed the reader
+    after the last view (a reconnect per call would add the connection's handshake)."""
+    client = private.redis_client(fs._get_provider().online_store, fs.config)
+    rows = [{"user_id": 1, "item_id": i} for i in (1001, 1002, 1001)]
+    fs.get_online_features(features=fs.get_feature_service("ranking"), entity_rows=rows).to_dict()
+    before = client.client_id()  # the pool's one idle connection, as the server knows it
+    for _ in range(3):
+        fs.get_online_features(features=fs.get_feature_service("ranking"), entity_rows=rows).to_dict()
+    assert client.client_id() == before
