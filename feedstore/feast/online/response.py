@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from itertools import chain
+from operator import attrgetter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +85,9 @@ def _value_column_class():
 ValueColumn = _value_column_class()
 
 
+_VAL = attrgetter("val")
+
+
 def _column_of(kind: str, lists: bool = False) -> Callable[[list[bytes]], list | None]:
     """Cells of one ``Value`` kind, parsed as one ``ValueColumn``; ``None`` (so each cell is
     converted as Feast does) unless every cell added exactly one element of that kind."""
@@ -91,7 +95,7 @@ def _column_of(kind: str, lists: bool = False) -> Callable[[list[bytes]], list |
         values = getattr(ValueColumn.FromString(b"".join(cells)), kind)
         if len(values) != len(cells):
             return None
-        return [list(v.val) for v in values] if lists else list(values)
+        return list(map(list, map(_VAL, values))) if lists else list(values)
     return decode
 
 
