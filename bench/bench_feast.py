@@ -2,9 +2,11 @@
 
   .venv/bin/python bench/bench_feast.py                 # full sizes (1M items, 1M entity rows)
   .venv/bin/python bench/bench_feast.py --items 100000 --entity-rows 100000 --http-requests 2000
+  .venv/bin/python bench/bench_feast.py --only reads   # 1 user × 500 items: ours beside the bare Redis read
 
-Runs in its own namespace (Postgres database ``feedstore_bench``, bucket ``feedstore-bench``,
-two Redis databases taken like test sessions take theirs). Every measurement runs in a child
+Runs in its own namespace (Postgres database ``feedstore_bench``, bucket ``feedstore-bench``, its
+own Redis on port 16390; ``--only reads`` uses ``feedstore_bench_reads``, ``feedstore-bench-reads``
+and port 16391, so it can run beside a full run). Every measurement runs in a child
 process so garbage-collector state and peak memory are per measurement. Prints a table and
 writes bench/results/feast.json.
 """
@@ -28,7 +30,16 @@ BENCH_VIEW = "bench_item_vectors"
 
 # ---- namespace -------------------------------------------------------------------------
 
-BENCH_REDIS_PORT = 16390
+def _namespace() -> tuple[str, str, int]:
+    """Postgres database, bucket and Redis port of this run: ``BENCH_NAMESPACE=reads`` (what
+    ``--only reads`` sets) takes its own, so a reads run never drops or flushes a full run's."""
+    tag = os.environ.get("BENCH_NAMESPACE", "")
+    if not tag:
+        return "feedstore_bench", "feedstore-bench", 16390
+    return f"feedstore_bench_{tag}", f"feedstore-bench-{tag}", 16391
+
+
+BENCH_DB, BENCH_BUCKET, BENCH_REDIS_PORT = _namespace()
 
 
 def start_redis() -> subprocess.Popen:
@@ -40,6 +51,8 @@ def start_redis() -> subprocess.Popen:
     proc = subprocess.Popen([require("redis-server"), "--port", str(BENCH_REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
+        if proc.poll() is not None:  # the port is taken: another run's Redis, never to be flushed
+            raise RuntimeError(f"bench redis did not start: port {BENCH_REDIS_PORT} in use (another bench run?)")
         try:
             redis.Redis(port=BENCH_REDIS_PORT).ping()
             return proc
@@ -56,10 +69,10 @@ def namespace_env() -> dict[str, str]:
 
     base = get_settings()
     return {
-        "FEED_POSTGRES_DSN": urlsplit(base.postgres.dsn)._replace(path="/feedstore_bench").geturl(),
+        "FEED_POSTGRES_DSN": urlsplit(base.postgres.dsn)._replace(path=f"/{BENCH_DB}").geturl(),
         "FEED_REDIS_URL": f"redis://127.0.0.1:{BENCH_REDIS_PORT}/0",
         "BENCH_STOCK_REDIS_URL": f"redis://127.0.0.1:{BENCH_REDIS_PORT}/1",
-        "FEED_S3_BUCKET": "feedstore-bench",
+        "FEED_S3_BUCKET": BENCH_BUCKET,
     }
 
 
@@ -79,9 +92,9 @@ def prepare_namespace(env: dict[str, str]) -> None:
     from devtools.stack.postgres import PostgresService
 
     with psycopg.connect(PostgresService(s).admin_dsn(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier("feedstore_bench")))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
         conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-            sql.Identifier("feedstore_bench"), sql.Identifier(urlsplit(s.postgres.dsn).username)))
+            sql.Identifier(BENCH_DB), sql.Identifier(urlsplit(s.postgres.dsn).username)))
     client = s3_client(s)
     if s.s3.bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
         client.create_bucket(Bucket=s.s3.bucket)
@@ -610,6 +623,10 @@ def main() -> None:
     from rich.console import Console
 
     console = Console()
+    if args.only == "reads" and "BENCH_NAMESPACE" not in os.environ:
+        os.environ["BENCH_NAMESPACE"] = "reads"  # children read it at import
+        global BENCH_DB, BENCH_BUCKET, BENCH_REDIS_PORT
+        BENCH_DB, BENCH_BUCKET, BENCH_REDIS_PORT = _namespace()
     redis_proc = start_redis()
     os.environ["BENCH_REDIS_PID"] = str(redis_proc.pid)
     try:
