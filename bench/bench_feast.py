@@ -388,7 +388,13 @@ def child_reads(items_per_call: int, calls: int, users: int, online_items: int) 
     import msgspec
     import numpy as np
 
-    from feedstore.feast.online.response import response_dict
+    try:
+        from feedstore.feast.online.response import response_dict
+    except ImportError:  # measuring a checkout from before it: what the server answered with then
+        from feast.feature_server_utils import convert_response_to_dict
+
+        def response_dict(response) -> dict:
+            return convert_response_to_dict(response.proto)
 
     from feedstore.feast.serving import tune_gc, warm_up
     from feedstore.settings import get_settings
