@@ -2,9 +2,11 @@
 
   .venv/bin/python bench/bench_feast.py                 # full sizes (1M items, 1M entity rows)
   .venv/bin/python bench/bench_feast.py --items 100000 --entity-rows 100000 --http-requests 2000
+  .venv/bin/python bench/bench_feast.py --only reads   # 1 user × 500 items: ours beside the bare Redis read
 
-Runs in its own namespace (Postgres database ``feedstore_bench``, bucket ``feedstore-bench``,
-two Redis databases taken like test sessions take theirs). Every measurement runs in a child
+Runs in its own namespace (Postgres database ``feedstore_bench``, bucket ``feedstore-bench``, its
+own Redis on port 16390; ``--only reads`` uses ``feedstore_bench_reads``, ``feedstore-bench-reads``
+and port 16391, so it can run beside a full run). Every measurement runs in a child
 process so garbage-collector state and peak memory are per measurement. Prints a table and
 writes bench/results/feast.json.
 """
@@ -28,7 +30,16 @@ BENCH_VIEW = "bench_item_vectors"
 
 # ---- namespace -------------------------------------------------------------------------
 
-BENCH_REDIS_PORT = 16390
+def _namespace() -> tuple[str, str, int]:
+    """Postgres database, bucket and Redis port of this run: ``BENCH_NAMESPACE=reads`` (what
+    ``--only reads`` sets) takes its own, so a reads run never drops or flushes a full run's."""
+    tag = os.environ.get("BENCH_NAMESPACE", "")
+    if not tag:
+        return "feedstore_bench", "feedstore-bench", 16390
+    return f"feedstore_bench_{tag}", f"feedstore-bench-{tag}", 16391
+
+
+BENCH_DB, BENCH_BUCKET, BENCH_REDIS_PORT = _namespace()
 
 
 def start_redis() -> subprocess.Popen:
@@ -40,6 +51,8 @@ def start_redis() -> subprocess.Popen:
     proc = subprocess.Popen([require("redis-server"), "--port", str(BENCH_REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
+        if proc.poll() is not None:  # the port is taken: another run's Redis, never to be flushed
+            raise RuntimeError(f"bench redis did not start: port {BENCH_REDIS_PORT} in use (another bench run?)")
         try:
             redis.Redis(port=BENCH_REDIS_PORT).ping()
             return proc
@@ -56,10 +69,10 @@ def namespace_env() -> dict[str, str]:
 
     base = get_settings()
     return {
-        "FEED_POSTGRES_DSN": urlsplit(base.postgres.dsn)._replace(path="/feedstore_bench").geturl(),
+        "FEED_POSTGRES_DSN": urlsplit(base.postgres.dsn)._replace(path=f"/{BENCH_DB}").geturl(),
         "FEED_REDIS_URL": f"redis://127.0.0.1:{BENCH_REDIS_PORT}/0",
         "BENCH_STOCK_REDIS_URL": f"redis://127.0.0.1:{BENCH_REDIS_PORT}/1",
-        "FEED_S3_BUCKET": "feedstore-bench",
+        "FEED_S3_BUCKET": BENCH_BUCKET,
     }
 
 
@@ -79,9 +92,9 @@ def prepare_namespace(env: dict[str, str]) -> None:
     from devtools.stack.postgres import PostgresService
 
     with psycopg.connect(PostgresService(s).admin_dsn(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier("feedstore_bench")))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
         conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-            sql.Identifier("feedstore_bench"), sql.Identifier(urlsplit(s.postgres.dsn).username)))
+            sql.Identifier(BENCH_DB), sql.Identifier(urlsplit(s.postgres.dsn).username)))
     client = s3_client(s)
     if s.s3.bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
         client.create_bucket(Bucket=s.s3.bucket)
@@ -136,13 +149,13 @@ def bench_view():
     from feast.data_format import ParquetFormat
     from feast.types import Array, Float32, Float64, Int64, String
 
-    from feedstore.contract.features import ITEM
-    from feedstore.feast.definitions import entity
+    from feedstore.feast.definitions import repository
     from feedstore.feast.sources import feature_glob
     from feedstore.settings import get_settings
 
+    item = repository()["item"]
     return FeatureView(
-        name=BENCH_VIEW, entities=[entity(ITEM)], ttl=timedelta(days=7), online=True,
+        name=BENCH_VIEW, entities=[item], ttl=timedelta(days=7), online=True,
         source=FileSource(name=f"{BENCH_VIEW}_source", path=feature_glob(BENCH_VIEW), file_format=ParquetFormat(),
                           s3_endpoint_override=get_settings().s3.endpoint, timestamp_field="event_timestamp"),
         schema=[Field(name="vec", dtype=Array(Float32)), Field(name="a", dtype=Int64), Field(name="b", dtype=Int64),
@@ -293,6 +306,142 @@ def child_online(which: str, items_per_call: int, calls: int, users: int, online
     nfeat = len(result) - 2
     assert result["item_embedding"][0] is not None and result["user_embedding"][0] is not None
     return {**_percentiles(samples, queued), "features": nfeat, "views": len(svc.feature_view_projections)}
+
+
+def _bare_plan(fs, svc) -> list[tuple[str, str, list[bytes]]]:
+    """Per view of the service, in the order our store sends them: (join key, view, fields)."""
+    from feedstore.feast import private
+    from feedstore.feast.online import layout
+
+    ctx = private.request_context(fs.registry, fs.project, svc, False)
+    return [(table.entity_columns[0].name, layout.view_name(table, fs.config),
+             [n.encode() for n in requested] + [layout.TS_FIELD]) for table, requested in ctx.grouped_refs]
+
+
+def _bare_payload(project: str, plan: list[tuple[str, str, list[bytes]]], ids: dict[str, list[int]]) -> tuple[bytes, int]:
+    """HMGET key *fields for every distinct id of every view, packed as one RESP buffer (what
+    any client must send: the keys follow ``layout``'s ``<project>:{<key>=<id>}:<view>``)."""
+    parts: list[bytes] = []
+    for join_key, view, fields in plan:
+        head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
+        tail = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in fields)
+        for i in dict.fromkeys(ids[join_key]):
+            key = b"%s:{%s=%d}:%s" % (project.encode(), join_key.encode(), i, view.encode())
+            parts.append(head + b"$%d\r\n%s\r\n" % (len(key), key) + tail)
+    return b"".join(parts), len(parts)
+
+
+class _BareRedis:
+    """One socket and a hiredis reader: the round trip with nothing of ours around it; replies
+    are parsed by hiredis into Python bytes and not decoded further."""
+
+    def __init__(self, url: str) -> None:
+        import socket
+        from urllib.parse import urlsplit
+
+        import hiredis
+
+        u = urlsplit(url)
+        self.sock = socket.create_connection((u.hostname, u.port or 6379))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = hiredis.Reader()
+        db = u.path.lstrip("/") or "0"
+        self.call(b"*2\r\n$6\r\nSELECT\r\n$%d\r\n%s\r\n" % (len(db), db.encode()), 1)
+
+    def call(self, payload: bytes, count: int) -> list:
+        self.sock.sendall(payload)
+        replies, gets, recv, feed = [], self.reader.gets, self.sock.recv, self.reader.feed
+        while len(replies) < count:
+            reply = gets()
+            if reply is False:
+                feed(recv(1 << 20))
+            else:
+                replies.append(reply)
+        return replies
+
+
+def _captured_payload(fs, svc, rows: list[dict]) -> bytes:
+    """The bytes our store sends to Redis for ``rows`` (to check the bare read sends the same)."""
+    from redis.connection import AbstractConnection
+
+    sent: list[bytes] = []
+    original = AbstractConnection.send_packed_command
+
+    def capture(self, command, check_health: bool = True) -> None:
+        sent.extend([command] if isinstance(command, (bytes, str)) else command)
+        return original(self, command, check_health)
+
+    AbstractConnection.send_packed_command = capture
+    try:
+        fs.get_online_features(features=svc, entity_rows=rows).to_dict()
+    finally:
+        AbstractConnection.send_packed_command = original
+    return b"".join(c for c in sent if b"\r\n$5\r\nHMGET\r\n" in c[:20])  # not a new connection's handshake
+
+
+def child_reads(items_per_call: int, calls: int, users: int, online_items: int) -> dict:
+    """One user × ``items_per_call`` items over ``ranking``, GC tuned: per call, in alternating
+    order, our ``get_online_features(...).to_dict()``, the serve fast path's answer (the same
+    read, then ``response_dict`` and msgspec's JSON, as ``feedstore serve`` answers, no HTTP),
+    and the bare read of the same keys (packing the commands + one round trip). The bare
+    buffer is checked byte for byte against the one our store sends."""
+    import msgspec
+    import numpy as np
+
+    try:
+        from feedstore.feast.online.response import response_dict
+    except ImportError:  # measuring a checkout from before it: what the server answered with then
+        from feast.feature_server_utils import convert_response_to_dict
+
+        def response_dict(response) -> dict:
+            return convert_response_to_dict(response.proto)
+
+    from feedstore.feast.serving import tune_gc, warm_up
+    from feedstore.settings import get_settings
+
+    fs = open_store("ours")
+    svc = fs.get_feature_service("ranking")
+    warm_up(fs)
+    plan = _bare_plan(fs, svc)
+    bare = _BareRedis(get_settings().redis.url)
+    tune_gc()
+    rng = np.random.default_rng(0)
+    requests = []
+    for _ in range(calls):
+        u = int(rng.integers(1, users + 1))
+        items = [int(i) for i in rng.integers(1, online_items + 1, items_per_call)]
+        requests.append((u, items))
+    u, items = requests[0]
+    rows = [{"user_id": u, "item_id": i} for i in items]
+    payload, count = _bare_payload(fs.project, plan, {"user_id": [u] * len(items), "item_id": items})
+    if _captured_payload(fs, svc, rows) != payload:
+        raise AssertionError("the bare read does not send the bytes our store sends")
+
+    def ours(u: int, items: list[int]) -> None:
+        fs.get_online_features(features=svc, entity_rows=[{"user_id": u, "item_id": i} for i in items]).to_dict()
+
+    encode = msgspec.json.Encoder().encode
+
+    def serve(u: int, items: list[int]) -> None:  # OnlineFeaturesEndpoint's read and encoding
+        encode(response_dict(fs.get_online_features(features=svc, entity_rows={"user_id": [u] * len(items),
+                                                                         "item_id": items})))
+
+    def bare_read(u: int, items: list[int]) -> None:
+        bare.call(*_bare_payload(fs.project, plan, {"user_id": [u] * len(items), "item_id": items}))
+
+    variants = {"ours": ours, "serve": serve, "bare": bare_read}
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    queued: dict[str, list[float]] = {name: [] for name in variants}
+    run_queue = _RunQueue(_path_pids())
+    names = list(variants)
+    for n, (u, items) in enumerate(requests):
+        for name in names[n % 3:] + names[:n % 3]:  # rotate which goes first
+            w0 = run_queue.wait_ms()
+            t0 = time.perf_counter()
+            variants[name](u, items)
+            samples[name].append((time.perf_counter() - t0) * 1000)
+            queued[name].append(max(0.0, run_queue.wait_ms() - w0))
+    return {**{name: _percentiles(s, queued[name]) for name, s in samples.items()}, "commands": count}
 
 
 def child_http(which: str, requests_n: int, users: int, online_items: int, port: int) -> dict:
@@ -448,6 +597,8 @@ def child_main(argv: list[str]) -> None:
         result = child_materialize(rest[0], rest[1].split(","))
     elif kind == "online":
         result = child_online(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), int(rest[4]), rest[5] == "1")
+    elif kind == "reads":
+        result = child_reads(int(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]))
     elif kind == "http":
         result = child_http(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), int(rest[4]))
     else:
@@ -471,12 +622,17 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions (online, historical)")
     p.add_argument("--materialize-reps", type=int, default=2)
     p.add_argument("--http-reps", type=int, default=2)
+    p.add_argument("--only", choices=["reads"], help="reads: one user × 500 items, ours beside the bare Redis read")
     p.add_argument("--skip", default="", help="comma list of: materialize,online,http,historical")
     args = p.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     from rich.console import Console
 
     console = Console()
+    if args.only == "reads" and "BENCH_NAMESPACE" not in os.environ:
+        os.environ["BENCH_NAMESPACE"] = "reads"  # children read it at import
+        global BENCH_DB, BENCH_BUCKET, BENCH_REDIS_PORT
+        BENCH_DB, BENCH_BUCKET, BENCH_REDIS_PORT = _namespace()
     redis_proc = start_redis()
     os.environ["BENCH_REDIS_PID"] = str(redis_proc.pid)
     try:
@@ -493,7 +649,7 @@ ONLINE_VIEWS = ["user_activity_features", "user_profile_features", "user_embeddi
 
 def materialize_online(console) -> None:
     """The ranking service's views into both online stores (ours, stock), in child processes;
-    ``bench_serve.py`` reuses it after :func:`prepare_namespace` and :func:`setup_data`."""
+    ``bench_serve.py`` reuses it after :func:`setup_data`."""
     for which in ("ours", "stock"):
         with console.status(f"materializing online views ({which})…"):
             run_child("materialize", which, ",".join(ONLINE_VIEWS))
@@ -544,7 +700,48 @@ def _interleaved(console, label: str, variants: dict[str, tuple], reps: int) -> 
     return {name: _median_of(r) for name, r in runs.items()}
 
 
+def run_reads(args, console) -> None:
+    """``--only reads``: our 500-item read, the serve path's and the bare read, interleaved."""
+    with console.status("preparing namespace and data…"):
+        prepare_namespace(namespace_env())
+        setup_data(args, with_bench_view=False)
+    results: dict = {"args": vars(args), "machine_cpus": os.cpu_count(), "loadavg_start": _load()}
+    with console.status("materializing online views (ours)…"):
+        run_child("materialize", "ours", ",".join(ONLINE_VIEWS))
+    calls = str(max(200, args.online_calls // 4))
+    variants = {"reads_500": ("reads", "500", calls, str(args.users), str(args.online_items))}
+    got = _interleaved(console, "reads 1 user × 500", variants, args.reps)["reads_500"]
+    results["reads_500"] = {name: _median_of([r[name] for r in got["runs"]]) if isinstance(got["runs"][0][name], dict)
+                            else got[name] for name in got["runs"][0]}
+    results["loadavg_end"] = _load()
+    _save(results)
+    console.print(reads_table(results["reads_500"], args.reps))
+    console.print(f"load average {results['loadavg_start']} → {results['loadavg_end']}; results: {RESULTS}")
+
+
+def reads_table(r: dict, reps: int):
+    """Ours and the serve path beside the bare read of the same keys (medians over ``reps``)."""
+    from rich.table import Table
+
+    bare = r["bare"]
+    table = Table("1 user × 500 items", "p50 ms", "p99 ms", "p50 / bare", "p99 / bare", "run queue aside", "target",
+                  caption=f"{r['commands']:.0f} HMGETs per call, gc tuned, medians of {reps} runs. ours: "
+                          "get_online_features().to_dict(); serve: the same read, then the JSON feedstore serve "
+                          "answers; bare: packing + one round trip, hiredis, replies not decoded")
+    for name, label in (("ours", "ours"), ("serve", "serve"), ("bare", "bare")):
+        x = r[name]
+        table.add_row(label, f"{x['p50_ms']:.2f}", f"{x['p99_ms']:.2f}", f"{x['p50_ms'] / bare['p50_ms']:.2f}x",
+                      f"{x['p99_ms'] / bare['p99_ms']:.2f}x",
+                      f"p50 {x['p50_unqueued_ms']:.2f} / p99 {x['p99_unqueued_ms']:.2f}"
+                      f" ({x['p50_unqueued_ms'] / bare['p50_unqueued_ms']:.2f}x / "
+                      f"{x['p99_unqueued_ms'] / bare['p99_unqueued_ms']:.2f}x)",
+                      "≤1.5x" if name == "ours" else "")
+    return table
+
+
 def run_all(args, skip, console) -> None:
+    if args.only == "reads":
+        return run_reads(args, console)
 
     env = namespace_env()
     with console.status("preparing namespace and data…"):

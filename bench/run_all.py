@@ -42,7 +42,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "generate": ["--repeat", "1"],
     "ingest": ["--events", "20000", "--repeats", "3", "--validator-events", "10000", "--batch-sizes", "5000",
                "--lag-seconds", "5"],
-    "expectations": ["--events", "100000", "--items", "300000", "--repeat", "2"],
+    "expectations": ["--events", "100000", "--items", "300000", "--training", "100000", "--repeat", "2"],
     "serve": ["--seconds", "2", "--reps", "1"],
 }
 KNOWN_ORDER = ["generate", "ingest", "expectations", "feast", "serve", "pipeline"]
@@ -180,6 +180,9 @@ def expectations_rows(d: dict) -> list[dict]:
         row(f"activity_events suite, {r['activity_events_same_rows_as_baseline']['rows']:,} rows",
             med["activity_events_same_rows_as_baseline"], "s", "one naive 100K-value in-set expectation",
             med["baseline_in_set_user_id_only"]),
+        *([row(f"training_dataset suite as DuckDB SQL, {r['training_dataset_duckdb']['rows']:,} rows",
+               med["training_dataset_duckdb"], "s", "GX on pandas", med["training_dataset_gx"])]
+          if "training_dataset_duckdb" in r else []),
     ]
 
 

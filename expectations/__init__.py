@@ -9,6 +9,11 @@ Suites: activity_events, items, users, user_features, item_features, training_da
 path, or ``postgres:TABLE`` (a partition is a table). Parameters per suite are listed in
 ``expectations.runner.PARAMS``. Same thing from a shell: ``feedstore validate SUITE TARGET -p k=v``.
 
+Engines: GX on a pandas frame (or Postgres), or, for ``training_dataset``, the suite's own
+expectations compiled to one DuckDB query over the Parquet (``expectations.sql``, ~10x faster at
+1M rows, no frame in memory): ``validate(..., engine="gx"|"duckdb")``, ``--engine``, default
+``FEED_PIPELINE_CHECKS_ENGINE`` (``duckdb``), which the Dagster training check uses.
+
 Importing this package does not import GX (that takes seconds).
 """
 

@@ -72,6 +72,8 @@ class ValidationSummary:
     failures: list[Failure]
     seconds: float
     docs: str | None = None
+    engine: str = "gx"
+    """What ran the suite: ``gx`` (Great Expectations) or ``duckdb`` (``expectations.sql``)."""
 
     @property
     def failed_rules(self) -> set[str]:
@@ -85,7 +87,7 @@ class ValidationSummary:
         meta: dict[str, Any] = {
             "suite": self.suite, "target": self.target, "row_count": self.row_count,
             "expectations_evaluated": self.evaluated, "expectations_failed": len(self.failures),
-            "seconds": round(self.seconds, 3),
+            "seconds": round(self.seconds, 3), "engine": self.engine,
         }
         for f in self.failures:
             key = f"{f.rule}:{f.column}" if f.column else f.rule
@@ -326,14 +328,38 @@ def _row_count_expectation(params: dict[str, Any]):
                                               meta={"rule": "row_count", "column": None})
 
 
+ENGINES = ("gx", "duckdb")
+
+
+def choose_engine(suite: str, engine: str | None, with_rows: bool, docs: bool = False, postgres: bool = False) -> str:
+    """``gx`` (GX on a pandas frame or Postgres) or ``duckdb`` (``expectations.sql``). Unasked,
+    a suite the SQL compiler covers runs where ``FEED_PIPELINE_CHECKS_ENGINE`` says, unless
+    row positions or Data Docs are wanted or the target is a Postgres table (only GX does those)."""
+    from expectations import sql as duck
+
+    if engine is not None and engine not in ENGINES:
+        raise ValidationError(f"unknown engine {engine!r}: {' or '.join(ENGINES)}")
+    if engine == "duckdb" and (suite not in duck.SUITES or with_rows):
+        why = "row positions" if with_rows else suite
+        raise ValidationError(f"the duckdb engine cannot give {why} (it runs {', '.join(sorted(duck.SUITES))})")
+    if engine is None:
+        plain = suite in duck.SUITES and not (with_rows or docs or postgres)
+        engine = get_settings().pipeline.checks_engine if plain else "gx"
+    return engine
+
+
 def validate(suite: str, data: Any, *, docs_dir: str | Path | None = None, docs_s3_prefix: str | None = None,
-             with_rows: bool = False, **params: Any) -> ValidationSummary:
+             with_rows: bool = False, engine: str | None = None, **params: Any) -> ValidationSummary:
     """Validate ``data`` against ``suite``; never raises on bad data, only on a bad request.
 
     ``with_rows`` lists every offending row position per failure (a frame's row order), e.g. to
-    quarantine them; it costs memory in proportion to the failures."""
+    quarantine them; it costs memory in proportion to the failures. ``engine``: see
+    ``choose_engine``; DuckDB writes no Data Docs (they are GX's renderings of its own results)."""
     started = time.perf_counter()
     params = _check_params(suite, params)
+    postgres = isinstance(data, str) and data.startswith("postgres:")
+    if choose_engine(suite, engine, with_rows, docs=bool(docs_dir or docs_s3_prefix), postgres=postgres) == "duckdb":
+        return _duckdb(suite, data, params, started, docs_requested=bool(docs_dir or docs_s3_prefix))
     target = data if isinstance(data, str) else f"<{type(data).__name__}>"
     source = parse_target(data) if isinstance(data, str) else data
     docs_path = Path(docs_dir) if docs_dir is not None else (Path(_tempdir()) if docs_s3_prefix else None)
@@ -353,6 +379,51 @@ def validate(suite: str, data: Any, *, docs_dir: str | Path | None = None, docs_
     log.info("validated", suite=suite, target=summary.target, success=summary.success, rows=summary.row_count,
              failed=sorted(summary.failed_rules), seconds=round(summary.seconds, 3))
     return summary
+
+
+def _duckdb(suite: str, data: Any, params: dict[str, Any], started: float, docs_requested: bool) -> ValidationSummary:
+    """The suite as one DuckDB query over the data (``expectations.sql``), summarised like GX's run."""
+    from expectations import sql as duck
+
+    if isinstance(data, str) and data.startswith("postgres:"):
+        raise ValidationError("the duckdb engine reads Parquet or frames, not Postgres")
+    try:
+        found, _ = duck.run(suite, data, params)
+    except (OSError, *duckdb_read_errors()) as exc:
+        raise ValidationError(f"cannot read {data if isinstance(data, str) else type(data).__name__}: "
+                              f"{str(exc).strip().splitlines()[0]}") from exc
+    summary = summarise_outcomes(suite, data if isinstance(data, str) else f"<{type(data).__name__}>", found,
+                                 time.perf_counter() - started)
+    log.info("validated", suite=suite, target=summary.target, engine="duckdb", success=summary.success,
+             rows=summary.row_count, failed=sorted(summary.failed_rules), seconds=round(summary.seconds, 3),
+             data_docs="not on duckdb" if docs_requested else None)
+    return summary
+
+
+def duckdb_read_errors() -> tuple[type[Exception], ...]:
+    """What DuckDB raises on unreachable or unreadable Parquet (a bad request, not a bug)."""
+    import duckdb
+
+    return duckdb.IOException, duckdb.InvalidInputException, duckdb.HTTPException
+
+
+def summarise_outcomes(suite: str, target: str, found: list, seconds: float) -> ValidationSummary:
+    """``_summarise`` for ``expectations.sql``'s outcomes: the same rules, counts and examples."""
+    failures: list[Failure] = []
+    row_count = None
+    for o in found:
+        meta = o.expectation.meta or {}
+        if meta.get("rule") == "row_count":
+            row_count = o.observed
+        if o.success:
+            continue
+        failures.append(Failure(
+            rule=meta.get("rule", o.expectation.expectation_type), column=meta.get("column"),
+            expectation=o.expectation.expectation_type, unexpected_count=o.unexpected_count,
+            examples=[_clip(v) for v in _jsonable(o.examples[:EXAMPLES])], observed=_jsonable(o.observed),
+            error=o.error))
+    return ValidationSummary(suite=suite, target=target, success=not failures, row_count=row_count,
+                             evaluated=len(found), failures=failures, seconds=seconds, engine="duckdb")
 
 
 def _tempdir() -> str:

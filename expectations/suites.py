@@ -6,10 +6,11 @@ the one suite it is added to. Every expectation carries ``meta.rule`` (a stable 
 tests, the CLI and Dagster report on) and ``meta.column`` (the column of the *source* data,
 which for list columns differs from the derived column GX actually sees).
 
-Two engines: ``pandas`` validates a frame prepared by ``expectations.prepare`` (derived columns
+Three engines: ``pandas`` validates a frame prepared by ``expectations.prepare`` (derived columns
 for lists, catalog membership and the time window); ``postgres`` validates a query over a
 table, with membership and the window as SQL anti-joins (``UnexpectedRowsExpectation``) so a
-10M-item catalog never becomes a value set.
+10M-item catalog never becomes a value set; ``duckdb`` builds the pandas suite (same derived
+columns) for ``expectations.sql`` to compile into one DuckDB query over Parquet.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from feedstore.contract import features as contract
 from feedstore.contract import rules
 from feedstore.contract.events import EVENT_SCHEMA
 
-Engine = Literal["pandas", "postgres"]
+Engine = Literal["pandas", "postgres", "duckdb"]
 UUID_REGEX = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 INT_TYPES = ["int64", "Int64Dtype", "int32", "Int32Dtype"]
 STR_TYPES = ["StringDtype", "str"]
@@ -89,9 +90,15 @@ class SuiteSpec:
     def pandas(self) -> bool:
         return self.engine == "pandas"
 
+    @property
+    def derived(self) -> bool:
+        """The engine sees lists and pair rules as the derived columns of ``expectations.prepare``
+        (pandas: computed in Arrow; duckdb: the same columns as SQL expressions)."""
+        return self.engine in ("pandas", "duckdb")
+
     def frame_column(self, column: str) -> str:
         """Lists reach GX as derived columns (pandas cannot carry 10M embeddings cheaply)."""
-        return length_column(column) if column in self.list_columns and self.pandas else column
+        return length_column(column) if column in self.list_columns and self.derived else column
 
     def add(self, rule: str, source: str | None, cls: type[gxe.Expectation], **kwargs: Any) -> None:
         meta = {"rule": rule, "column": source}
@@ -112,7 +119,7 @@ class SuiteSpec:
 
     def of_type(self, columns: Iterable[str], types: list[str]) -> None:
         """Postgres enforces column types itself (and GX cannot type a query asset)."""
-        if not self.pandas:
+        if self.engine == "postgres":
             return
         for c in columns:
             if self.has(c):
@@ -150,7 +157,7 @@ class SuiteSpec:
     def vector(self, column: str, dim: int | None, vocabulary: tuple[str, ...] | None = None,
                required: bool = True) -> None:
         """List columns: shape and content via the derived columns ``expectations.prepare`` adds."""
-        if not (self.has(column) and self.pandas):
+        if not (self.has(column) and self.derived):
             return
         if required:
             self.not_null([column])
@@ -165,7 +172,7 @@ class SuiteSpec:
             self._retag(column)
 
     def distribution(self, column: str) -> None:
-        if not (self.has(column) and self.pandas):
+        if not (self.has(column) and self.derived):
             return
         tol = rules.DISTRIBUTION_SUM_TOLERANCE
         self.between("distribution_sums_to_1", [sum_error_column(column)], -tol, tol)
@@ -282,7 +289,7 @@ def _feature_rules(s: SuiteSpec, f: contract.Feature, required: bool) -> None:
         s.ordered(f.name, larger)
     if f.distribution:
         s.distribution(f.name)
-        if s.has(f.name) and s.pandas:
+        if s.has(f.name) and s.derived:
             s.between("vector_dimension", [length_column(f.name)], f.dim, f.dim)
             s._retag(f.name)
     elif f.kind is contract.Kind.STRING_LIST and f.vocabulary is not None:
@@ -314,7 +321,7 @@ def training_dataset(s: SuiteSpec) -> None:
     s.in_set("label_binary", "label", [0, 1])
     s.in_set("sample_type_allowed", "sample_type", rules.SAMPLE_TYPES)
     if s.has("label") and s.has("sample_type"):
-        if s.pandas:  # GX checks a pair set with a Python call per row (40 s on 200K rows); Arrow did it in prepare
+        if s.derived:  # GX checks a pair set with a Python call per row (40 s on 200K rows); Arrow did it in prepare
             s.add("label_matches_sample_type", "label", gxe.ExpectColumnValuesToBeNull, column=LABEL_MISMATCH)
         else:
             pairs = [(t, label_of(t)) for t in rules.SAMPLE_TYPES]

@@ -220,6 +220,9 @@ def validate(
     docs: str | None = typer.Option(None, help="write Data Docs (static HTML) to this directory"),
     docs_s3: str | None = typer.Option(None, help="upload Data Docs under this key prefix of the bucket"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout"),
+    engine: str | None = typer.Option(None, help="gx (GX on pandas/Postgres) or duckdb (training_dataset as SQL "
+                                                 "over Parquet); default: FEED_PIPELINE_CHECKS_ENGINE for "
+                                                 "training_dataset without --docs, else gx"),
 ) -> None:
     """Validate TARGET against a Great Expectations SUITE; exit 1 when it fails."""
     import json
@@ -236,7 +239,7 @@ def validate(
 
     _run_as("pipeline" if docs_s3 else "reader")  # uploading Data Docs is a write
     try:
-        summary = run(suite, target, docs_dir=docs, docs_s3_prefix=docs_s3, **params)
+        summary = run(suite, target, docs_dir=docs, docs_s3_prefix=docs_s3, engine=engine, **params)
     except ValidationError as exc:
         fail(str(exc))
     if as_json:

@@ -285,6 +285,11 @@ class PipelineSettings(BaseSettings):
     run their SQL on: DuckDB in process, or Spark (``feedstore.spark``'s session, ``FEED_SPARK_*``)
     over the same lake; one SQL definition for both (``orchestration.engines``). The archive,
     retention and training-set assets stay on DuckDB."""
+    checks_engine: Literal["duckdb", "gx"] = "duckdb"
+    """What the ``training_dataset`` suite runs on when no engine is asked for (the Dagster check,
+    ``feedstore validate`` without ``--engine``): ``duckdb``, the suite compiled to one SQL query
+    over the Parquet (``expectations.sql``; ~128 s on pandas for a seed-scale day otherwise), or
+    ``gx``, Great Expectations on a pandas frame (with Data Docs)."""
     dagster_storage_dsn: str | None = Field(None, validation_alias=_env("FEED_DAGSTER_STORAGE_DSN"))
     """Dagster keeps its runs in Postgres when set, else in SQLite under $DAGSTER_HOME. Not the
     owner's DSN: ``Settings.dagster_login_dsn``'s login (docker compose sets it so)."""

@@ -216,7 +216,7 @@ class OnlineFeaturesEndpoint:
     async def __call__(self, scope, receive, send) -> None:
         from feast import metrics as feast_metrics
         from feast.feature_server import bin_feature_count
-        from feast.feature_server_utils import convert_response_to_dict
+        from feedstore.feast.online.response import response_dict
 
         body = await _body(receive)
         if private.audit_logging_enabled():  # Feast's handler writes the audit records
@@ -247,7 +247,7 @@ class OnlineFeaturesEndpoint:
             response = self.fs.get_online_features(
                 features=features, entity_rows=request.entities, full_feature_names=request.full_feature_names,
                 include_feature_view_version_metadata=request.include_feature_view_version_metadata)
-            payload = self._encode(convert_response_to_dict(response.proto))
+            payload = self._encode(response_dict(response))
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]})
         await send({"type": "http.response.body", "body": payload})

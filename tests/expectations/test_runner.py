@@ -16,7 +16,8 @@ from psycopg.types.json import Jsonb
 from expectations.runner import ValidationError, validate
 from feedstore.s3 import arrow_fs, bucket_path, s3_client
 from feedstore.settings import Settings
-from tests.expectations.conftest import NOW, make_events, make_items, make_users
+from tests.expectations.conftest import NOW, make_events, make_items, make_training, make_users
+from tests.expectations.test_suites import put
 
 FEEDSTORE = [sys.executable, "-m", "feedstore.cli"]
 
@@ -148,3 +149,21 @@ def test_summary_metadata_is_json(catalog) -> None:
 def test_bad_request_raises(suite, target, params, message) -> None:
     with pytest.raises(ValidationError, match=message):
         validate(suite, target, **params)
+
+
+def test_cli_engine_option(settings: Settings, tmp_path) -> None:
+    """``--engine`` picks the path; both report the same failure of the same training set."""
+    path = tmp_path / "training.parquet"
+    pq.write_table(put(make_training(), "label", 1, 1), path)
+    found = {}
+    for engine in ("gx", "duckdb"):
+        result = subprocess.run([*FEEDSTORE, "validate", "training_dataset", str(path), "-p", "ds=2025-11-15",
+                                 "--engine", engine, "--json"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1, result.stderr
+        summary = json.loads(result.stdout)
+        assert summary["engine"] == engine
+        found[engine] = [(f["rule"], f["unexpected_count"]) for f in summary["failures"]]
+    assert found["gx"] == found["duckdb"] == [("label_matches_sample_type", 1)]
+    bad = subprocess.run([*FEEDSTORE, "validate", "training_dataset", str(path), "-p", "ds=2025-11-15",
+                          "--engine", "spark"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown engine" in bad.stderr

@@ -35,6 +35,13 @@ def key_part(value: object) -> str:
     return str(int(value))
 
 
+def key_parts(values: list) -> list[str]:
+    """``key_part`` of each value; a column of plain ``int`` s (the common id) in one ``map``."""
+    if set(map(type, values)) == {int}:
+        return list(map(str, values))
+    return [key_part(v) for v in values]
+
+
 def entity_text(join_keys: Sequence[str], values: Sequence[object]) -> str:
     """``user_id=42`` (composite keys sorted by name); strings are %-quoted so braces never appear."""
     pairs = sorted(zip(join_keys, values)) if len(join_keys) > 1 else zip(join_keys, values)

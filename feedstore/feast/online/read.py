@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from feast import FeatureView, RepoConfig
 from feast.online_response import OnlineResponse
@@ -42,7 +41,8 @@ except ImportError:  # metrics are optional in Feast
 PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE = FieldStatus.PRESENT, FieldStatus.NOT_FOUND, FieldStatus.OUTSIDE_MAX_AGE
 
 GroupedRefs = list[tuple[FeatureView, list[str]]]
-KeyPart = Callable[[Any], str]
+KeyParts = Callable[[list], list[str]]
+"""The key texts of one join-key column's values."""
 
 _collector = threading.local()
 """While Feast's path runs in our ``get_online_features``: the views read, for ``to_dict``."""
@@ -121,7 +121,7 @@ class TTLRedisReads:
         """Feast's hook for its path (entity values as protos): the same pipelined read, the
         vectors appended to Feast's response as protobuf bytes."""
         views = read_views(private.redis_client(self, config), config, grouped_refs, join_key_values,
-                           entity_name_to_join_key_map, _proto_key_part, full_feature_names)
+                           entity_name_to_join_key_map, _proto_key_parts, full_feature_names)
         for view in views:
             append_view(online_features_response, view, include_feature_view_version_metadata)
         collector = getattr(_collector, "views", None)
@@ -152,12 +152,12 @@ def read_plain(client, config: RepoConfig, columns: dict[str, list], plan: Plain
                include_version: bool) -> OnlineResponse:
     """The direct path: keys from the Python values, one round trip, the raw cells kept."""
     started = time.monotonic()
+    feature_types = private.build_feature_types(plan.grouped_refs)
     views = read_views(client, config, plan.grouped_refs, columns, plan.entity_name_to_join_key_map,
-                       layout.key_part, full_feature_names)
+                       layout.key_parts, full_feature_names, feature_types)
     _track_read(started)
     entities = {k: (v, plan.entity_type_map[k]) for k, v in columns.items()}
-    return CellOnlineResponse(private.build_feature_types(plan.grouped_refs), views, entities=entities,
-                              include_version=include_version)
+    return CellOnlineResponse(feature_types, views, entities=entities, include_version=include_version)
 
 
 _INT64 = (-(2**63), 2**63 - 1)
@@ -166,9 +166,9 @@ _INT64 = (-(2**63), 2**63 - 1)
 def _plain_column(values: list, value_type: ValueType | None) -> bool:
     """Values the direct path keys exactly as Feast's proto conversion would (else Feast's path)."""
     if value_type == ValueType.INT64:
-        return all(type(v) is int for v in values) and _INT64[0] <= min(values) and max(values) <= _INT64[1]
+        return set(map(type, values)) == {int} and _INT64[0] <= min(values) and max(values) <= _INT64[1]
     if value_type == ValueType.STRING:
-        return all(type(v) is str for v in values)
+        return set(map(type, values)) == {str}
     return False
 
 
@@ -224,30 +224,36 @@ class _ViewRead:
 
 
 def read_views(client, config: RepoConfig, grouped_refs, join_key_values, entity_name_to_join_key_map,
-               key_part: KeyPart, full_feature_names: bool) -> list[ViewCells]:
-    """Every view's HMGETs in one pipeline; per view the raw cells of each distinct entity."""
+               key_parts: KeyParts, full_feature_names: bool,
+               decode_types: dict[str, ValueType] | None = None) -> list[ViewCells]:
+    """Every view's HMGETs in one pipeline; per view the raw cells of each distinct entity, and
+    with ``decode_types`` their Python values too, converted while later views are in flight."""
     work: list[_ViewRead] = []
     keys: list[bytes] = []
     texts: dict = {}
     prefix = layout.key_prefix(config.project)
     for table, requested in grouped_refs:
         entities, order, output_len = _unique_entities(
-            table, join_key_values, entity_name_to_join_key_map, texts, key_part)
+            table, join_key_values, entity_name_to_join_key_map, texts, key_parts)
         suffix = layout.key_suffix(layout.view_name(table, config))
         work.append(_ViewRead(table, list(requested), order, output_len, len(keys), len(entities)))
         keys.extend([f"{prefix}{e}{suffix}".encode() for e in entities])
     if not work:
         return []
-    replies = wire.hmget(client, [([n.encode() for n in w.requested] + [layout.TS_FIELD],
-                                   keys[w.start:w.start + w.count]) for w in work])
+    groups = wire.hmget_groups(client, [([n.encode() for n in w.requested] + [layout.TS_FIELD],
+                                         keys[w.start:w.start + w.count]) for w in work])
     now = layout.now_micros()
-    return [_view_cells(w.table, w.requested, replies[w.start:w.start + w.count], w.order, w.output_len, now,
-                        full_feature_names)
-            for w in work]
+    views = []
+    for w, replies in zip(work, groups):  # each view's cells while Redis answers the next view
+        view = _view_cells(w.table, w.requested, replies, w.order, w.output_len, now, full_feature_names)
+        if decode_types is not None:
+            view.decode(decode_types)
+        views.append(view)
+    return views
 
 
-def _proto_key_part(value: ValueProto) -> str:
-    return layout.key_part(layout.proto_value(value))
+def _proto_key_parts(values: list[ValueProto]) -> list[str]:
+    return [layout.key_part(layout.proto_value(v)) for v in values]
 
 
 def _view_cells(table: FeatureView, requested: list[str], replies: list, order: list[int] | None,
@@ -256,9 +262,41 @@ def _view_cells(table: FeatureView, requested: list[str], replies: list, order: 
     times; a value past the view's TTL is ``OUTSIDE_MAX_AGE`` and its cells are dropped."""
     ttl = layout.ttl_micros(table)
     cutoff = now - ttl if ttl else None
+    status, ts, live = _all_live(replies, cutoff) or _sorted_out(replies, cutoff, len(requested))
+    columns = list(zip(*live))[:-1] if live else [()] * len(requested)
+    table_name = table.projection.name_to_use()
+    names = [f"{table_name}__{f}" if full_feature_names else f for f in requested]
+    if _track_feature_statuses is not None:
+        present = status.count(PRESENT)
+        if order is not None and present != len(status):  # rows, not distinct entities
+            present = sum(status[u] == PRESENT for u in order)
+        elif order is not None:
+            present = output_len
+        _track_feature_statuses(table.name, present * len(requested), len(requested) * (output_len - present))
+    return ViewCells(
+        names=names, columns=columns, status=status, ts=ts, order=order, output_len=output_len,
+        meta_name=table.projection.name_alias or table.projection.name,
+        version=getattr(table, "current_version_number", 0) or 0)
+
+
+def _all_live(replies: list, cutoff: int | None) -> tuple[list[int], list[int], list] | None:
+    """Statuses, event times and replies when every entity was found within the TTL (the common
+    case, checked per column rather than per reply), else ``None``."""
+    raw = [reply[-1] for reply in replies]
+    if None in raw:
+        return None
+    ts = list(map(int, raw))
+    if cutoff is not None and ts and min(ts) <= cutoff:
+        return None
+    return [PRESENT] * len(replies), ts, replies
+
+
+def _sorted_out(replies: list, cutoff: int | None, n_features: int) -> tuple[list[int], list[int], list]:
+    """Per reply: ``NOT_FOUND`` without an event time, ``OUTSIDE_MAX_AGE`` (cells dropped) at or
+    past the cutoff, else ``PRESENT`` with its event time (0 when not present)."""
     status = [NOT_FOUND] * len(replies)
     ts = [0] * len(replies)
-    absent = (None,) * (len(requested) + 1)
+    absent = (None,) * (n_features + 1)
     live = list(replies)
     for u, reply in enumerate(replies):
         raw_ts = reply[-1]
@@ -271,20 +309,11 @@ def _view_cells(table: FeatureView, requested: list[str], replies: list, order: 
             continue
         status[u] = PRESENT
         ts[u] = t
-    columns = list(zip(*live))[:-1] if live else [()] * len(requested)
-    table_name = table.projection.name_to_use()
-    names = [f"{table_name}__{f}" if full_feature_names else f for f in requested]
-    if _track_feature_statuses is not None:
-        present = status.count(PRESENT) if order is None else sum(status[u] == PRESENT for u in order)
-        _track_feature_statuses(table.name, present * len(requested), len(requested) * (output_len - present))
-    return ViewCells(
-        names=names, columns=columns, status=status, ts=ts, order=order, output_len=output_len,
-        meta_name=table.projection.name_alias or table.projection.name,
-        version=getattr(table, "current_version_number", 0) or 0)
+    return status, ts, live
 
 
 def _unique_entities(table: FeatureView, join_key_values, entity_name_to_join_key_map,
-                     texts: dict, key_part: KeyPart = _proto_key_part,
+                     texts: dict, key_parts: KeyParts = _proto_key_parts,
                      ) -> tuple[list[str], list[int] | None, int]:
     """Feast's ``_get_unique_entities`` as entity texts: the distinct entities of a view, and for
     each output row the index of its entity (``None`` when every row is distinct). ``texts``
@@ -300,18 +329,18 @@ def _unique_entities(table: FeatureView, join_key_values, entity_name_to_join_ke
     done_key = (tuple(names), tuple(id(values[n]) for n in names))
     done = texts.get(done_key)
     if done is None:
-        done = texts[done_key] = _distinct(names, values, texts, key_part)
+        done = texts[done_key] = _distinct(names, values, texts, key_parts)
     return done
 
 
 def _distinct(names: list[str], values: dict, texts: dict,
-              key_part: KeyPart) -> tuple[list[str], list[int] | None, int]:
+              key_parts: KeyParts) -> tuple[list[str], list[int] | None, int]:
     columns = []
     for name in names:
         column = values[name]
         cached = texts.get(id(column))
         if cached is None:
-            cached = texts[id(column)] = [key_part(v) for v in column]
+            cached = texts[id(column)] = key_parts(column)
         columns.append(cached)
     if len(names) == 1:
         head = names[0] + "="

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -84,6 +85,10 @@ def entity_columns(entity_rows: Any) -> dict[str, list]:
 def _rows_as_columns(rows: list) -> dict[str, list]:
     if not rows:
         raise RequestError("entity_rows is empty: give at least one row of join key -> value")
+    if set(map(type, rows)) == {dict} and rows[0]:
+        first = rows[0].keys()
+        if all(map(first.__eq__, map(dict.keys, rows))):  # plain dicts of one key set: checked in C
+            return {k: list(map(itemgetter(k), rows)) for k in first}
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise RequestError(f"entity_rows[{i}] must be a dict of join key -> value, got {type(row).__name__}")
@@ -104,12 +109,23 @@ def check_ids(columns: dict[str, list], entity_type_map: Mapping[str, ValueType]
     are Feast's to check."""
     for key, values in columns.items():
         value_type = entity_type_map.get(key)
-        if value_type is None:
+        if value_type is None or _plain_ids(values, value_type):
             continue
         for row, value in enumerate(values):
             problem = id_problem(value, value_type)
             if problem is not None:
                 raise RequestError(f"entity_rows {key} (row {row}): {problem}")
+
+
+def _plain_ids(values: list, value_type: ValueType) -> bool:
+    """Whether every value is an id with no need for a closer look: Python ``int`` s (not bools,
+    which are their own type) within 64 bits for integer keys, ``str`` s for string keys. The
+    common case, checked in C over the column (a 500-row call's per-value check was ~0.5 ms);
+    any other column is checked value by value for the message."""
+    kinds = set(map(type, values))
+    if value_type in INTEGER_TYPES:
+        return kinds == {int} and INT64[0] <= min(values) and max(values) <= INT64[1]
+    return value_type == ValueType.STRING and kinds == {str}
 
 
 def id_problem(value: Any, value_type: ValueType) -> str | None:

@@ -12,7 +12,7 @@ Cluster client has no single connection: there the same commands go through its 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 from redis import Redis
@@ -149,6 +149,8 @@ def execute_commands(client, commands: Sequence[Sequence[bytes]]) -> list:
 
 
 def raise_first_error(replies: list) -> None:
+    if set(map(type, replies)) <= {list, int, bytes}:  # the common case, checked in C
+        return
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
@@ -157,18 +159,42 @@ def raise_first_error(replies: list) -> None:
 def hmget(client, groups: Iterable[tuple[Sequence[bytes], Sequence[bytes]]]) -> list:
     """``HMGET key *fields`` for every key of every ``(fields, keys)`` group, in one round trip;
     the replies in order (one list of values per key); an error reply raises."""
+    return [reply for replies in hmget_groups(client, groups) for reply in replies]
+
+
+def hmget_groups(client, groups: Iterable[tuple[Sequence[bytes], Sequence[bytes]]]) -> Iterator[list]:
+    """The same round trip, each group's replies yielded as soon as they have all arrived: Redis
+    answers 1,500 HMGETs over milliseconds, and the caller's work on one group overlaps the
+    server's on the next. An error reply raises; a caller that stops early drops the connection
+    (its unread replies would answer the next command)."""
     groups = list(groups)
-    if packs(client):
-        parts: list[bytes] = []
-        for fields, keys in groups:
-            head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
-            tail = b"".join(map(bulk, fields))
-            parts.extend([head + bulk(k) + tail for k in keys])
-        replies = execute_packed(client, b"".join(parts), sum(len(keys) for _, keys in groups))
-    else:
+    if not packs(client):
         replies = execute_commands(client, [[b"HMGET", k, *fields] for fields, keys in groups for k in keys])
-    raise_first_error(replies)
-    return replies
+        raise_first_error(replies)
+        start = 0
+        for _, keys in groups:
+            yield replies[start:start + len(keys)]
+            start += len(keys)
+        return
+    parts: list[bytes] = []
+    for fields, keys in groups:
+        head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
+        tail = b"".join(map(bulk, fields))
+        parts.extend([b"%b$%d\r\n%b\r\n%b" % (head, len(k), k, tail) for k in keys])
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    in_step = False
+    try:
+        conn.send_packed_command([b"".join(parts)], check_health=False)
+        for i, (_, keys) in enumerate(groups):
+            replies = _read_replies(conn, len(keys))
+            in_step = i == len(groups) - 1  # every reply read: the connection can serve the next call,
+            raise_first_error(replies)      # even when the caller closes this generator without resuming it
+            yield replies
+    finally:
+        if not in_step:
+            conn.disconnect()
+        pool.release(conn)
 
 
 def evalsha_rows(client, sha: bytes, keys: Sequence[bytes], shared: Sequence[bytes],

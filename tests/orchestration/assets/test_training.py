@@ -164,6 +164,15 @@ def test_training_set_is_written_registered_and_point_in_time(training_run, sett
     assert (positives.rt_last_item_id != positives.item_id).all()
 
 
+def test_the_training_check_runs_the_suite_on_duckdb(training_run):
+    """The blocking check takes the fast path by default (FEED_PIPELINE_CHECKS_ENGINE)."""
+    _, result = training_run
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "training_dataset_suite")
+    assert check.passed, check.metadata
+    assert check.metadata["engine"].value == "duckdb"
+    assert check.metadata["row_count"].value > 0
+
+
 def test_every_row_has_the_embedding_valid_at_its_time(training_run, settings, tiny_feed):
     """Each row, positive or negative, carries its item's content embedding as valid at the row's
     time (an as-of join over the generator's versions written here). The tiny feed has no row of an
