@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import structlog
 
@@ -106,13 +107,15 @@ def _start_worker(host: str, port: int, log_level: str, metrics_dir: str) -> sub
 
 
 def _stop(workers: list[subprocess.Popen], grace: float) -> None:
-    """SIGTERM to every live worker, then SIGKILL to any still running after ``grace`` seconds."""
+    """SIGTERM to every live worker, then SIGKILL to any still running ``grace`` seconds later
+    (one deadline for all: waiting ``grace`` for each in turn made N workers take N times it)."""
     for proc in workers:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
     for proc in workers:
         try:
-            proc.wait(grace)
+            proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             log.warning("serve.worker_killed", pid=proc.pid, after_seconds=grace)
             proc.kill()
