@@ -6,6 +6,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
+import pytest
 
 from devtools.synthetic import features as synthetic
 from feedstore.feast.online import codec
@@ -110,3 +111,32 @@ def test_feature_store_yaml_selects_the_fast_engine(fs):
     assert isinstance(fs.config.batch_engine, FastComputeEngineConfig)
     assert fs.config.batch_engine.type == f"{FastComputeEngine.__module__}.{FastComputeEngine.__name__}"
     assert isinstance(fs._get_provider().batch_engine, FastComputeEngine)
+
+
+@pytest.mark.pure
+def test_latest_rows_of_wide_rows_stream_within_a_small_memory_limit(tmp_path):
+    """2M rows of a 32-float embedding (about 280 MB) under a 320 MB limit: a window over whole
+    rows ran out of memory here (as 10M items did under 2 GB); the narrow grouping and the
+    streaming semi-join return every row."""
+    import duckdb
+
+    from feedstore.feast.engine import LatestRowsNode
+
+    path = str(tmp_path / "wide.parquet")
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.sql("SELECT i AS item_id, TIMESTAMPTZ '2026-12-03 00:00:00+00' + to_seconds(i % 86400) AS ts,"
+            " list_transform(range(32), x -> random()::FLOAT) AS embedding FROM range(2000000) t(i)").write_parquet(path)
+    con.execute("SET memory_limit = '320MB'")
+
+    class Info:
+        join_keys, feature_cols, ts_col, created_ts_col, field_mapping = ["item_id"], ["embedding"], "ts", None, {}
+
+    class View:
+        batch_source = None
+
+    start, end = datetime(2026, 12, 3, tzinfo=timezone.utc), datetime(2026, 12, 4, tzinfo=timezone.utc)
+    node = LatestRowsNode("source", View, Info, start, end, latest_only=True)
+    reader = con.execute(node.sql(), {"path": path, "start": start, "end": end}).to_arrow_reader(100_000)
+    rows = sum(batch.num_rows for batch in reader)
+    assert rows == 2_000_000
