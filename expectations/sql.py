@@ -359,8 +359,8 @@ def parquet_files(target: str) -> list[str]:
 
 
 def connection(settings=None):
-    """The pipeline's DuckDB connection (S3 secret, memory limit, UTC): ``orchestration.lake``'s."""
-    from orchestration.lake import duckdb_connection
+    """The pipeline's DuckDB connection (S3 secret, memory limit, UTC)."""
+    from feedstore.s3 import duckdb_connection
 
     return duckdb_connection(settings)
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 from pyarrow import fs as pafs
 
 from feedstore.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 def s3_client(settings: Settings | None = None, timeout: float = 10):
@@ -80,3 +84,15 @@ def configure_duckdb(con, settings: Settings | None = None) -> None:
         {"key": s.s3.access_key_id, "secret": s.s3.secret_access_key, "endpoint": s.s3.host_port,
          "ssl": s.s3.use_ssl, "region": s.s3.region},
     )
+
+
+def duckdb_connection(settings: Settings | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """In-memory DuckDB with S3 configured and UTC as the session time zone (day arithmetic);
+    imported here, not at the top, so the consumer that only uploads never loads DuckDB."""
+    import duckdb
+
+    limit = memory_limit or (settings or get_settings()).pipeline.duckdb_memory_limit
+    con = duckdb.connect(config={"memory_limit": limit})
+    configure_duckdb(con, settings)
+    con.execute("SET TimeZone = 'UTC'")
+    return con

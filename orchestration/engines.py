@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from feedstore.s3 import duckdb_connection
 from feedstore.settings import Settings, get_settings
 
 FILENAME = "filename"
@@ -94,8 +95,6 @@ class SparkRelations:
 def connect(settings: Settings | None = None, engine: str | None = None, memory_limit: str | None = None) -> Iterator:
     """What the pipeline's SQL runs on: a DuckDB connection (default) or the process's Spark
     session as ``SparkRelations`` (``FEED_PIPELINE_ENGINE=spark``), able to read ``settings``' lake."""
-    from orchestration import lake
-
     s = settings or get_settings()
     engine = engine or s.pipeline.engine
     if engine == "spark":
@@ -104,7 +103,7 @@ def connect(settings: Settings | None = None, engine: str | None = None, memory_
         with SparkRelations(spark.session(s)) as relations:
             yield relations
     elif engine == "duckdb":
-        with lake.duckdb_connection(s, memory_limit=memory_limit) as con:
+        with duckdb_connection(s, memory_limit=memory_limit) as con:
             yield con
     else:
         raise ValueError(f"unknown pipeline engine {engine!r}: duckdb or spark")

@@ -30,7 +30,7 @@ from feedstore.contract.lake import (  # noqa: F401
     day_prefix,
     feature_prefix,
 )
-from feedstore.s3 import arrow_fs, bucket_path, configure_duckdb, s3_client, s3_uri
+from feedstore.s3 import arrow_fs, bucket_path, s3_client, s3_uri
 from feedstore.settings import Settings, get_settings
 
 COMPRESSION = "zstd"
@@ -126,15 +126,6 @@ def read_table(prefix: str, settings: Settings | None = None, columns: list[str]
 
 
 # ---- DuckDB ------------------------------------------------------------------------------
-
-def duckdb_connection(settings: Settings | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
-    """In-memory DuckDB with S3 configured and UTC as the session time zone (day arithmetic)."""
-    limit = memory_limit or (settings or get_settings()).pipeline.duckdb_memory_limit
-    con = duckdb.connect(config={"memory_limit": limit})
-    configure_duckdb(con, settings)
-    con.execute("SET TimeZone = 'UTC'")
-    return con
-
 
 def is_duckdb(con) -> bool:
     return isinstance(con, duckdb.DuckDBPyConnection)

@@ -53,7 +53,7 @@ class S3Resource(_FromSettings):
         return {"s3": {"endpoint": self.endpoint, "bucket": self.bucket}}
 
     def duckdb(self, memory_limit: str | None = None):
-        from orchestration.lake import duckdb_connection
+        from feedstore.s3 import duckdb_connection
 
         return duckdb_connection(self.settings(), memory_limit=memory_limit)
 

@@ -20,6 +20,7 @@ import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from feedstore.db import connect
+from feedstore.s3 import duckdb_connection
 from feedstore.settings import Settings
 from ingestion.sinks.redis import user_key
 from orchestration import lake
@@ -132,7 +133,7 @@ def lake_events(settings: Settings, root: str) -> tuple[int, int]:
     keys = lake.parquet_keys(f"{root}/", settings)
     if not keys:
         return 0, 0
-    with lake.duckdb_connection(settings) as con:
+    with duckdb_connection(settings) as con:
         rel = con.read_parquet([lake.s3_uri(k, settings) for k in keys], union_by_name=True)
         rel.create_view("events", replace=True)
         rows, distinct = con.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ingestion.load import load
+from feedstore.s3 import duckdb_connection
 from orchestration import lake
 from orchestration.assets.snapshots import MANIFEST
 
@@ -90,7 +91,7 @@ def test_watermark_edges_and_point_in_time_embeddings(own, tmp_path):
 def test_versions_are_read_as_of_the_time_asked(own):
     from orchestration import sources
 
-    with lake.duckdb_connection(own) as con:
+    with duckdb_connection(own) as con:
         sources.content_embeddings(con, own, datetime(2026, 11, 21, 5, tzinfo=timezone.utc))
         before = dict(con.execute("SELECT item_id, list_position(content_embedding, 3.0) FROM content_embeddings "
                                   "WHERE item_id = $a", {"a": A}).fetchall())

@@ -9,7 +9,7 @@ import pytest
 
 from feedstore.contract.rules import ENGAGEMENT_TYPES, LONG_DWELL_MS, SHORT_DWELL_MS
 from orchestration.assets.training import TrainingConfig, sample_rows
-from orchestration.lake import duckdb_connection
+from feedstore.s3 import duckdb_connection
 
 
 def _end(day):
