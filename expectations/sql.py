@@ -289,7 +289,8 @@ def check_batch(con, suite: str, source: str, params: dict[str, Any]) -> list[Ou
     """Runs ``suite`` over relation ``source`` of ``con`` (plus the row-count rule first)."""
     from expectations.runner import _row_count_expectation
 
-    types = {row[0]: str(row[1]) for row in con.execute(f"DESCRIBE SELECT * FROM {quote(source)}").fetchall()}
+    relation = con.view(source)
+    types = dict(zip(relation.columns, map(str, relation.types)))
     q = Query()
     derived = derived_columns(suite, types, q)
     select = ", ".join(["*", *(f"{expr} AS {quote(name)}" for name, expr in derived.items())])
